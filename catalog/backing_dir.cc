@@ -1,0 +1,84 @@
+#include "catalog/backing_dir.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+
+namespace chainswap {
+
+BackingPaths::BackingPaths(std::string r)
+    : root(std::move(r)),
+      catalog(root + "/catalog.db"),
+      store(root + "/store.dat"),
+      journal(root + "/journal"),
+      lock(root + "/lock") {}
+
+BackingDir::~BackingDir() {
+  catalog_.reset();
+  store_.reset();
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
+
+Status BackingDir::Format(const std::string& root) {
+  BackingPaths p(root);
+  struct stat st;
+  if (::stat(root.c_str(), &st) != 0) {
+    if (errno != ENOENT) return Status::FromErrno(root);
+    if (::mkdir(root.c_str(), 0700) != 0) return Status::FromErrno("mkdir " + root);
+  } else if (!S_ISDIR(st.st_mode)) {
+    return Status::Error(ENOTDIR, root + " is not a directory");
+  }
+  if (::access(p.catalog.c_str(), F_OK) == 0)
+    return Status::Error(EEXIST, root + " already holds a chainswap catalog");
+  if (::access(p.store.c_str(), F_OK) == 0)
+    return Status::Error(EEXIST, root + " already holds a content store (store.dat)");
+  int lfd = ::open(p.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lfd < 0) return Status::FromErrno("create " + p.lock);
+  ::close(lfd);
+  if (::mkdir(p.journal.c_str(), 0700) != 0 && errno != EEXIST)
+    return Status::FromErrno("mkdir " + p.journal);
+  CS_RETURN_IF_ERROR(ContentStore::Create(p.store));
+  return Catalog::Create(p.catalog);
+}
+
+bool BackingDir::IsLocked(const std::string& root) {
+  BackingPaths p(root);
+  int fd = ::open(p.lock.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool locked = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);
+  return locked;
+}
+
+Result<std::unique_ptr<BackingDir>> BackingDir::Open(const std::string& root, LockMode lock,
+                                                     const CatalogOptions& options) {
+  std::unique_ptr<BackingDir> b(new BackingDir(BackingPaths(root)));
+  const BackingPaths& p = b->paths_;
+  struct stat st;
+  if (::stat(root.c_str(), &st) != 0) return Status::FromErrno("backing directory " + root);
+  if (!S_ISDIR(st.st_mode)) return Status::Error(ENOTDIR, root + " is not a directory");
+  if (::access(p.catalog.c_str(), F_OK) != 0)
+    return Status::Error(ENOENT, root + " is not a chainswap backing directory (no catalog.db; "
+                                        "run 'chainswap format " + root + "')");
+  if (lock == LockMode::kExclusive) {
+    b->lock_fd_ = ::open(p.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (b->lock_fd_ < 0) return Status::FromErrno("open " + p.lock);
+    if (::flock(b->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK)
+        return Status::Error(EBUSY, root + " is in use by another chainswap daemon or tool");
+      return Status::FromErrno("lock " + p.lock);
+    }
+  }
+  auto store = ContentStore::Open(p.store, options.read_only);
+  if (!store.ok()) return store.status();
+  b->store_ = std::move(*store);
+  auto cat = Catalog::Open(p.catalog, b->store_.get(), options);
+  if (!cat.ok()) return cat.status();
+  b->catalog_ = std::move(*cat);
+  return b;
+}
+
+}  // namespace chainswap

@@ -1,0 +1,60 @@
+// The backing directory (SPEC §3): the catalog, the content store and the
+// journal of one chainswap installation, and the lock that keeps a second
+// daemon (or an offline tool that writes) away while one holds it.
+//
+//   BACKING/catalog.db      SQLite catalog (WAL mode; -wal and -shm beside it)
+//   BACKING/store.dat       content store, 4 KiB slots
+//   BACKING/journal/        write-back journal segments (buckets)
+//   BACKING/lock            flock()ed exclusively by the daemon
+//
+// Thread-safety: a BackingDir is immutable after Open(); the Catalog and
+// ContentStore it owns are thread-safe themselves.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "catalog/catalog.h"
+#include "catalog/content_store.h"
+
+namespace chainswap {
+
+struct BackingPaths {
+  explicit BackingPaths(std::string root);
+  std::string root, catalog, store, journal, lock;
+};
+
+enum class LockMode { kExclusive, kNone };
+
+class BackingDir {
+ public:
+  ~BackingDir();
+  BackingDir(const BackingDir&) = delete;
+  BackingDir& operator=(const BackingDir&) = delete;
+
+  // Creates a new installation in `root` (created 0700 if missing; must be
+  // empty of chainswap files). EEXIST if it already holds a catalog.
+  static Status Format(const std::string& root);
+
+  // Opens an installation. With kExclusive, takes the lock without waiting:
+  // EBUSY with a message naming the holder when another process has it.
+  // ENOENT when `root` is not a chainswap backing directory.
+  static Result<std::unique_ptr<BackingDir>> Open(const std::string& root, LockMode lock,
+                                                  const CatalogOptions& options);
+
+  // True when some process holds the daemon lock on `root`.
+  static bool IsLocked(const std::string& root);
+
+  const BackingPaths& paths() const { return paths_; }
+  Catalog& catalog() { return *catalog_; }
+  ContentStore& store() { return *store_; }
+
+ private:
+  explicit BackingDir(BackingPaths p) : paths_(std::move(p)) {}
+  BackingPaths paths_;
+  int lock_fd_ = -1;
+  std::unique_ptr<ContentStore> store_;
+  std::unique_ptr<Catalog> catalog_;  // declared after store_: destroyed first
+};
+
+}  // namespace chainswap

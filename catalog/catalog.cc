@@ -1,0 +1,675 @@
+#include "catalog/catalog.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "catalog/schema.h"
+
+namespace chainswap {
+
+// Every SQL statement the catalog runs, prepared once.
+struct Catalog::Statements {
+  sql::Stmt lat_get;          // (file, lba) -> pblock
+  sql::Stmt lat_put;          // upsert (file, lba, pblock)
+  sql::Stmt lat_del_range;    // delete [lba, end) returning pblock
+  sql::Stmt lat_range;        // (file, lba, end) -> lba, pblock
+  sql::Stmt lat_next;         // first mapped lba >= x
+  sql::Stmt hash_find;        // (dedup_id, hash) -> pblock
+  sql::Stmt pat_insert;       // (pblock, dedup_id, hash)
+  sql::Stmt pat_addref;       // pblock, n
+  sql::Stmt pat_refcount;     // pblock -> refcount
+  sql::Stmt pat_delete;       // pblock
+  sql::Stmt free_insert;      // slot
+  sql::Stmt free_delete;      // slot
+  sql::Stmt file_mapped;      // file, delta
+  sql::Stmt file_meta;        // file, size, mtime, ctime
+  sql::Stmt file_mapped_get;  // file -> mapped_blocks
+};
+
+namespace {
+
+int64_t SlotToPblock(uint64_t s) { return static_cast<int64_t>(s); }
+uint64_t PblockToSlot(int64_t p) { return static_cast<uint64_t>(p); }
+
+}  // namespace
+
+Catalog::Catalog(sql::Db db, ContentStore* store, const CatalogOptions& options, std::string path)
+    : options_(options), path_(std::move(path)), store_(store), db_(std::move(db)) {}
+
+Catalog::~Catalog() {
+  st_.reset();  // finalize statements before the connection closes
+  if (wal_fd_ >= 0) ::close(wal_fd_);
+}
+
+Status Catalog::Create(const std::string& path) {
+  if (::access(path.c_str(), F_OK) == 0) return Status::Error(EEXIST, path + " already exists");
+  // Create the file 0600 before SQLite opens it so the mode is never wider.
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::FromErrno("create " + path);
+  ::close(fd);
+  auto db = sql::Db::Open(path, SQLITE_OPEN_READWRITE);
+  if (!db.ok()) return db.status();
+  CS_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode=WAL"));
+  return CreateSchema(*db);
+}
+
+Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path, ContentStore* store,
+                                               const CatalogOptions& options) {
+  if (::access(path.c_str(), F_OK) != 0) return Status::FromErrno("catalog " + path);
+  auto db = sql::Db::Open(path, options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE);
+  if (!db.ok()) return db.status();
+  if (!options.read_only) {
+    Status st = db->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
+    if (!st.ok()) return Status::Error(st.code() == EIO ? EUCLEAN : st.code(),
+                                       "catalog " + path + ": " + st.message());
+  }
+  CS_RETURN_IF_ERROR(db->Exec("PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;"));
+  Status st = CheckAndUpgradeSchema(*db, options.read_only);
+  if (!st.ok()) return Status::Error(st.code(), path + ": " + st.message());
+  std::unique_ptr<Catalog> cat(new Catalog(std::move(*db), store, options, path));
+  CS_RETURN_IF_ERROR(cat->PrepareStatements());
+  CS_RETURN_IF_ERROR(cat->LoadAllocator());
+  return cat;
+}
+
+Status Catalog::PrepareStatements() {
+  st_ = std::make_unique<Statements>();
+  struct Item {
+    sql::Stmt* stmt;
+    const char* sql;
+  } items[] = {
+      {&st_->lat_get, "SELECT pblock FROM lat WHERE file_id = ?1 AND lba = ?2"},
+      {&st_->lat_put,
+       "INSERT INTO lat(file_id, lba, pblock) VALUES (?1, ?2, ?3) "
+       "ON CONFLICT(file_id, lba) DO UPDATE SET pblock = excluded.pblock"},
+      {&st_->lat_del_range,
+       "DELETE FROM lat WHERE file_id = ?1 AND lba >= ?2 AND lba < ?3 RETURNING pblock"},
+      {&st_->lat_range,
+       "SELECT lba, pblock FROM lat WHERE file_id = ?1 AND lba >= ?2 AND lba < ?3 ORDER BY lba"},
+      {&st_->lat_next, "SELECT min(lba) FROM lat WHERE file_id = ?1 AND lba >= ?2"},
+      {&st_->hash_find, "SELECT pblock FROM pat WHERE dedup_id = ?1 AND hash = ?2 ORDER BY pblock"},
+      {&st_->pat_insert, "INSERT INTO pat(pblock, dedup_id, hash, refcount) VALUES (?1, ?2, ?3, 1)"},
+      {&st_->pat_addref, "UPDATE pat SET refcount = refcount + ?2 WHERE pblock = ?1"},
+      {&st_->pat_refcount, "SELECT refcount FROM pat WHERE pblock = ?1"},
+      {&st_->pat_delete, "DELETE FROM pat WHERE pblock = ?1"},
+      {&st_->free_insert, "INSERT OR IGNORE INTO free_slot(slot) VALUES (?1)"},
+      {&st_->free_delete, "DELETE FROM free_slot WHERE slot = ?1"},
+      {&st_->file_mapped,
+       "UPDATE swap_file SET mapped_blocks = max(mapped_blocks + ?2, 0) WHERE file_id = ?1"},
+      {&st_->file_mapped_get, "SELECT mapped_blocks FROM swap_file WHERE file_id = ?1"},
+      {&st_->file_meta,
+       "UPDATE swap_file SET size = ?2, mtime_ns = ?3, ctime_ns = ?4 WHERE file_id = ?1"},
+  };
+  for (auto& it : items) {
+    auto s = sql::Stmt::Prepare(db_, it.sql);
+    if (!s.ok()) return s.status();
+    *it.stmt = std::move(*s);
+  }
+  return Status::Ok();
+}
+
+Status Catalog::LoadAllocator() {
+  std::lock_guard lk(mu_);
+  auto q = sql::Stmt::Prepare(db_, "SELECT slot FROM free_slot");
+  if (!q.ok()) return q.status();
+  uint64_t top = 0;
+  for (;;) {
+    auto r = q->Step();
+    if (!r.ok()) return r.status();
+    if (!*r) break;
+    uint64_t s = static_cast<uint64_t>(q->Int(0));
+    free_slots_.insert(s);
+    top = std::max(top, s + 1);
+  }
+  auto p = sql::Stmt::Prepare(db_, "SELECT count(*), coalesce(max(pblock) + 1, 0) FROM pat");
+  if (!p.ok()) return p.status();
+  auto r = p->Step();
+  if (!r.ok()) return r.status();
+  used_slots_ = static_cast<uint64_t>(p->Int(0));
+  high_water_ = std::max(top, static_cast<uint64_t>(p->Int(1)));
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- namespace
+
+Result<std::vector<ChainInfo>> Catalog::ListChains() {
+  std::lock_guard lk(mu_);
+  auto q = sql::Stmt::Prepare(
+      db_, "SELECT dedup_id, name, mode, uid, gid, mtime_ns, ctime_ns FROM chain ORDER BY dedup_id");
+  if (!q.ok()) return q.status();
+  std::vector<ChainInfo> out;
+  for (;;) {
+    auto r = q->Step();
+    if (!r.ok()) return r.status();
+    if (!*r) break;
+    ChainInfo c;
+    c.dedup_id = q->Int(0);
+    c.name = q->Text(1);
+    c.mode = static_cast<uint32_t>(q->Int(2));
+    c.uid = static_cast<uint32_t>(q->Int(3));
+    c.gid = static_cast<uint32_t>(q->Int(4));
+    c.mtime_ns = q->Int(5);
+    c.ctime_ns = q->Int(6);
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+Result<std::vector<FileInfo>> Catalog::ListFiles() {
+  std::lock_guard lk(mu_);
+  auto q = sql::Stmt::Prepare(db_,
+                              "SELECT file_id, dedup_id, name, size, mapped_blocks, mode, uid, gid, "
+                              "atime_ns, mtime_ns, ctime_ns FROM swap_file ORDER BY file_id");
+  if (!q.ok()) return q.status();
+  std::vector<FileInfo> out;
+  for (;;) {
+    auto r = q->Step();
+    if (!r.ok()) return r.status();
+    if (!*r) break;
+    FileInfo f;
+    f.file_id = q->Int(0);
+    f.dedup_id = q->Int(1);
+    f.unlinked = q->IsNull(2);
+    f.name = f.unlinked ? std::string() : q->Text(2);
+    f.size = static_cast<uint64_t>(q->Int(3));
+    f.mapped_blocks = static_cast<uint64_t>(q->Int(4));
+    f.mode = static_cast<uint32_t>(q->Int(5));
+    f.uid = static_cast<uint32_t>(q->Int(6));
+    f.gid = static_cast<uint32_t>(q->Int(7));
+    f.atime_ns = q->Int(8);
+    f.mtime_ns = q->Int(9);
+    f.ctime_ns = q->Int(10);
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+Result<ChainInfo> Catalog::CreateChain(const std::string& name, uint32_t mode, uint32_t uid,
+                                       uint32_t gid, int64_t now_ns) {
+  std::lock_guard lk(mu_);
+  HashSeed seed = NewHashSeed();
+  auto q = sql::Stmt::Prepare(db_,
+                              "INSERT INTO chain(name, hash_seed, mode, uid, gid, mtime_ns, ctime_ns) "
+                              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)");
+  if (!q.ok()) return q.status();
+  q->Bind(1, name).BindBlob(2, seed).Bind(3, mode).Bind(4, uid).Bind(5, gid).Bind(6, now_ns);
+  Status st = q->Run();
+  if (!st.ok()) {
+    if (st.code() == EEXIST) return Status::Error(EEXIST, "chain '" + name + "' exists");
+    return st;
+  }
+  ChainInfo c{db_.LastInsertRowid(), name, mode, uid, gid, now_ns, now_ns};
+  hashers_[c.dedup_id] = std::make_shared<const BlockHasher>(seed);
+  return c;
+}
+
+Status Catalog::UpdateChain(const ChainInfo& c) {
+  std::lock_guard lk(mu_);
+  auto q = sql::Stmt::Prepare(db_,
+                              "UPDATE chain SET name = ?2, mode = ?3, uid = ?4, gid = ?5, "
+                              "mtime_ns = ?6, ctime_ns = ?7 WHERE dedup_id = ?1");
+  if (!q.ok()) return q.status();
+  q->Bind(1, c.dedup_id).Bind(2, c.name).Bind(3, c.mode).Bind(4, c.uid).Bind(5, c.gid);
+  q->Bind(6, c.mtime_ns).Bind(7, c.ctime_ns);
+  return q->Run();
+}
+
+Status Catalog::RemoveChain(int64_t dedup_id) {
+  std::lock_guard lk(mu_);
+  sql::Transaction txn(db_);
+  CS_RETURN_IF_ERROR(txn.Begin());
+  auto cnt = sql::Stmt::Prepare(db_, "SELECT count(*) FROM swap_file WHERE dedup_id = ?1");
+  if (!cnt.ok()) return cnt.status();
+  cnt->Bind(1, dedup_id);
+  auto r = cnt->Step();
+  if (!r.ok()) return r.status();
+  if (cnt->Int(0) != 0) return Status::Error(ENOTEMPTY, "chain still has swap files");
+  auto del = sql::Stmt::Prepare(db_, "DELETE FROM chain WHERE dedup_id = ?1");
+  if (!del.ok()) return del.status();
+  del->Bind(1, dedup_id);
+  CS_RETURN_IF_ERROR(del->Run());
+  CS_RETURN_IF_ERROR(txn.Commit());
+  hashers_.erase(dedup_id);
+  return Status::Ok();
+}
+
+Result<FileInfo> Catalog::CreateFile(int64_t dedup_id, const std::string& name, uint32_t mode,
+                                     uint32_t uid, uint32_t gid, int64_t now_ns) {
+  std::lock_guard lk(mu_);
+  auto q = sql::Stmt::Prepare(
+      db_,
+      "INSERT INTO swap_file(dedup_id, name, size, mapped_blocks, mode, uid, gid, atime_ns, "
+      "mtime_ns, ctime_ns) VALUES (?1, ?2, 0, 0, ?3, ?4, ?5, ?6, ?6, ?6)");
+  if (!q.ok()) return q.status();
+  q->Bind(1, dedup_id).Bind(2, name).Bind(3, mode).Bind(4, uid).Bind(5, gid).Bind(6, now_ns);
+  Status st = q->Run();
+  if (!st.ok()) {
+    if (st.code() == EEXIST) return Status::Error(EEXIST, "swap file '" + name + "' exists");
+    return st;
+  }
+  FileInfo f;
+  f.file_id = db_.LastInsertRowid();
+  f.dedup_id = dedup_id;
+  f.name = name;
+  f.mode = mode;
+  f.uid = uid;
+  f.gid = gid;
+  f.atime_ns = f.mtime_ns = f.ctime_ns = now_ns;
+  return f;
+}
+
+Status Catalog::UpdateFile(const FileInfo& f) {
+  std::lock_guard lk(mu_);
+  auto q = sql::Stmt::Prepare(db_,
+                              "UPDATE swap_file SET name = ?2, size = ?3, mode = ?4, uid = ?5, "
+                              "gid = ?6, atime_ns = ?7, mtime_ns = ?8, ctime_ns = ?9 "
+                              "WHERE file_id = ?1");
+  if (!q.ok()) return q.status();
+  q->Bind(1, f.file_id);
+  if (f.unlinked) q->BindNull(2); else q->Bind(2, f.name);
+  q->Bind(3, static_cast<int64_t>(f.size)).Bind(4, f.mode).Bind(5, f.uid).Bind(6, f.gid);
+  q->Bind(7, f.atime_ns).Bind(8, f.mtime_ns).Bind(9, f.ctime_ns);
+  return q->Run();
+}
+
+Status Catalog::RenameFile(int64_t file_id, const std::string& new_name,
+                           std::optional<int64_t> replaced_id) {
+  std::lock_guard lk(mu_);
+  sql::Transaction txn(db_);
+  CS_RETURN_IF_ERROR(txn.Begin());
+  if (replaced_id) {
+    auto u = sql::Stmt::Prepare(db_, "UPDATE swap_file SET name = NULL WHERE file_id = ?1");
+    if (!u.ok()) return u.status();
+    u->Bind(1, *replaced_id);
+    CS_RETURN_IF_ERROR(u->Run());
+  }
+  auto q = sql::Stmt::Prepare(db_, "UPDATE swap_file SET name = ?2 WHERE file_id = ?1");
+  if (!q.ok()) return q.status();
+  q->Bind(1, file_id).Bind(2, new_name);
+  CS_RETURN_IF_ERROR(q->Run());
+  return txn.Commit();
+}
+
+Status Catalog::DropFile(int64_t file_id) {
+  std::lock_guard lk(mu_);
+  auto q = sql::Stmt::Prepare(
+      db_, "DELETE FROM swap_file WHERE file_id = ?1 AND NOT EXISTS "
+           "(SELECT 1 FROM lat WHERE file_id = ?1)");
+  if (!q.ok()) return q.status();
+  q->Bind(1, file_id);
+  CS_RETURN_IF_ERROR(q->Run());
+  if (db_.Changes() == 0) return Status::Error(EBUSY, "swap file still has blocks");
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------------- blocks
+
+Result<std::shared_ptr<const BlockHasher>> Catalog::HasherFor(int64_t dedup_id) {
+  std::lock_guard lk(mu_);
+  return HasherForLocked(dedup_id);
+}
+
+Result<std::shared_ptr<const BlockHasher>> Catalog::HasherForLocked(int64_t dedup_id) {
+  auto it = hashers_.find(dedup_id);
+  if (it != hashers_.end()) return it->second;
+  auto q = sql::Stmt::Prepare(db_, "SELECT hash_seed FROM chain WHERE dedup_id = ?1");
+  if (!q.ok()) return q.status();
+  q->Bind(1, dedup_id);
+  auto r = q->Step();
+  if (!r.ok()) return r.status();
+  if (!*r) return Status::Error(ENOENT, "no chain with dedup ID " + std::to_string(dedup_id));
+  auto blob = q->Blob(0);
+  if (blob.size() != kSeedSize)
+    return Status::Error(EUCLEAN, "chain " + std::to_string(dedup_id) + " has a malformed hash seed");
+  HashSeed seed;
+  std::copy(blob.begin(), blob.end(), seed.begin());
+  auto h = std::make_shared<const BlockHasher>(seed);
+  hashers_[dedup_id] = h;
+  return std::shared_ptr<const BlockHasher>(h);
+}
+
+Result<uint64_t> Catalog::AllocSlotLocked() {
+  uint64_t slot;
+  bool from_free = !free_slots_.empty();
+  if (from_free) {
+    slot = *free_slots_.begin();
+  } else {
+    slot = high_water_;
+  }
+  if (options_.capacity_slots != 0 && used_slots_ + txn_allocated_.size() >= options_.capacity_slots) {
+    return Status::Error(ENOSPC, "content store capacity reached");
+  }
+  if (from_free) {
+    free_slots_.erase(free_slots_.begin());
+    st_->free_delete.Reset().Bind(1, SlotToPblock(slot));
+    CS_RETURN_IF_ERROR(st_->free_delete.Run());
+  } else {
+    ++high_water_;
+  }
+  txn_allocated_.emplace_back(slot, from_free);
+  return slot;
+}
+
+Status Catalog::UnrefLocked(int64_t pblock, int64_t n, ApplyResult& res) {
+  auto& get = st_->pat_refcount;
+  get.Reset().Bind(1, pblock);
+  auto r = get.Step();
+  if (!r.ok()) return r.status();
+  if (!*r) {
+    // A LAT entry pointed at a block the PAT does not know: catalog damage.
+    spdlog::error("catalog: LAT referenced unknown physical block {}", pblock);
+    return Status::Error(EUCLEAN, "LAT references unknown physical block " + std::to_string(pblock));
+  }
+  int64_t rc = get.Int(0);
+  get.Reset();
+  if (rc > n) {
+    st_->pat_addref.Reset().Bind(1, pblock).Bind(2, -n);
+    return st_->pat_addref.Run();
+  }
+  if (rc < n) spdlog::error("catalog: refcount of block {} was {} < {} references", pblock, rc, n);
+  st_->pat_delete.Reset().Bind(1, pblock);
+  CS_RETURN_IF_ERROR(st_->pat_delete.Run());
+  st_->free_insert.Reset().Bind(1, pblock);
+  CS_RETURN_IF_ERROR(st_->free_insert.Run());
+  txn_freed_.push_back(PblockToSlot(pblock));
+  txn_new_data_.erase(PblockToSlot(pblock));
+  ++res.blocks_freed;
+  return Status::Ok();
+}
+
+Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyResult& res) {
+  if (IsZeroBlock(op.data)) {
+    BlockOp del = op;
+    del.kind = BlockOp::Kind::kDelete;
+    del.count = 1;
+    return ApplyDeleteLocked(del, res);
+  }
+  BlockHash hash;
+  if (op.hash) {
+    hash = *op.hash;
+  } else {
+    auto h = HasherForLocked(op.dedup_id);
+    if (!h.ok()) return h.status();
+    hash = (*h)->Hash(op.data);
+  }
+
+  // Current mapping of the LBA.
+  std::optional<int64_t> old;
+  st_->lat_get.Reset().Bind(1, op.file_id).Bind(2, static_cast<int64_t>(op.lba));
+  auto r = st_->lat_get.Step();
+  if (!r.ok()) return r.status();
+  if (*r) old = st_->lat_get.Int(0);
+  st_->lat_get.Reset();
+
+  // Look the content up in the chain hash table; verify candidates' bytes.
+  std::optional<int64_t> match;
+  std::vector<int64_t> candidates;
+  auto& find = st_->hash_find;
+  find.Reset().Bind(1, op.dedup_id).BindBlob(2, hash.bytes);
+  for (;;) {
+    auto fr = find.Step();
+    if (!fr.ok()) return fr.status();
+    if (!*fr) break;
+    candidates.push_back(find.Int(0));
+  }
+  find.Reset();
+  for (int64_t cand : candidates) {
+    if (!options_.dedup_verify) {
+      match = cand;
+      break;
+    }
+    alignas(64) uint8_t buf[kBlockSize];
+    const uint8_t* bytes;
+    auto pending = txn_new_data_.find(PblockToSlot(cand));
+    if (pending != txn_new_data_.end()) {
+      bytes = pending->second;
+    } else {
+      CS_RETURN_IF_ERROR(store_->ReadSlots(PblockToSlot(cand), 1, buf));
+      bytes = buf;
+    }
+    if (std::memcmp(bytes, op.data, kBlockSize) == 0) {
+      match = cand;
+      break;
+    }
+    ++res.collisions;
+    spdlog::warn("catalog: hash collision in chain {} (block {} differs); storing separately",
+                 op.dedup_id, cand);
+  }
+
+  if (match && old && *match == *old) return Status::Ok();  // already in this state
+
+  int64_t target;
+  if (match) {
+    st_->pat_addref.Reset().Bind(1, *match).Bind(2, 1);
+    CS_RETURN_IF_ERROR(st_->pat_addref.Run());
+    target = *match;
+    ++res.blocks_deduped;
+  } else {
+    auto slot = AllocSlotLocked();
+    if (!slot.ok()) return slot.status();
+    target = SlotToPblock(*slot);
+    st_->pat_insert.Reset().Bind(1, target).Bind(2, op.dedup_id).BindBlob(3, hash.bytes);
+    CS_RETURN_IF_ERROR(st_->pat_insert.Run());
+    txn_new_data_[*slot] = op.data;
+    ++used_slots_;
+    ++res.blocks_stored;
+  }
+  st_->lat_put.Reset().Bind(1, op.file_id).Bind(2, static_cast<int64_t>(op.lba)).Bind(3, target);
+  CS_RETURN_IF_ERROR(st_->lat_put.Run());
+  if (old) {
+    CS_RETURN_IF_ERROR(UnrefLocked(*old, 1, res));
+  } else {
+    txn_mapped_delta_[op.file_id] += 1;
+  }
+  return Status::Ok();
+}
+
+Status Catalog::ApplyDeleteLocked(const BlockOp& op, ApplyResult& res) {
+  if (op.count == 0) return Status::Ok();
+  uint64_t end = op.lba + op.count;
+  if (end < op.lba || end > static_cast<uint64_t>(INT64_MAX)) end = static_cast<uint64_t>(INT64_MAX);
+  std::map<int64_t, int64_t> unref;  // pblock -> references dropped
+  auto& del = st_->lat_del_range;
+  del.Reset().Bind(1, op.file_id).Bind(2, static_cast<int64_t>(op.lba)).Bind(3, static_cast<int64_t>(end));
+  int64_t removed = 0;
+  for (;;) {
+    auto r = del.Step();
+    if (!r.ok()) return r.status();
+    if (!*r) break;
+    unref[del.Int(0)] += 1;
+    ++removed;
+  }
+  del.Reset();
+  if (removed) txn_mapped_delta_[op.file_id] -= removed;
+  for (auto [pblock, n] : unref) CS_RETURN_IF_ERROR(UnrefLocked(pblock, n, res));
+  return Status::Ok();
+}
+
+Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
+                                           std::span<const FileMetaUpdate> meta) {
+  if (options_.read_only) return Status::Error(EROFS, "catalog opened read-only");
+  std::lock_guard lk(mu_);
+  txn_freed_.clear();
+  txn_allocated_.clear();
+  txn_new_data_.clear();
+  txn_mapped_delta_.clear();
+  const uint64_t saved_high_water = high_water_;
+  const uint64_t saved_used = used_slots_;
+  ApplyResult res;
+
+  auto rollback_allocator = [&] {
+    for (auto [slot, from_free] : txn_allocated_) {
+      if (from_free) free_slots_.insert(slot);
+    }
+    high_water_ = saved_high_water;
+    used_slots_ = saved_used;
+    txn_freed_.clear();
+    txn_allocated_.clear();
+    txn_new_data_.clear();
+    txn_mapped_delta_.clear();
+  };
+
+  sql::Transaction txn(db_);
+  Status st = txn.Begin();
+  for (size_t i = 0; st.ok() && i < ops.size(); ++i) {
+    st = ops[i].kind == BlockOp::Kind::kWrite ? ApplyWriteLocked(ops[i], res)
+                                              : ApplyDeleteLocked(ops[i], res);
+  }
+  for (auto [file, delta] : txn_mapped_delta_) {
+    if (!st.ok()) break;
+    st_->file_mapped.Reset().Bind(1, file).Bind(2, delta);
+    st = st_->file_mapped.Run();
+  }
+  for (const auto& m : meta) {
+    if (!st.ok()) break;
+    st_->file_meta.Reset().Bind(1, m.file_id).Bind(2, static_cast<int64_t>(m.size));
+    st_->file_meta.Bind(3, m.mtime_ns).Bind(4, m.ctime_ns);
+    st = st_->file_meta.Run();
+  }
+  // New blocks reach the store before the transaction that references them
+  // commits; contiguous slots go out in one pwrite.
+  if (st.ok() && !txn_new_data_.empty()) {
+    std::vector<uint8_t> run;
+    uint64_t run_start = 0, run_len = 0;
+    auto flush = [&]() -> Status {
+      if (run_len == 0) return Status::Ok();
+      Status s = store_->WriteSlots(run_start, static_cast<uint32_t>(run_len), run.data());
+      run.clear();
+      run_len = 0;
+      return s;
+    };
+    for (auto& [slot, data] : txn_new_data_) {
+      if (run_len && slot != run_start + run_len) {
+        st = flush();
+        if (!st.ok()) break;
+      }
+      if (run_len == 0) run_start = slot;
+      run.insert(run.end(), data, data + kBlockSize);
+      ++run_len;
+    }
+    if (st.ok()) st = flush();
+  }
+  if (st.ok()) st = txn.Commit();
+  if (!st.ok()) {
+    rollback_allocator();
+    return st;  // txn destructor rolls back
+  }
+  used_slots_ -= res.blocks_freed;
+  // Only now may freed slots be punched and handed out again.
+  for (uint64_t slot : txn_freed_) {
+    Status ps = store_->PunchSlot(slot);
+    if (!ps.ok()) spdlog::warn("catalog: {}", ps.ToString());
+    free_slots_.insert(slot);
+  }
+  txn_freed_.clear();
+  txn_allocated_.clear();
+  txn_new_data_.clear();
+  txn_mapped_delta_.clear();
+  return res;
+}
+
+Status Catalog::ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out) {
+  std::vector<std::pair<uint64_t, int64_t>> mapped;  // (lba, pblock)
+  {
+    std::lock_guard lk(mu_);
+    auto& q = st_->lat_range;
+    q.Reset().Bind(1, file_id).Bind(2, static_cast<int64_t>(lba)).Bind(3, static_cast<int64_t>(lba + count));
+    for (;;) {
+      auto r = q.Step();
+      if (!r.ok()) return r.status();
+      if (!*r) break;
+      mapped.emplace_back(static_cast<uint64_t>(q.Int(0)), q.Int(1));
+    }
+    q.Reset();
+  }
+  // Holes are zeros; mapped runs of consecutive slots are read in one pread.
+  size_t next_zero_from = 0;
+  size_t i = 0;
+  while (i < mapped.size()) {
+    size_t j = i + 1;
+    while (j < mapped.size() && mapped[j].first == mapped[j - 1].first + 1 &&
+           mapped[j].second == mapped[j - 1].second + 1)
+      ++j;
+    size_t first = mapped[i].first - lba;
+    if (first > next_zero_from)
+      std::memset(out + next_zero_from * kBlockSize, 0, (first - next_zero_from) * kBlockSize);
+    CS_RETURN_IF_ERROR(store_->ReadSlots(PblockToSlot(mapped[i].second), static_cast<uint32_t>(j - i),
+                                         out + first * kBlockSize));
+    next_zero_from = first + (j - i);
+    i = j;
+  }
+  if (next_zero_from < count)
+    std::memset(out + next_zero_from * kBlockSize, 0, (count - next_zero_from) * kBlockSize);
+  return Status::Ok();
+}
+
+Result<uint64_t> Catalog::MappedBlocks(int64_t file_id) {
+  std::lock_guard lk(mu_);
+  auto& q = st_->file_mapped_get;
+  q.Reset().Bind(1, file_id);
+  auto r = q.Step();
+  if (!r.ok()) return r.status();
+  uint64_t n = *r ? static_cast<uint64_t>(q.Int(0)) : 0;
+  q.Reset();
+  return n;
+}
+
+Result<std::optional<uint64_t>> Catalog::NextMapped(int64_t file_id, uint64_t lba) {
+  std::lock_guard lk(mu_);
+  auto& q = st_->lat_next;
+  q.Reset().Bind(1, file_id).Bind(2, static_cast<int64_t>(lba));
+  auto r = q.Step();
+  if (!r.ok()) return r.status();
+  std::optional<uint64_t> out;
+  if (*r && !q.IsNull(0)) out = static_cast<uint64_t>(q.Int(0));
+  q.Reset();
+  return out;
+}
+
+// ---------------------------------------------------------------- statistics
+
+Result<std::vector<ChainStats>> Catalog::Stats() {
+  std::lock_guard lk(mu_);
+  auto q = sql::Stmt::Prepare(db_,
+                              "SELECT dedup_id, chain, files, logical_bytes, nonzero_bytes, "
+                              "zero_blocks, stored_bytes FROM chain_stats ORDER BY dedup_id");
+  if (!q.ok()) return q.status();
+  std::vector<ChainStats> out;
+  for (;;) {
+    auto r = q->Step();
+    if (!r.ok()) return r.status();
+    if (!*r) break;
+    ChainStats c;
+    c.dedup_id = q->Int(0);
+    c.name = q->Text(1);
+    c.files = static_cast<uint64_t>(q->Int(2));
+    c.logical_bytes = static_cast<uint64_t>(q->Int(3));
+    c.nonzero_bytes = static_cast<uint64_t>(q->Int(4));
+    c.zero_blocks = static_cast<uint64_t>(q->Int(5));
+    c.stored_bytes = static_cast<uint64_t>(q->Int(6));
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+StoreUsage Catalog::Usage() {
+  std::lock_guard lk(mu_);
+  return StoreUsage{used_slots_, free_slots_.size(), high_water_, options_.capacity_slots};
+}
+
+Status Catalog::Sync() {
+  CS_RETURN_IF_ERROR(store_->Sync());
+  std::lock_guard lk(mu_);
+  if (wal_fd_ < 0) wal_fd_ = ::open((path_ + "-wal").c_str(), O_RDWR | O_CLOEXEC);
+  if (wal_fd_ >= 0) {
+    if (::fdatasync(wal_fd_) != 0) return Status::FromErrno("catalog WAL fdatasync");
+    return Status::Ok();
+  }
+  return db_.Exec("PRAGMA wal_checkpoint(PASSIVE)");
+}
+
+}  // namespace chainswap

@@ -1,0 +1,106 @@
+#include "catalog/content_store.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "catalog/block.h"
+
+namespace chainswap {
+
+namespace {
+
+Status PreadFull(int fd, uint8_t* buf, size_t len, off_t off) {
+  while (len > 0) {
+    ssize_t n = ::pread(fd, buf, len, off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno("content store pread");
+    }
+    if (n == 0) {  // beyond EOF: zeros
+      std::memset(buf, 0, len);
+      return Status::Ok();
+    }
+    buf += n;
+    len -= static_cast<size_t>(n);
+    off += n;
+  }
+  return Status::Ok();
+}
+
+Status PwriteFull(int fd, const uint8_t* buf, size_t len, off_t off) {
+  while (len > 0) {
+    ssize_t n = ::pwrite(fd, buf, len, off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno("content store pwrite");
+    }
+    buf += n;
+    len -= static_cast<size_t>(n);
+    off += n;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+ContentStore::~ContentStore() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status ContentStore::Create(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::FromErrno("create " + path);
+  ::close(fd);
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<ContentStore>> ContentStore::Open(const std::string& path, bool read_only) {
+  int fd = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno("open content store " + path);
+  return std::unique_ptr<ContentStore>(new ContentStore(fd, path));
+}
+
+Status ContentStore::ReadSlots(uint64_t slot, uint32_t count, uint8_t* out) const {
+  return PreadFull(fd_, out, size_t{count} * kBlockSize, static_cast<off_t>(slot << kBlockShift));
+}
+
+Status ContentStore::WriteSlots(uint64_t slot, uint32_t count, const uint8_t* data) {
+  return PwriteFull(fd_, data, size_t{count} * kBlockSize, static_cast<off_t>(slot << kBlockShift));
+}
+
+Status ContentStore::PunchSlot(uint64_t slot) {
+  if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  static_cast<off_t>(slot << kBlockShift), kBlockSize) != 0) {
+    return Status::FromErrno("content store punch slot " + std::to_string(slot));
+  }
+  return Status::Ok();
+}
+
+Status ContentStore::TruncateToSlots(uint64_t end_slot) {
+  if (::ftruncate(fd_, static_cast<off_t>(end_slot << kBlockShift)) != 0)
+    return Status::FromErrno("content store truncate");
+  return Status::Ok();
+}
+
+Status ContentStore::Sync() {
+  if (::fdatasync(fd_) != 0) return Status::FromErrno("content store fdatasync");
+  return Status::Ok();
+}
+
+Result<uint64_t> ContentStore::AllocatedBytes() const {
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return Status::FromErrno("content store fstat");
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+Result<uint64_t> ContentStore::LengthSlots() const {
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return Status::FromErrno("content store fstat");
+  return (static_cast<uint64_t>(st.st_size) + kBlockSize - 1) >> kBlockShift;
+}
+
+}  // namespace chainswap

@@ -1,0 +1,60 @@
+// The content store (SPEC §2): one file of 4 KiB slots shared by all chains.
+//
+// Slot s lives at byte offset s * kBlockSize. The store only does slot I/O;
+// which slots are free is the catalog's business (SlotAllocator), because
+// allocation must be transactional with the PAT. A freed slot is given back
+// to the backing filesystem with fallocate(PUNCH_HOLE|KEEP_SIZE).
+//
+// Errors: every call returns a Status whose code is the errno of the failed
+// syscall (ENOSPC when the backing filesystem is full, EIO otherwise).
+//
+// Thread-safety: all methods are safe to call concurrently (positional I/O on
+// one file descriptor); callers ensure they do not write a slot that another
+// thread is reading (the catalog's refcounts guarantee it).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "catalog/status.h"
+
+namespace chainswap {
+
+class ContentStore {
+ public:
+  ~ContentStore();
+  ContentStore(const ContentStore&) = delete;
+  ContentStore& operator=(const ContentStore&) = delete;
+
+  // Opens an existing store file read-write (or read-only).
+  static Result<std::unique_ptr<ContentStore>> Open(const std::string& path, bool read_only = false);
+  // Creates an empty store file (0600); fails with EEXIST if present.
+  static Status Create(const std::string& path);
+
+  // Reads `count` consecutive slots starting at `slot` into out (count*4 KiB).
+  // Reading beyond the end of the file yields zeros.
+  Status ReadSlots(uint64_t slot, uint32_t count, uint8_t* out) const;
+  // Writes `count` consecutive slots.
+  Status WriteSlots(uint64_t slot, uint32_t count, const uint8_t* data);
+  // Gives a slot's space back to the backing filesystem.
+  Status PunchSlot(uint64_t slot);
+  // Shrinks the file so that it ends at slot `end_slot` (exclusive).
+  Status TruncateToSlots(uint64_t end_slot);
+  // fdatasync of the store file.
+  Status Sync();
+
+  // Bytes the backing filesystem has allocated for the store (st_blocks*512).
+  Result<uint64_t> AllocatedBytes() const;
+  // File length in slots (rounded up).
+  Result<uint64_t> LengthSlots() const;
+  const std::string& path() const { return path_; }
+
+ private:
+  ContentStore(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  int fd_;
+  std::string path_;
+};
+
+}  // namespace chainswap

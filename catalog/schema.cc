@@ -1,0 +1,138 @@
+#include "catalog/schema.h"
+
+#include <string>
+
+namespace chainswap {
+
+namespace {
+
+// Version 1. Comments here are the reference for docs/FORMAT.md.
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE meta (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+
+-- One row per chain (the dedup domain). hash_seed keys the chain's block hash.
+CREATE TABLE chain (
+  dedup_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+  name       TEXT NOT NULL UNIQUE,
+  hash_seed  BLOB NOT NULL,
+  mode       INTEGER NOT NULL,
+  uid        INTEGER NOT NULL,
+  gid        INTEGER NOT NULL,
+  mtime_ns   INTEGER NOT NULL,
+  ctime_ns   INTEGER NOT NULL
+);
+
+-- One row per swap file. name is NULL once the file is unlinked and its
+-- blocks are being reclaimed. mapped_blocks counts its LAT entries.
+CREATE TABLE swap_file (
+  file_id        INTEGER PRIMARY KEY AUTOINCREMENT,
+  dedup_id       INTEGER NOT NULL REFERENCES chain(dedup_id),
+  name           TEXT,
+  size           INTEGER NOT NULL DEFAULT 0,
+  mapped_blocks  INTEGER NOT NULL DEFAULT 0,
+  mode           INTEGER NOT NULL,
+  uid            INTEGER NOT NULL,
+  gid            INTEGER NOT NULL,
+  atime_ns       INTEGER NOT NULL,
+  mtime_ns       INTEGER NOT NULL,
+  ctime_ns       INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX swap_file_name ON swap_file(dedup_id, name);
+
+-- Logical addressing table: (file, LBA) -> physical block. No row = hole.
+CREATE TABLE lat (
+  file_id  INTEGER NOT NULL,
+  lba      INTEGER NOT NULL,
+  pblock   INTEGER NOT NULL,
+  PRIMARY KEY (file_id, lba)
+) WITHOUT ROWID;
+
+-- Physical addressing table: physical block (= content-store slot) ->
+-- owning chain, keyed content hash, reference count (number of LAT rows).
+CREATE TABLE pat (
+  pblock    INTEGER PRIMARY KEY,
+  dedup_id  INTEGER NOT NULL,
+  hash      BLOB NOT NULL,
+  refcount  INTEGER NOT NULL CHECK (refcount > 0)
+);
+-- The chain hash table: (chain, hash) -> physical block. Not unique: a
+-- verified collision stores the second block under the same hash.
+CREATE INDEX chain_hash_index ON pat(dedup_id, hash);
+CREATE VIEW chain_hash AS SELECT dedup_id, hash, pblock FROM pat;
+
+-- Content-store slots below the high-water mark that hold no block.
+CREATE TABLE free_slot (
+  slot INTEGER PRIMARY KEY
+);
+
+CREATE VIEW file_stats AS
+SELECT f.file_id                                   AS file_id,
+       c.dedup_id                                  AS dedup_id,
+       c.name                                      AS chain,
+       f.name                                      AS file,
+       f.size                                      AS logical_bytes,
+       f.mapped_blocks * 4096                      AS nonzero_bytes,
+       max((f.size + 4095) / 4096 - f.mapped_blocks, 0) AS zero_blocks,
+       CAST(coalesce((SELECT sum(4096.0 / p.refcount) FROM lat l JOIN pat p ON p.pblock = l.pblock
+                      WHERE l.file_id = f.file_id), 0) AS INTEGER) AS stored_bytes
+FROM swap_file f JOIN chain c ON c.dedup_id = f.dedup_id
+WHERE f.name IS NOT NULL;
+
+CREATE VIEW chain_stats AS
+SELECT c.dedup_id                                                    AS dedup_id,
+       c.name                                                        AS chain,
+       (SELECT count(*) FROM swap_file f WHERE f.dedup_id = c.dedup_id AND f.name IS NOT NULL) AS files,
+       coalesce((SELECT sum(size) FROM swap_file f WHERE f.dedup_id = c.dedup_id AND f.name IS NOT NULL), 0) AS logical_bytes,
+       coalesce((SELECT sum(mapped_blocks) FROM swap_file f WHERE f.dedup_id = c.dedup_id), 0) * 4096 AS nonzero_bytes,
+       coalesce((SELECT sum(max((size + 4095) / 4096 - mapped_blocks, 0)) FROM swap_file f
+                 WHERE f.dedup_id = c.dedup_id AND f.name IS NOT NULL), 0)   AS zero_blocks,
+       (SELECT count(*) FROM pat p WHERE p.dedup_id = c.dedup_id) * 4096 AS stored_bytes,
+       coalesce((SELECT sum(mapped_blocks) FROM swap_file f WHERE f.dedup_id = c.dedup_id), 0) * 4096
+         - (SELECT count(*) FROM pat p WHERE p.dedup_id = c.dedup_id) * 4096 AS saved_bytes,
+       CASE WHEN (SELECT count(*) FROM pat p WHERE p.dedup_id = c.dedup_id) = 0 THEN NULL
+            ELSE round(coalesce((SELECT sum(mapped_blocks) FROM swap_file f WHERE f.dedup_id = c.dedup_id), 0) * 1.0
+                       / (SELECT count(*) FROM pat p WHERE p.dedup_id = c.dedup_id), 3) END AS dedup_ratio
+FROM chain c;
+)sql";
+
+}  // namespace
+
+Status CreateSchema(sql::Db& db) {
+  sql::Transaction txn(db);
+  CS_RETURN_IF_ERROR(txn.Begin());
+  CS_RETURN_IF_ERROR(db.Exec(kSchemaV1));
+  CS_RETURN_IF_ERROR(db.Exec(std::string("INSERT INTO meta(key, value) VALUES ('format', '") +
+                             kFormatMagic + "')"));
+  CS_RETURN_IF_ERROR(db.Exec("PRAGMA user_version = " + std::to_string(kSchemaVersion)));
+  return txn.Commit();
+}
+
+Status CheckAndUpgradeSchema(sql::Db& db, bool /*read_only*/) {
+  auto magic = sql::Stmt::Prepare(db, "SELECT value FROM meta WHERE key = 'format'");
+  if (!magic.ok()) {
+    return Status::Error(EUCLEAN, "not a chainswap catalog (" + magic.status().message() + ")");
+  }
+  auto row = magic->Step();
+  if (!row.ok()) return row.status();
+  if (!*row || magic->Text(0) != kFormatMagic) {
+    return Status::Error(EUCLEAN, "not a chainswap catalog (meta.format missing)");
+  }
+  auto ver = sql::Stmt::Prepare(db, "PRAGMA user_version");
+  if (!ver.ok()) return ver.status();
+  auto vrow = ver->Step();
+  if (!vrow.ok()) return vrow.status();
+  int64_t v = ver->Int(0);
+  if (v > kSchemaVersion) {
+    return Status::Error(EPROTO, "catalog schema version " + std::to_string(v) +
+                                     " is newer than this chainswap supports (" +
+                                     std::to_string(kSchemaVersion) + "); upgrade chainswap");
+  }
+  if (v < 1) return Status::Error(EUCLEAN, "catalog schema version " + std::to_string(v) + " is invalid");
+  // Future: step-by-step upgrades from v to kSchemaVersion go here.
+  return Status::Ok();
+}
+
+}  // namespace chainswap

@@ -1,0 +1,81 @@
+// ChainswapFs: the logic of every FUSE operation, one Do* function each,
+// returning 0 or an errno (SPEC §3). fs/fuse_ops.cc holds the thin handlers
+// that call these and send exactly one reply. No exception leaves a Do*.
+//
+// Thread-safety: all Do* functions are called concurrently by libfuse's
+// worker threads; see fs/namespace.h for the locks and their order.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "catalog/backing_dir.h"
+#include "destage/engine.h"
+#include "fs/namespace.h"
+
+namespace chainswap {
+
+struct DirEntry {
+  std::string name;
+  fuse_ino_t ino;
+  mode_t type;
+};
+
+// Maps a Status to the errno answered at the FUSE edge, logging real faults.
+int ToErrno(const Status& st, const char* op);
+
+class ChainswapFs {
+ public:
+  ChainswapFs(BackingDir& backing, Engine& engine);
+
+  // Loads chains and files from the catalog and reclaims files that were
+  // unlinked but not yet reclaimed when the last daemon stopped.
+  Status Load();
+
+  int DoLookup(fuse_ino_t parent, const std::string& name, fuse_entry_param* e);
+  int DoGetattr(fuse_ino_t ino, struct stat* st);
+  int DoSetattr(fuse_ino_t ino, const struct stat& attr, int to_set, struct stat* out);
+  int DoMkdir(fuse_ino_t parent, const std::string& name, mode_t mode, uid_t uid, gid_t gid,
+              fuse_entry_param* e);
+  int DoRmdir(fuse_ino_t parent, const std::string& name);
+  int DoCreate(fuse_ino_t parent, const std::string& name, mode_t mode, uid_t uid, gid_t gid,
+               fuse_entry_param* e);
+  int DoUnlink(fuse_ino_t parent, const std::string& name);
+  int DoRename(fuse_ino_t parent, const std::string& name, fuse_ino_t newparent,
+               const std::string& newname, unsigned flags);
+  int DoOpen(fuse_ino_t ino, int flags);
+  int DoRelease(fuse_ino_t ino);
+  int DoRead(fuse_ino_t ino, uint64_t off, size_t size, std::vector<uint8_t>* out, size_t* got);
+  int DoWrite(fuse_ino_t ino, uint64_t off, const char* buf, size_t size);
+  int DoFsync(fuse_ino_t ino);
+  int DoFallocate(fuse_ino_t ino, int mode, off_t off, off_t len);
+  int DoReaddir(fuse_ino_t ino, std::vector<DirEntry>* out);
+  int DoStatfs(struct statvfs* st);
+  int DoGetxattr(fuse_ino_t ino, const std::string& name, std::string* value);
+  int DoListxattr(fuse_ino_t ino, std::string* names);
+  int DoLseek(fuse_ino_t ino, off_t off, int whence, off_t* out);
+
+  // Attributes/entry timeouts handed to the kernel.
+  static constexpr double kAttrTimeout = 1.0;
+
+ private:
+  void FillChainAttr(const ChainNode& c, struct stat* st);   // REQUIRES: ns_.mu held
+  void FillFileAttr(const FileNode& f, struct stat* st);     // REQUIRES: ns_.mu held
+  void FillRootAttr(struct stat* st);                        // REQUIRES: ns_.mu held
+  uint64_t MappedBlocks(int64_t file_id);
+  // Reclaims an unlinked file's blocks unless it is still open.
+  void MaybeReclaim(const std::shared_ptr<FileNode>& node);
+  // Unlinks `node` from its chain (REQUIRES: ns_.mu held exclusively).
+  void DetachLocked(ChainNode& chain, const std::shared_ptr<FileNode>& node);
+
+  BackingDir& backing_;
+  Catalog& catalog_;
+  Engine& engine_;
+  Namespace ns_;
+};
+
+}  // namespace chainswap

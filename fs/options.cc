@@ -1,0 +1,133 @@
+#include "fs/options.h"
+
+#include <cctype>
+#include <sstream>
+
+namespace chainswap {
+
+bool ParseSize(const std::string& text, uint64_t* out) {
+  if (text.empty() || !std::isdigit(static_cast<unsigned char>(text[0]))) return false;
+  size_t pos = 0;
+  unsigned long long v;
+  try {
+    v = std::stoull(text, &pos, 10);
+  } catch (...) {
+    return false;
+  }
+  std::string suffix = text.substr(pos);
+  uint64_t mul = 1;
+  if (suffix.empty() || suffix == "B") mul = 1;
+  else if (suffix == "K" || suffix == "k" || suffix == "KiB") mul = 1ull << 10;
+  else if (suffix == "M" || suffix == "m" || suffix == "MiB") mul = 1ull << 20;
+  else if (suffix == "G" || suffix == "g" || suffix == "GiB") mul = 1ull << 30;
+  else if (suffix == "T" || suffix == "t" || suffix == "TiB") mul = 1ull << 40;
+  else return false;
+  if (v > UINT64_MAX / mul) return false;
+  *out = v * mul;
+  return true;
+}
+
+namespace {
+
+bool Ignorable(const std::string& o) {
+  static const char* kIgnored[] = {"defaults", "auto", "noauto", "nofail", "_netdev",
+                                   "user", "users", "nouser", "owner", "comment"};
+  for (const char* k : kIgnored)
+    if (o == k) return true;
+  return o.rfind("x-", 0) == 0 || o.rfind("comment=", 0) == 0;
+}
+
+void ParseOption(const std::string& o, ParseResult& r) {
+  MountConfig& c = r.config;
+  auto value = [&](const char* key) -> const char* {
+    size_t n = std::char_traits<char>::length(key);
+    return o.size() > n && o.compare(0, n, key) == 0 && o[n] == '=' ? o.c_str() + n + 1 : nullptr;
+  };
+  if (o.empty() || Ignorable(o)) return;
+  if (o == "dedup_verify") {
+    c.dedup_verify = true;
+  } else if (o == "no_dedup_verify" || o == "dedup_verify=0" || o == "dedup_verify=off") {
+    c.dedup_verify = false;
+  } else if (const char* v = value("capacity")) {
+    if (!ParseSize(v, &c.capacity_bytes) || (c.capacity_bytes != 0 && c.capacity_bytes < 4096))
+      r.errors.push_back("capacity=" + std::string(v) + ": expected a size such as 64G (at least 4K)");
+  } else if (const char* v2 = value("log_level")) {
+    std::string lv = v2;
+    if (lv != "trace" && lv != "debug" && lv != "info" && lv != "warn" && lv != "error" && lv != "off")
+      r.errors.push_back("log_level=" + lv + ": expected trace, debug, info, warn, error or off");
+    else c.log_level = lv;
+  } else if (const char* v3 = value("threads")) {
+    try {
+      unsigned long t = std::stoul(v3);
+      if (t < 1 || t > 256) throw std::out_of_range("threads");
+      c.threads = static_cast<unsigned>(t);
+    } catch (...) {
+      r.errors.push_back("threads=" + std::string(v3) + ": expected a number from 1 to 256");
+    }
+  } else {
+    c.fuse_options.push_back(o);
+  }
+}
+
+}  // namespace
+
+ParseResult ParseMountArgs(const std::vector<std::string>& args) {
+  ParseResult r;
+  std::vector<std::string> positional;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "-f") r.config.foreground = true;
+    else if (a == "-d" || a == "--debug") r.config.debug = r.config.foreground = true;
+    else if (a == "-s") r.config.single_thread = true;
+    else if (a == "-h" || a == "--help") r.config.show_help = true;
+    else if (a == "-V" || a == "--version") r.config.show_version = true;
+    else if (a == "-o" || a.rfind("-o", 0) == 0) {
+      std::string list;
+      if (a == "-o") {
+        if (i + 1 >= args.size()) {
+          r.errors.push_back("-o needs an option list");
+          break;
+        }
+        list = args[++i];
+      } else {
+        list = a.substr(2);
+      }
+      std::stringstream ss(list);
+      std::string item;
+      while (std::getline(ss, item, ',')) ParseOption(item, r);
+    } else if (!a.empty() && a[0] == '-') {
+      r.errors.push_back("unknown argument " + a);
+    } else {
+      positional.push_back(a);
+    }
+  }
+  if (r.config.show_help || r.config.show_version) return r;
+  if (positional.size() != 2) {
+    r.errors.push_back("expected BACKING and MOUNTPOINT, got " + std::to_string(positional.size()) +
+                       " positional argument(s)");
+  } else {
+    r.config.backing = positional[0];
+    r.config.mountpoint = positional[1];
+  }
+  return r;
+}
+
+std::string MountUsage(const std::string& prog) {
+  return "usage: " + prog + " BACKING MOUNTPOINT [-f] [-d] [-s] [-o opt[,opt...]]\n"
+         "\n"
+         "Mounts the chainswap backing directory BACKING (made by 'chainswap format') on MOUNTPOINT.\n"
+         "\n"
+         "  -f                 stay in the foreground, log to stderr (otherwise syslog)\n"
+         "  -d                 libfuse debug output (implies -f)\n"
+         "  -s                 single-threaded request loop\n"
+         "chainswap options:\n"
+         "  -o dedup_verify    compare bytes when hashes match (default)\n"
+         "  -o no_dedup_verify trust the keyed 128-bit hash alone\n"
+         "  -o capacity=SIZE   limit the content store (e.g. 64G); default: the backing fs\n"
+         "  -o log_level=LEVEL trace, debug, info (default), warn, error, off\n"
+         "  -o threads=N       maximum FUSE worker threads (default 8)\n"
+         "FUSE options: allow_other (lets other users, e.g. the hypervisor's, open files;\n"
+         "  every open is still checked against file permissions: default_permissions is always on)\n";
+}
+
+}  // namespace chainswap
