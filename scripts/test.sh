@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, builds, and runs every
+# test (unit tests and tests that mount through /dev/fuse), in the normal
+# build and under AddressSanitizer+UBSan and ThreadSanitizer.
+# SANITIZERS="" skips the sanitizer builds (quick local runs only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+if [ ! -e /dev/fuse ]; then
+  echo "test: /dev/fuse is missing; the mounted tests need FUSE (modprobe fuse)" >&2
+  exit 1
+fi
+
+run_suite() {
+  local dir=$1; shift
+  echo "== build $dir $*"
+  BUILD_DIR=$dir ./scripts/build.sh "$@"
+  echo "== test $dir"
+  ctest --test-dir "$dir" --output-on-failure -j1
+}
+
+run_suite build
+for san in ${SANITIZERS-address thread}; do
+  run_suite "build-$san" -DCHAINSWAP_SANITIZE="$san"
+done
