@@ -1,10 +1,13 @@
 #include "destage/engine.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
-#include <memory>
+#include <ctime>
+#include <set>
 #include <vector>
 
 namespace chainswap {
@@ -13,80 +16,272 @@ namespace {
 
 constexpr uint64_t kMaxLba = static_cast<uint64_t>(INT64_MAX) >> kBlockShift;
 
-// A block-aligned heap buffer.
-struct BlockBuf {
-  explicit BlockBuf(uint64_t blocks)
-      : p(static_cast<uint8_t*>(std::aligned_alloc(kBlockSize, std::max<uint64_t>(blocks, 1) * kBlockSize))) {
-    if (!p) throw std::bad_alloc();
-  }
-  ~BlockBuf() { std::free(p); }
-  BlockBuf(const BlockBuf&) = delete;
-  BlockBuf& operator=(const BlockBuf&) = delete;
-  uint8_t* p;
-};
+int64_t MonoNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
 
 uint64_t DivUp(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
-}  // namespace
-
-Engine::Engine(Catalog& catalog, EngineOptions options) : catalog_(catalog), options_(options) {}
-
-void Engine::Count(const ApplyResult& r) {
-  counters_.blocks_stored += r.blocks_stored;
-  counters_.blocks_deduped += r.blocks_deduped;
-  counters_.blocks_freed += r.blocks_freed;
-  counters_.collisions += r.collisions;
+std::shared_ptr<uint8_t[]> NewBlocks(uint64_t n) {
+  return std::shared_ptr<uint8_t[]>(new uint8_t[n * kBlockSize]);
 }
 
-Status Engine::WriteWholeBlocks(FileRef f, uint64_t lba, const uint8_t* blocks, uint64_t count,
-                                const FileMetaUpdate* meta) {
-  // Hash outside the catalog lock: the expensive part runs in parallel.
-  auto hasher = catalog_.HasherFor(f.dedup_id);
-  if (!hasher.ok()) return hasher.status();
-  std::vector<BlockOp> ops(count);
-  for (uint64_t i = 0; i < count; ++i) {
-    BlockOp& op = ops[i];
-    op.kind = BlockOp::Kind::kWrite;
-    op.file_id = f.file_id;
-    op.dedup_id = f.dedup_id;
-    op.lba = lba + i;
-    op.data = blocks + i * kBlockSize;
-    if (!IsZeroBlock(op.data)) op.hash = (*hasher)->Hash(op.data);
+}  // namespace
+
+// A bucket: one journal segment and its records in sequence order. Records
+// are appended under mu_ while the bucket is open; once sealed they never
+// change, and destagers read them without a lock.
+struct Engine::Bucket {
+  uint64_t id = 0;
+  std::shared_ptr<Segment> segment;
+  std::vector<Record> records;
+  uint64_t bytes = 0;
+  uint64_t write_bytes = 0;   // logical bytes of write records
+  uint64_t delete_bytes = 0;  // logical bytes of delete records (bounded ranges only)
+  bool sealed = false;
+  bool synced = true;
+};
+
+std::vector<std::string> ValidateEngineOptions(const EngineOptions& o) {
+  std::vector<std::string> errs;
+  const uint64_t max_record = kRecordHeaderSize + uint64_t{kMaxRecordBlocks} * kBlockSize;
+  if (o.bucket_bytes < max_record)
+    errs.push_back("bucket size must be at least " + std::to_string(max_record >> 20) + " MiB");
+  if (o.journal_limit < 2 * o.bucket_bytes) errs.push_back("journal limit must be at least twice the bucket size");
+  if (o.queue.n < 2 || o.queue.n > 65536) errs.push_back("queue slots N must be in [2, 65536]");
+  if (o.queue.d_min < 1 || o.queue.d_min > o.queue.n - 1) errs.push_back("D_min must be in [1, N-1]");
+  if (!(o.queue.low >= 0 && o.queue.low < o.queue.high && o.queue.high <= 1.0))
+    errs.push_back("policy thresholds must satisfy 0 <= low < high <= 1");
+  return errs;
+}
+
+Engine::Engine(Catalog& catalog, EngineOptions options)
+    : catalog_(catalog),
+      options_(std::move(options)),
+      queue_(options_.queue, [this] { return Snapshot(); }) {}
+
+Engine::~Engine() { (void)Stop(); }
+
+// ------------------------------------------------------------------ replay
+
+Status Engine::Open(std::map<int64_t, ReplayedMeta>* meta) {
+  auto ids = ListSegments(options_.journal_dir);
+  if (!ids.ok()) return ids.status();
+  auto files = catalog_.ListFiles();
+  if (!files.ok()) return files.status();
+  std::set<int64_t> live;
+  for (const FileInfo& f : *files) live.insert(f.file_id);
+
+  uint64_t replayed = 0, skipped = 0;
+  for (size_t i = 0; i < ids->size(); ++i) {
+    auto seg = Segment::OpenExisting(options_.journal_dir, (*ids)[i]);
+    if (!seg.ok()) return seg.status();
+    std::vector<Record> recs;
+    bool torn = false;
+    CS_RETURN_IF_ERROR((*seg)->ReadAll(&recs, &torn));
+    if (torn && i + 1 < ids->size()) {
+      return Status::Error(EUCLEAN, "journal segment " + (*seg)->path() +
+                                        " is damaged but newer segments follow; refusing to drop "
+                                        "acknowledged writes (see docs/OPERATIONS.md)");
+    }
+    auto b = std::make_shared<Bucket>();
+    b->id = (*ids)[i];
+    b->segment = *seg;
+    b->sealed = true;
+    b->bytes = (*seg)->bytes();
+    for (Record& r : recs) {
+      if (r.seq < next_seq_) {
+        return Status::Error(EUCLEAN, "journal sequence numbers go backwards in " + (*seg)->path());
+      }
+      next_seq_ = r.seq + 1;
+      if (!live.count(r.file_id)) {  // its file was reclaimed already
+        ++skipped;
+        continue;
+      }
+      index_.Add(r);
+      if (r.kind == RecordKind::kWrite) {
+        staged_write_blocks_ += r.count;
+        b->write_bytes += r.count * kBlockSize;
+      } else if (r.count <= kMaxLba) {
+        b->delete_bytes += std::min<uint64_t>(r.count, 1u << 20) * kBlockSize;
+      }
+      (*meta)[r.file_id] = ReplayedMeta{r.file_size, r.mtime_ns};
+      b->records.push_back(std::move(r));
+      ++replayed;
+    }
+    journal_bytes_ += b->bytes;
+    buckets_.push_back(std::move(b));
+    next_bucket_ = (*ids)[i] + 1;
   }
-  auto r = catalog_.ApplyBlockOps(ops, meta ? std::span<const FileMetaUpdate>(meta, 1)
-                                            : std::span<const FileMetaUpdate>());
-  if (!r.ok()) return r.status();
-  counters_.blocks_written += count;
-  Count(*r);
+  w_cursor_ = x_cursor_ = buckets_.empty() ? next_bucket_ : buckets_.front()->id;
+  if (!ids->empty())
+    spdlog::info("journal: replayed {} record(s) from {} bucket(s) ({} for reclaimed files skipped)", replayed,
+                 ids->size(), skipped);
+  if (options_.start_destagers) {
+    write_thread_ = std::thread([this] { DestagerLoop(IoKind::kWrite); });
+    delete_thread_ = std::thread([this] { DestagerLoop(IoKind::kDelete); });
+  }
+  return Status::Ok();
+}
+
+Status Engine::Stop() {
+  {
+    std::lock_guard lk(mu_);
+    if (stop_) return Status::Ok();
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  space_cv_.notify_all();
+  if (write_thread_.joinable()) write_thread_.join();
+  if (delete_thread_.joinable()) delete_thread_.join();
+  Status st = Sync();
+  Status cs = catalog_.Sync();
+  return st.ok() ? cs : st;
+}
+
+// ------------------------------------------------------------------ append
+
+Status Engine::CheckSpaceLocked(uint64_t new_blocks) {
+  if (store_full_) return Status::Error(ENOSPC, "content store full; waiting for deletes to free space");
+  StoreUsage u = catalog_.Usage();
+  if (u.capacity_slots && u.used_slots + staged_write_blocks_ + new_blocks > u.capacity_slots)
+    return Status::Error(ENOSPC, "content store capacity reached");
+  int64_t now = MonoNs();
+  if (now - backing_checked_ns_ > 100'000'000) {
+    struct statvfs sv;
+    if (::statvfs(options_.journal_dir.c_str(), &sv) == 0) backing_free_ = uint64_t{sv.f_bavail} * sv.f_frsize;
+    backing_checked_ns_ = now;
+  }
+  // The journal and the store share the backing fs: staged blocks may each
+  // need one more block of store when destaged.
+  uint64_t need = (staged_write_blocks_ + new_blocks) * kBlockSize + options_.backing_reserve;
+  if (backing_free_ < need) return Status::Error(ENOSPC, "backing filesystem full");
+  return Status::Ok();
+}
+
+void Engine::SealLocked() {
+  if (!buckets_.empty() && !buckets_.back()->sealed && !buckets_.back()->records.empty()) {
+    buckets_.back()->sealed = true;
+    work_cv_.notify_all();
+  }
+}
+
+Status Engine::Append(Record r) {
+  const uint64_t size = r.EncodedSize();
+  const uint64_t payload_sum = PayloadChecksum(r);  // outside every lock
+  const uint64_t new_blocks = r.kind == RecordKind::kWrite ? r.count : 0;
+  std::lock_guard alk(append_mu_);
+  std::unique_lock lk(mu_);
+  for (;;) {
+    if (!bg_error_.ok()) return Status::Error(EIO, "destage stopped after an error: " + bg_error_.message());
+    if (new_blocks) {
+      Status sp = CheckSpaceLocked(new_blocks);
+      if (!sp.ok()) {
+        ++counters_.enospc;
+        return sp;
+      }
+    }
+    if (journal_bytes_ + size <= options_.journal_limit || stop_) break;
+    SealLocked();  // let the destagers get at everything
+    space_cv_.wait_for(lk, std::chrono::milliseconds(100));
+  }
+  if (buckets_.empty() || buckets_.back()->sealed) {
+    auto seg = Segment::Create(options_.journal_dir, next_bucket_);
+    if (!seg.ok()) return seg.status();
+    auto b = std::make_shared<Bucket>();
+    b->id = next_bucket_++;
+    b->segment = *seg;
+    buckets_.push_back(std::move(b));
+  }
+  Bucket& b = *buckets_.back();
+  r.seq = next_seq_++;
+  uint8_t header[kRecordHeaderSize];
+  EncodeHeader(r, payload_sum, header);
+  const size_t payload = r.kind == RecordKind::kWrite ? r.count * kBlockSize : 0;
+  CS_RETURN_IF_ERROR(b.segment->Append(header, r.data.get(), payload));
+  index_.Add(r);
+  b.bytes += size;
+  b.synced = false;
+  journal_bytes_ += size;
+  if (r.kind == RecordKind::kWrite) {
+    staged_write_blocks_ += r.count;
+    b.write_bytes += r.count * kBlockSize;
+  } else {
+    b.delete_bytes += std::min<uint64_t>(r.count, 1u << 20) * kBlockSize;
+  }
+  b.records.push_back(std::move(r));
+  last_append_ns_ = MonoNs();
+  if (b.bytes >= options_.bucket_bytes) SealLocked();
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------ public ops
+
+Status Engine::ReadBlocks(int64_t file_id, uint64_t lba, uint64_t n, uint8_t* out) {
+  std::vector<std::optional<StagingIndex::Hit>> hits;
+  index_.Lookup(file_id, lba, n, &hits);
+  uint64_t i = 0;
+  while (i < n) {
+    if (hits[i]) {
+      if (hits[i]->is_write) std::memcpy(out + i * kBlockSize, hits[i]->block, kBlockSize);
+      else std::memset(out + i * kBlockSize, 0, kBlockSize);
+      ++i;
+      continue;
+    }
+    uint64_t j = i + 1;
+    while (j < n && !hits[j]) ++j;
+    CS_RETURN_IF_ERROR(catalog_.ReadBlocks(file_id, lba + i, static_cast<uint32_t>(j - i), out + i * kBlockSize));
+    i = j;
+  }
   return Status::Ok();
 }
 
 Status Engine::Write(FileRef f, uint64_t offset, std::span<const uint8_t> data, uint64_t size,
                      const FileMetaUpdate& meta) {
-  if (data.empty()) {
-    auto r = catalog_.ApplyBlockOps({}, std::span<const FileMetaUpdate>(&meta, 1));
-    return r.status();
-  }
+  if (data.empty()) return Truncate(f, size, meta.size, meta);
   const uint64_t end = offset + data.size();
   const uint64_t first = offset >> kBlockShift;
   const uint64_t last = (end - 1) >> kBlockShift;
   if (last > kMaxLba) return Status::Error(EFBIG, "write beyond the largest supported offset");
-  const uint64_t n = last - first + 1;
-  BlockBuf buf(n);
   const uint32_t head = offset & (kBlockSize - 1);
   const uint32_t tail = end & (kBlockSize - 1);
-  // Read-modify-write of partial edge blocks that hold data.
-  if (head != 0) {
-    if ((first << kBlockShift) < size) CS_RETURN_IF_ERROR(catalog_.ReadBlocks(f.file_id, first, 1, buf.p));
-    else std::memset(buf.p, 0, kBlockSize);
+  uint64_t done_lba = first;
+  size_t consumed = 0;
+  while (done_lba <= last) {
+    const uint64_t n = std::min<uint64_t>(last - done_lba + 1, kMaxRecordBlocks);
+    auto buf = NewBlocks(n);
+    const bool first_rec = done_lba == first;
+    const bool last_rec = done_lba + n - 1 == last;
+    // Read-modify-write of partial edge blocks that hold data.
+    if (first_rec && head != 0) {
+      if ((first << kBlockShift) < size) CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, first, 1, buf.get()));
+      else std::memset(buf.get(), 0, kBlockSize);
+    }
+    if (last_rec && tail != 0 && !(first_rec && n == 1 && head != 0)) {
+      uint8_t* lastp = buf.get() + (n - 1) * kBlockSize;
+      if ((last << kBlockShift) < size) CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, last, 1, lastp));
+      else std::memset(lastp, 0, kBlockSize);
+    }
+    const uint32_t dst = first_rec ? head : 0;
+    const size_t take = std::min<size_t>(data.size() - consumed, n * kBlockSize - dst);
+    std::memcpy(buf.get() + dst, data.data() + consumed, take);
+    consumed += take;
+    Record r;
+    r.kind = RecordKind::kWrite;
+    r.file_id = f.file_id;
+    r.dedup_id = f.dedup_id;
+    r.lba = done_lba;
+    r.count = n;
+    r.file_size = meta.size;
+    r.mtime_ns = meta.mtime_ns;
+    r.data = std::move(buf);
+    CS_RETURN_IF_ERROR(Append(std::move(r)));
+    counters_.blocks_written += n;
+    done_lba += n;
   }
-  if (tail != 0 && (last != first || head == 0)) {
-    uint8_t* lastp = buf.p + (n - 1) * kBlockSize;
-    if ((last << kBlockShift) < size) CS_RETURN_IF_ERROR(catalog_.ReadBlocks(f.file_id, last, 1, lastp));
-    else std::memset(lastp, 0, kBlockSize);
-  }
-  std::memcpy(buf.p + head, data.data(), data.size());
-  return WriteWholeBlocks(f, first, buf.p, n, &meta);
+  return Status::Ok();
 }
 
 Result<size_t> Engine::Read(FileRef f, uint64_t offset, size_t len, uint64_t size, uint8_t* out) {
@@ -97,46 +292,21 @@ Result<size_t> Engine::Read(FileRef f, uint64_t offset, size_t len, uint64_t siz
   const uint64_t n = last - first + 1;
   const uint32_t head = offset & (kBlockSize - 1);
   if (head == 0 && (len & (kBlockSize - 1)) == 0) {
-    CS_RETURN_IF_ERROR(catalog_.ReadBlocks(f.file_id, first, static_cast<uint32_t>(n), out));
+    CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, first, n, out));
     return len;
   }
-  BlockBuf buf(n);
-  CS_RETURN_IF_ERROR(catalog_.ReadBlocks(f.file_id, first, static_cast<uint32_t>(n), buf.p));
-  std::memcpy(out, buf.p + head, len);
+  auto buf = NewBlocks(n);
+  CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, first, n, buf.get()));
+  std::memcpy(out, buf.get() + head, len);
   return len;
 }
 
-Status Engine::DeleteRange(FileRef f, uint64_t first_lba, uint64_t end_lba, const FileMetaUpdate* meta) {
-  uint64_t lba = first_lba;
-  for (;;) {
-    auto next = catalog_.NextMapped(f.file_id, lba);
-    if (!next.ok()) return next.status();
-    if (!*next || **next >= end_lba) break;
-    lba = **next;
-    uint64_t chunk_end = std::min(end_lba, lba + options_.delete_batch_blocks);
-    BlockOp op;
-    op.kind = BlockOp::Kind::kDelete;
-    op.file_id = f.file_id;
-    op.dedup_id = f.dedup_id;
-    op.lba = lba;
-    op.count = chunk_end - lba;
-    auto r = catalog_.ApplyBlockOps(std::span<const BlockOp>(&op, 1));
-    if (!r.ok()) return r.status();
-    Count(*r);
-    lba = chunk_end;
-    if (lba >= end_lba) break;
-  }
-  if (meta) return catalog_.ApplyBlockOps({}, std::span<const FileMetaUpdate>(meta, 1)).status();
-  return Status::Ok();
-}
-
 Status Engine::Zero(FileRef f, uint64_t offset, uint64_t len, uint64_t size, const FileMetaUpdate& meta) {
-  uint64_t end = std::min(offset + len, size);
-  if (offset >= end) return catalog_.ApplyBlockOps({}, std::span<const FileMetaUpdate>(&meta, 1)).status();
-  uint64_t first_whole = DivUp(offset, kBlockSize);
-  uint64_t end_whole = end >> kBlockShift;  // exclusive
-  // A range inside one block: rewrite that block.
-  if (first_whole > end_whole) {
+  const uint64_t end = std::min(offset + len, size);
+  if (offset >= end) return Truncate(f, size, meta.size, meta);
+  const uint64_t first_whole = DivUp(offset, kBlockSize);
+  const uint64_t end_whole = end >> kBlockShift;  // exclusive
+  if (first_whole > end_whole) {  // inside one block
     std::vector<uint8_t> zeros(end - offset, 0);
     return Write(f, offset, zeros, size, meta);
   }
@@ -148,34 +318,337 @@ Status Engine::Zero(FileRef f, uint64_t offset, uint64_t len, uint64_t size, con
     std::vector<uint8_t> zeros(end - (end_whole << kBlockShift), 0);
     CS_RETURN_IF_ERROR(Write(f, end_whole << kBlockShift, zeros, size, meta));
   }
-  return DeleteRange(f, first_whole, end_whole, &meta);
+  Record r;
+  r.kind = RecordKind::kDelete;
+  r.file_id = f.file_id;
+  r.dedup_id = f.dedup_id;
+  r.lba = first_whole;
+  r.count = end_whole - first_whole;
+  r.file_size = meta.size;
+  r.mtime_ns = meta.mtime_ns;
+  return Append(std::move(r));
 }
 
 Status Engine::Truncate(FileRef f, uint64_t old_size, uint64_t new_size, const FileMetaUpdate& meta) {
-  if (new_size >= old_size) {
-    return catalog_.ApplyBlockOps({}, std::span<const FileMetaUpdate>(&meta, 1)).status();
+  Record r;
+  r.kind = RecordKind::kDelete;
+  r.file_id = f.file_id;
+  r.dedup_id = f.dedup_id;
+  r.file_size = new_size;
+  r.mtime_ns = meta.mtime_ns;
+  if (new_size < old_size) {
+    // Zero the tail of the new last block so that growing again reads zeros.
+    if ((new_size & (kBlockSize - 1)) != 0) {
+      uint64_t block_end = std::min(old_size, DivUp(new_size, kBlockSize) << kBlockShift);
+      std::vector<uint8_t> zeros(block_end - new_size, 0);
+      FileMetaUpdate m = meta;
+      m.size = old_size;
+      CS_RETURN_IF_ERROR(Write(f, new_size, zeros, old_size, m));
+    }
+    r.lba = DivUp(new_size, kBlockSize);
+    r.count = kMaxLba + 1 - r.lba;
   }
-  // Zero the tail of the new last block so that growing again reads zeros.
-  if ((new_size & (kBlockSize - 1)) != 0) {
-    uint64_t block_end = std::min(old_size, DivUp(new_size, kBlockSize) << kBlockShift);
-    std::vector<uint8_t> zeros(block_end - new_size, 0);
-    CS_RETURN_IF_ERROR(Write(f, new_size, zeros, old_size, meta));
-  }
-  return DeleteRange(f, DivUp(new_size, kBlockSize), kMaxLba + 1, &meta);
+  // Growing (or no change) is a size-only record: count 0.
+  return Append(std::move(r));
 }
 
-Status Engine::Reclaim(FileRef f, uint64_t /*size*/) {
-  CS_RETURN_IF_ERROR(DeleteRange(f, 0, kMaxLba + 1, nullptr));
-  return catalog_.DropFile(f.file_id);
+Status Engine::Reclaim(FileRef f, uint64_t size) {
+  Record r;
+  r.kind = RecordKind::kDelete;
+  r.drop_file = true;
+  r.file_id = f.file_id;
+  r.dedup_id = f.dedup_id;
+  r.lba = 0;
+  r.count = kMaxLba + 1;
+  r.file_size = size;
+  Status st = Append(std::move(r));
+  {
+    std::lock_guard lk(mu_);
+    SealLocked();  // unlink: start giving space back now
+  }
+  return st;
 }
 
-Status Engine::Sync() { return catalog_.Sync(); }
+Status Engine::Sync() {
+  std::vector<std::shared_ptr<Segment>> segs;
+  {
+    std::lock_guard lk(mu_);
+    for (auto& b : buckets_) {
+      if (!b->synced) {
+        b->synced = true;
+        segs.push_back(b->segment);
+      }
+    }
+  }
+  for (auto& s : segs) CS_RETURN_IF_ERROR(s->Sync());
+  return Status::Ok();
+}
 
-Result<std::optional<uint64_t>> Engine::NextData(FileRef f, uint64_t offset) {
-  auto r = catalog_.NextMapped(f.file_id, offset >> kBlockShift);
+Result<std::optional<uint64_t>> Engine::NextData(FileRef f, uint64_t offset, uint64_t size) {
+  // Staged ops make the catalog's answer stale; report data from here on
+  // when any is staged (valid: SEEK_DATA may be conservative).
+  uint64_t lba = offset >> kBlockShift;
+  uint64_t n = std::min<uint64_t>(DivUp(size, kBlockSize) - lba, 1u << 16);
+  std::vector<std::optional<StagingIndex::Hit>> hits;
+  index_.Lookup(f.file_id, lba, n, &hits);
+  for (auto& h : hits)
+    if (h) return std::optional<uint64_t>(offset);
+  auto r = catalog_.NextMapped(f.file_id, lba);
   if (!r.ok()) return r.status();
   if (!*r) return std::optional<uint64_t>();
   return std::optional<uint64_t>(std::max(offset, **r << kBlockShift));
+}
+
+// ------------------------------------------------------------- destagers
+
+DestageSnapshot Engine::Snapshot() {
+  DestageSnapshot s;
+  StoreUsage u = catalog_.Usage();
+  std::lock_guard lk(mu_);
+  s.w_bucket = w_cursor_;
+  s.x_bucket = x_cursor_;
+  s.journal_usage = double(journal_bytes_) / double(options_.journal_limit);
+  if (u.capacity_slots) {
+    s.store_usage = double(u.used_slots) / double(u.capacity_slots);
+  } else {
+    struct statvfs sv;
+    if (::statvfs(options_.journal_dir.c_str(), &sv) == 0 && sv.f_blocks)
+      s.store_usage = 1.0 - double(sv.f_bavail) / double(sv.f_blocks);
+  }
+  for (auto& b : buckets_) {
+    if (b->id == w_cursor_) {
+      s.pending_write_bytes = b->write_bytes;
+      s.pending_delete_bytes = b->delete_bytes;
+    }
+  }
+  return s;
+}
+
+void Engine::SetBackgroundError(const Status& st) {
+  std::lock_guard lk(mu_);
+  if (bg_error_.ok()) {
+    spdlog::error("destage stopped: {}; acknowledged data stays in the journal", st.ToString());
+    bg_error_ = st;
+  }
+  space_cv_.notify_all();
+}
+
+void Engine::DestagerLoop(IoKind kind) {
+  const bool writes = kind == IoKind::kWrite;
+  for (;;) {
+    std::shared_ptr<Bucket> b;
+    size_t next_record;
+    {
+      std::unique_lock lk(mu_);
+      for (;;) {
+        if (stop_ || !bg_error_.ok()) return;
+        const uint64_t cursor = writes ? w_cursor_ : x_cursor_;
+        for (auto& c : buckets_)
+          if (c->id >= cursor) {
+            b = c;
+            break;
+          }
+        if (b && !b->sealed && !b->records.empty() &&
+            MonoNs() - last_append_ns_ > int64_t{options_.idle_seal_ms} * 1000000) {
+          SealLocked();
+        }
+        if (b && b->sealed) break;
+        b.reset();
+        work_cv_.wait_for(lk, std::chrono::milliseconds(options_.idle_seal_ms));
+      }
+      next_record = writes ? w_record_ : x_record_;
+    }
+    Status st = writes ? ProcessWrites(*b, &next_record) : ProcessDeletes(*b, &next_record);
+    {
+      std::lock_guard lk(mu_);
+      (writes ? w_record_ : x_record_) = next_record;
+      if (st.ok()) {
+        (writes ? w_cursor_ : x_cursor_) = b->id + 1;
+        (writes ? w_record_ : x_record_) = 0;
+        if (writes) store_full_ = false;
+      }
+    }
+    if (st.ok()) {
+      TryRetire();
+      continue;
+    }
+    if (st.code() == ENOSPC && writes) {
+      // Nothing acknowledged is lost: the write stays in the journal and is
+      // retried once deletes have given space back.
+      std::unique_lock lk(mu_);
+      if (!store_full_) spdlog::warn("write destager: content store full; retrying after deletes");
+      store_full_ = true;
+      work_cv_.wait_for(lk, std::chrono::milliseconds(50));
+      continue;
+    }
+    if (st.code() == ECANCELED) return;  // stopping
+    SetBackgroundError(st);
+    return;
+  }
+}
+
+Status Engine::ProcessWrites(const Bucket& b, size_t* next_record) {
+  std::vector<BlockOp> ops;
+  for (size_t i = *next_record; i < b.records.size(); ++i, *next_record = i) {
+    {
+      std::lock_guard lk(mu_);
+      if (stop_) return Status::Error(ECANCELED, "stopping");
+    }
+    const Record& r = b.records[i];
+    if (r.kind != RecordKind::kWrite) continue;
+    auto hasher = catalog_.HasherFor(r.dedup_id);
+    if (!hasher.ok()) return hasher.status();
+    std::lock_guard stripe(Stripe(r.file_id));
+    ops.clear();
+    for (uint64_t j = 0; j < r.count; ++j) {
+      if (!index_.IsLatestWrite(r.file_id, r.lba + j, r.seq)) continue;
+      BlockOp op;
+      op.kind = BlockOp::Kind::kWrite;
+      op.file_id = r.file_id;
+      op.dedup_id = r.dedup_id;
+      op.lba = r.lba + j;
+      op.data = r.data.get() + j * kBlockSize;
+      if (!IsZeroBlock(op.data)) op.hash = (*hasher)->Hash(op.data);
+      ops.push_back(op);
+    }
+    counters_.writes_absorbed += r.count - ops.size();
+    size_t done = 0;
+    while (done < ops.size()) {
+      uint32_t slots = queue_.Acquire(IoKind::kWrite, ops.size() - done);
+      auto res = catalog_.ApplyBlockOps(std::span<const BlockOp>(ops).subspan(done, slots));
+      queue_.Release(IoKind::kWrite, slots);
+      if (!res.ok()) return res.status();  // the record is retried from its start
+      counters_.blocks_stored += res->blocks_stored;
+      counters_.blocks_deduped += res->blocks_deduped;
+      counters_.blocks_freed += res->blocks_freed;
+      counters_.collisions += res->collisions;
+      done += slots;
+    }
+    ++counters_.ops_destaged;
+    std::lock_guard lk(mu_);
+    staged_write_blocks_ -= std::min(staged_write_blocks_, r.count);
+  }
+  return Status::Ok();
+}
+
+Status Engine::ProcessDeletes(const Bucket& b, size_t* next_record) {
+  for (size_t i = *next_record; i < b.records.size(); ++i, *next_record = i) {
+    const Record& r = b.records[i];
+    if (r.kind != RecordKind::kDelete) continue;
+    if (r.count > 0) {
+      std::lock_guard stripe(Stripe(r.file_id));
+      const uint64_t end = std::min<uint64_t>(r.lba + r.count, kMaxLba + 1);
+      for (auto [a, e] : index_.LiveDeleteRanges(r.file_id, r.lba, end, r.seq)) {
+        uint64_t lba = a;
+        while (lba < e) {
+          {
+            std::lock_guard lk(mu_);
+            if (stop_) return Status::Error(ECANCELED, "stopping");
+          }
+          auto next = catalog_.NextMapped(r.file_id, lba);
+          if (!next.ok()) return next.status();
+          if (!*next || **next >= e) break;
+          lba = **next;
+          uint32_t slots = queue_.Acquire(IoKind::kDelete, e - lba);
+          BlockOp op;
+          op.kind = BlockOp::Kind::kDelete;
+          op.file_id = r.file_id;
+          op.dedup_id = r.dedup_id;
+          op.lba = lba;
+          // A delete slot covers up to 64 LBAs of the range: sparse ranges are cheap.
+          op.count = std::min<uint64_t>(e - lba, uint64_t{slots} * 64);
+          auto res = catalog_.ApplyBlockOps(std::span<const BlockOp>(&op, 1));
+          queue_.Release(IoKind::kDelete, slots);
+          if (!res.ok()) return res.status();
+          counters_.blocks_freed += res->blocks_freed;
+          lba += op.count;
+        }
+      }
+    }
+    if (r.drop_file) {
+      Status st = catalog_.DropFile(r.file_id);
+      if (!st.ok()) spdlog::warn("reclaim of swap file {}: {}", r.file_id, st.ToString());
+      else spdlog::debug("reclaimed swap file {}", r.file_id);
+    }
+    ++counters_.ops_destaged;
+  }
+  return Status::Ok();
+}
+
+void Engine::TryRetire() {
+  std::lock_guard rl(retire_mu_);
+  for (;;) {
+    std::shared_ptr<Bucket> b;
+    {
+      std::lock_guard lk(mu_);
+      if (buckets_.empty()) return;
+      b = buckets_.front();
+      if (!b->sealed || b->id >= std::min(w_cursor_, x_cursor_)) return;
+    }
+    // Sizes as this bucket left them, then make everything durable.
+    std::map<int64_t, FileMetaUpdate> metas;
+    for (const Record& r : b->records) metas[r.file_id] = FileMetaUpdate{r.file_id, r.file_size, r.mtime_ns, r.mtime_ns};
+    std::vector<FileMetaUpdate> mv;
+    for (auto& [id, m] : metas) mv.push_back(m);
+    auto res = catalog_.ApplyBlockOps({}, mv);
+    Status st = res.ok() ? catalog_.Sync() : res.status();
+    if (!st.ok()) {
+      SetBackgroundError(st);
+      return;
+    }
+    for (const Record& r : b->records) index_.Retire(r);
+    st = b->segment->Remove();
+    if (!st.ok()) spdlog::warn("journal: {}", st.ToString());
+    std::lock_guard lk(mu_);
+    journal_bytes_ -= std::min(journal_bytes_, b->bytes);
+    buckets_.pop_front();
+    space_cv_.notify_all();
+  }
+}
+
+Status Engine::Drain() {
+  std::unique_lock lk(mu_);
+  SealLocked();
+  const uint64_t target = next_bucket_;
+  for (;;) {
+    if (!bg_error_.ok()) return bg_error_;
+    if (buckets_.empty() || buckets_.front()->id >= target) return Status::Ok();
+    if (stop_) return Status::Error(ECANCELED, "engine stopped");
+    SealLocked();
+    work_cv_.notify_all();
+    space_cv_.wait_for(lk, std::chrono::milliseconds(20));
+  }
+}
+
+EngineStats Engine::Stats() {
+  EngineStats s;
+  DestageSnapshot snap = Snapshot();
+  s.store_usage = snap.store_usage;
+  s.n = queue_.n();
+  s.d = queue_.delete_slots();
+  s.policy_changes = queue_.policy_changes();
+  auto [w, d] = index_.Size();
+  s.staged_write_blocks = w;
+  s.staged_delete_ranges = d;
+  {
+    std::lock_guard lk(mu_);
+    s.w_bucket = w_cursor_;
+    s.x_bucket = x_cursor_;
+    s.journal_bytes = journal_bytes_;
+    s.journal_limit = options_.journal_limit;
+    s.buckets = buckets_.size();
+    for (auto& b : buckets_) {
+      if (b->id >= std::min(w_cursor_, x_cursor_)) s.pending_records += b->records.size();
+    }
+    if (!bg_error_.ok()) s.error = bg_error_.ToString();
+  }
+  s.writes_absorbed = counters_.writes_absorbed;
+  s.ops_destaged = counters_.ops_destaged;
+  s.blocks_stored = counters_.blocks_stored;
+  s.blocks_deduped = counters_.blocks_deduped;
+  s.blocks_freed = counters_.blocks_freed;
+  s.enospc = counters_.enospc;
+  return s;
 }
 
 }  // namespace chainswap

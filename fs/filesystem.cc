@@ -59,7 +59,7 @@ int ToErrno(const Status& st, const char* op) {
 ChainswapFs::ChainswapFs(BackingDir& backing, Engine& engine)
     : backing_(backing), catalog_(backing.catalog()), engine_(engine) {}
 
-Status ChainswapFs::Load() {
+Status ChainswapFs::Load(const std::map<int64_t, ReplayedMeta>& replayed) {
   auto chains = catalog_.ListChains();
   if (!chains.ok()) return chains.status();
   auto files = catalog_.ListFiles();
@@ -72,6 +72,10 @@ Status ChainswapFs::Load() {
       ns_.chains[c.dedup_id].info = c;
     }
     for (auto& f : *files) {
+      if (auto it = replayed.find(f.file_id); it != replayed.end()) {
+        f.size = it->second.size;
+        f.mtime_ns = it->second.mtime_ns;
+      }
       auto node = std::make_shared<FileNode>(f);
       ns_.files[f.file_id] = node;
       ChainNode* chain = ns_.Chain(f.dedup_id);
@@ -281,7 +285,18 @@ int ChainswapFs::DoRmdir(fuse_ino_t parent, const std::string& name) {
   int64_t id = it->second;
   if (!ns_.Chain(id)->files.empty()) return ENOTEMPTY;
   Status st = catalog_.RemoveChain(id);
-  // Unlinked files still being reclaimed keep the chain's row: ENOTEMPTY.
+  if (st.code() == ENOTEMPTY) {
+    // Only unlinked files whose blocks are still being reclaimed remain:
+    // wait for the delete destager, then retry.
+    lk.unlock();
+    Status ds = engine_.Drain();
+    if (!ds.ok()) return ToErrno(ds, "rmdir");
+    lk.lock();
+    it = ns_.chain_by_name.find(name);
+    if (it == ns_.chain_by_name.end() || it->second != id) return ENOENT;
+    if (!ns_.Chain(id)->files.empty()) return ENOTEMPTY;
+    st = catalog_.RemoveChain(id);
+  }
   if (int e = ToErrno(st, "rmdir")) return e;
   ns_.chains.erase(id);
   ns_.chain_by_name.erase(it);
@@ -350,6 +365,8 @@ void ChainswapFs::MaybeReclaim(const std::shared_ptr<FileNode>& node) {
   FileRef ref{node->info.file_id, node->info.dedup_id};
   Status st;
   {
+    // Queued to the delete destager: returns at once, space comes back in
+    // the background.
     std::unique_lock io(node->io);
     st = engine_.Reclaim(ref, node->info.size);
   }
@@ -642,7 +659,7 @@ int ChainswapFs::DoLseek(fuse_ino_t ino, off_t off, int whence, off_t* out) {
     *out = static_cast<off_t>(fsize);
     return 0;
   }
-  auto r = engine_.NextData(ref, static_cast<uint64_t>(off));
+  auto r = engine_.NextData(ref, static_cast<uint64_t>(off), fsize);
   if (!r.ok()) return ToErrno(r.status(), "lseek");
   if (!*r || **r >= fsize) return ENXIO;
   *out = static_cast<off_t>(**r);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,9 +33,10 @@ class ChainswapFs {
  public:
   ChainswapFs(BackingDir& backing, Engine& engine);
 
-  // Loads chains and files from the catalog and reclaims files that were
-  // unlinked but not yet reclaimed when the last daemon stopped.
-  Status Load();
+  // Loads chains and files from the catalog, applies the sizes the journal
+  // replay found newer (`replayed`), and queues the reclaim of files that
+  // were unlinked but not yet reclaimed when the last daemon stopped.
+  Status Load(const std::map<int64_t, ReplayedMeta>& replayed);
 
   int DoLookup(fuse_ino_t parent, const std::string& name, fuse_entry_param* e);
   int DoGetattr(fuse_ino_t ino, struct stat* st);

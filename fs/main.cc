@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,9 +59,26 @@ int Run(MountConfig cfg) {
     std::fprintf(stderr, "chainswapfs: %s\n", backing.status().ToString().c_str());
     return 1;
   }
-  Engine engine((*backing)->catalog(), EngineOptions{});
+  EngineOptions eopts;
+  eopts.journal_dir = (*backing)->paths().journal;
+  eopts.bucket_bytes = cfg.bucket_bytes;
+  eopts.journal_limit = cfg.journal_limit;
+  eopts.queue.n = cfg.queue_slots;
+  eopts.queue.d_min = cfg.delete_slots_min;
+  eopts.queue.low = cfg.pressure_low;
+  eopts.queue.high = cfg.pressure_high;
+  if (auto errs = ValidateEngineOptions(eopts); !errs.empty()) {
+    for (const auto& e : errs) std::fprintf(stderr, "chainswapfs: %s\n", e.c_str());
+    return 2;
+  }
+  Engine engine((*backing)->catalog(), eopts);
+  std::map<int64_t, ReplayedMeta> replayed;
+  if (Status st = engine.Open(&replayed); !st.ok()) {
+    std::fprintf(stderr, "chainswapfs: cannot replay the journal: %s\n", st.ToString().c_str());
+    return 1;
+  }
   ChainswapFs fs(**backing, engine);
-  if (Status st = fs.Load(); !st.ok()) {
+  if (Status st = fs.Load(replayed); !st.ok()) {
     std::fprintf(stderr, "chainswapfs: cannot load catalog: %s\n", st.ToString().c_str());
     return 1;
   }
@@ -97,7 +115,7 @@ int Run(MountConfig cfg) {
         fuse_loop_cfg_destroy(lc);
       }
       if (rc != 0) spdlog::error("FUSE loop ended with {}", rc);
-      Status st = engine.Sync();
+      Status st = engine.Stop();
       if (!st.ok()) spdlog::error("final sync: {}", st.ToString());
       fuse_session_unmount(se);
       spdlog::info("unmounted {}", cfg.mountpoint);

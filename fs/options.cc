@@ -56,6 +56,22 @@ void ParseOption(const std::string& o, ParseResult& r) {
     if (lv != "trace" && lv != "debug" && lv != "info" && lv != "warn" && lv != "error" && lv != "off")
       r.errors.push_back("log_level=" + lv + ": expected trace, debug, info, warn, error or off");
     else c.log_level = lv;
+  } else if (const char* vb = value("bucket_size")) {
+    if (!ParseSize(vb, &c.bucket_bytes)) r.errors.push_back("bucket_size=" + std::string(vb) + ": expected a size such as 16M");
+  } else if (const char* vj = value("journal_limit")) {
+    if (!ParseSize(vj, &c.journal_limit)) r.errors.push_back("journal_limit=" + std::string(vj) + ": expected a size such as 256M");
+  } else if (const char* vq = value("queue_slots")) {
+    uint64_t n = 0;
+    if (!ParseSize(vq, &n) || n < 2 || n > 65536) r.errors.push_back("queue_slots=" + std::string(vq) + ": expected 2..65536");
+    else c.queue_slots = static_cast<uint32_t>(n);
+  } else if (const char* vd = value("delete_slots_min")) {
+    uint64_t n = 0;
+    if (!ParseSize(vd, &n) || n < 1 || n > 65535) r.errors.push_back("delete_slots_min=" + std::string(vd) + ": expected 1..N-1");
+    else c.delete_slots_min = static_cast<uint32_t>(n);
+  } else if (const char* vl = value("pressure_low")) {
+    try { c.pressure_low = std::stod(vl); } catch (...) { r.errors.push_back("pressure_low=" + std::string(vl) + ": expected a fraction"); }
+  } else if (const char* vh = value("pressure_high")) {
+    try { c.pressure_high = std::stod(vh); } catch (...) { r.errors.push_back("pressure_high=" + std::string(vh) + ": expected a fraction"); }
   } else if (const char* v3 = value("threads")) {
     try {
       unsigned long t = std::stoul(v3);
@@ -126,6 +142,13 @@ std::string MountUsage(const std::string& prog) {
          "  -o capacity=SIZE   limit the content store (e.g. 64G); default: the backing fs\n"
          "  -o log_level=LEVEL trace, debug, info (default), warn, error, off\n"
          "  -o threads=N       maximum FUSE worker threads (default 8)\n"
+         "destage engine:\n"
+         "  -o bucket_size=SIZE      journal bucket (segment) size (default 16M)\n"
+         "  -o journal_limit=SIZE    writes wait above this much journal (default 256M)\n"
+         "  -o queue_slots=N         logical queue slots N (default 64)\n"
+         "  -o delete_slots_min=D    minimum delete slots D_min (default 4)\n"
+         "  -o pressure_low=F, pressure_high=F  usage fractions where delete pressure\n"
+         "                           starts and saturates (default 0.5, 0.9)\n"
          "FUSE options: allow_other (lets other users, e.g. the hypervisor's, open files;\n"
          "  every open is still checked against file permissions: default_permissions is always on)\n";
 }

@@ -4,7 +4,9 @@
 //   chainswapfs BACKING MOUNTPOINT [-f] [-d] [-s] [-o opt[,opt...]]
 //
 // chainswap options (-o): dedup_verify / no_dedup_verify, capacity=SIZE
-// (K/M/G/T suffixes), log_level=trace|debug|info|warn|error, threads=N.
+// (K/M/G/T suffixes), log_level=trace|debug|info|warn|error, threads=N,
+// bucket_size=SIZE, journal_limit=SIZE, queue_slots=N, delete_slots_min=D,
+// pressure_low=F, pressure_high=F (fractions of journal/store usage).
 // Generic mount(8) options that make no sense to FUSE (defaults, auto,
 // noauto, nofail, _netdev, user, users, nouser, x-*) are accepted and
 // ignored, so the daemon works from /etc/fstab. Everything else is passed to
@@ -29,6 +31,13 @@ struct MountConfig {
   uint64_t capacity_bytes = 0;   // 0: unlimited
   std::string log_level = "info";
   unsigned threads = 8;          // max FUSE worker threads
+  // Destage engine (SPEC §5).
+  uint64_t bucket_bytes = 16ull << 20;   // bucket_size=
+  uint64_t journal_limit = 256ull << 20; // journal_limit=
+  uint32_t queue_slots = 64;             // queue_slots= (N)
+  uint32_t delete_slots_min = 4;         // delete_slots_min= (D_min)
+  double pressure_low = 0.5;             // pressure_low= (fraction)
+  double pressure_high = 0.9;            // pressure_high=
   std::vector<std::string> fuse_options;  // passed to libfuse as -o
 };
 

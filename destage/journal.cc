@@ -1,0 +1,172 @@
+#include "destage/journal.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+namespace chainswap {
+
+namespace {
+
+std::string SegmentPath(const std::string& dir, uint64_t id) {
+  char name[64];
+  std::snprintf(name, sizeof name, "/bucket-%020llu.log", static_cast<unsigned long long>(id));
+  return dir + name;
+}
+
+Status SyncDir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno("open " + dir);
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return Status::FromErrno(err, "fsync " + dir);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Segment::~Segment() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<std::shared_ptr<Segment>> Segment::Create(const std::string& dir, uint64_t id) {
+  std::string path = SegmentPath(dir, id);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::FromErrno("create journal segment " + path);
+  auto seg = std::shared_ptr<Segment>(new Segment(fd, id, path, 0));
+  CS_RETURN_IF_ERROR(SyncDir(dir));
+  return seg;
+}
+
+Result<std::shared_ptr<Segment>> Segment::OpenExisting(const std::string& dir, uint64_t id) {
+  std::string path = SegmentPath(dir, id);
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno("open journal segment " + path);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return Status::FromErrno("stat " + path);
+  }
+  return std::shared_ptr<Segment>(new Segment(fd, id, path, static_cast<uint64_t>(st.st_size)));
+}
+
+Status Segment::Append(const uint8_t* header, const uint8_t* payload, size_t payload_len) {
+  struct iovec iov[2] = {{const_cast<uint8_t*>(header), kRecordHeaderSize},
+                         {const_cast<uint8_t*>(payload), payload_len}};
+  int iovcnt = payload_len ? 2 : 1;
+  size_t total = kRecordHeaderSize + payload_len;
+  size_t done = 0;
+  while (done < total) {
+    // Advance the iovecs past what was written.
+    struct iovec cur[2];
+    int n = 0;
+    size_t skip = done;
+    for (int i = 0; i < iovcnt; ++i) {
+      if (skip >= iov[i].iov_len) {
+        skip -= iov[i].iov_len;
+        continue;
+      }
+      cur[n].iov_base = static_cast<uint8_t*>(iov[i].iov_base) + skip;
+      cur[n].iov_len = iov[i].iov_len - skip;
+      skip = 0;
+      ++n;
+    }
+    ssize_t w = ::pwritev(fd_, cur, n, static_cast<off_t>(end_ + done));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      Status st = Status::FromErrno("journal append " + path_);
+      // Leave no partial record behind: a later append must not follow it.
+      (void)::ftruncate(fd_, static_cast<off_t>(end_));
+      return st;
+    }
+    done += static_cast<size_t>(w);
+  }
+  end_ += total;
+  return Status::Ok();
+}
+
+Status Segment::Sync() {
+  if (::fdatasync(fd_) != 0) return Status::FromErrno("journal fdatasync " + path_);
+  return Status::Ok();
+}
+
+Status Segment::ReadAll(std::vector<Record>* out, bool* torn) {
+  *torn = false;
+  std::vector<uint8_t> buf(end_);
+  size_t got = 0;
+  while (got < buf.size()) {
+    ssize_t n = ::pread(fd_, buf.data() + got, buf.size() - got, static_cast<off_t>(got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno("read journal segment " + path_);
+    }
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  buf.resize(got);
+  size_t off = 0;
+  for (;;) {
+    Record r;
+    size_t used = 0;
+    DecodeStatus ds = DecodeRecord(std::span<const uint8_t>(buf).subspan(off), &r, &used);
+    if (ds == DecodeStatus::kEnd) break;
+    if (ds == DecodeStatus::kTorn) {
+      // A torn tail is expected after a crash. Intact records after the bad
+      // one mean corruption in the middle: refuse rather than drop them.
+      for (size_t p = (off + 8) & ~size_t{7}; p + kRecordHeaderSize <= buf.size(); p += 8) {
+        Record later;
+        size_t later_used = 0;
+        if (DecodeRecord(std::span<const uint8_t>(buf).subspan(p), &later, &later_used) == DecodeStatus::kOk) {
+          return Status::Error(EUCLEAN, "journal segment " + path_ + " has a corrupt record at offset " +
+                                            std::to_string(off) + " followed by intact records (seq " +
+                                            std::to_string(later.seq) +
+                                            "); refusing to drop acknowledged writes");
+        }
+      }
+      *torn = true;
+      spdlog::warn("journal: torn or corrupt record at offset {} of {} ({} bytes ignored)", off, path_,
+                   buf.size() - off);
+      if (::ftruncate(fd_, static_cast<off_t>(off)) != 0)
+        return Status::FromErrno("truncate torn tail of " + path_);
+      end_ = off;
+      break;
+    }
+    out->push_back(std::move(r));
+    off += used;
+  }
+  return Status::Ok();
+}
+
+Status Segment::Remove() {
+  if (::unlink(path_.c_str()) != 0 && errno != ENOENT) return Status::FromErrno("remove " + path_);
+  return Status::Ok();
+}
+
+Result<std::vector<uint64_t>> ListSegments(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return Status::FromErrno("journal directory " + dir);
+  std::vector<uint64_t> ids;
+  while (struct dirent* e = ::readdir(d)) {
+    unsigned long long id;
+    char tail[8];
+    if (e->d_name[0] == '.') continue;
+    if (std::sscanf(e->d_name, "bucket-%20llu.%4s", &id, tail) == 2 && std::strcmp(tail, "log") == 0) {
+      ids.push_back(id);
+    } else {
+      spdlog::warn("journal: ignoring unexpected file {}/{}", dir, e->d_name);
+    }
+  }
+  ::closedir(d);
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+}  // namespace chainswap

@@ -1,0 +1,57 @@
+// Journal segment files (SPEC §5): one file per bucket in BACKING/journal/,
+// named bucket-<20-digit id>.log, appended to in sequence order and deleted
+// when the bucket retires. The in-memory bucket bookkeeping lives in the
+// Engine; this class only does the file I/O.
+//
+// Thread-safety: Segment appends must be serialized by the caller (the
+// Engine's append lock); Sync and Remove may run concurrently with appends to
+// other segments.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "catalog/status.h"
+#include "destage/journal_format.h"
+
+namespace chainswap {
+
+class Segment {
+ public:
+  ~Segment();
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+
+  // Creates bucket `id` in `dir` (0600) and makes its name durable.
+  static Result<std::shared_ptr<Segment>> Create(const std::string& dir, uint64_t id);
+  // Opens an existing bucket for replay and further truncation.
+  static Result<std::shared_ptr<Segment>> OpenExisting(const std::string& dir, uint64_t id);
+
+  // Appends header + payload at the end (one pwritev).
+  Status Append(const uint8_t* header, const uint8_t* payload, size_t payload_len);
+  Status Sync();
+  // Reads every intact record; stops at a torn tail, which is cut off so that
+  // later appends never follow garbage. *torn tells whether one was found.
+  Status ReadAll(std::vector<Record>* out, bool* torn);
+  // Deletes the file.
+  Status Remove();
+
+  uint64_t id() const { return id_; }
+  uint64_t bytes() const { return end_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  Segment(int fd, uint64_t id, std::string path, uint64_t end) : fd_(fd), id_(id), path_(std::move(path)), end_(end) {}
+  int fd_;
+  const uint64_t id_;
+  const std::string path_;
+  uint64_t end_;  // append offset; serialized by the caller
+};
+
+// Bucket IDs of the segment files in `dir`, ascending. Files that do not look
+// like segments are ignored (and logged).
+Result<std::vector<uint64_t>> ListSegments(const std::string& dir);
+
+}  // namespace chainswap

@@ -1,0 +1,133 @@
+#include "destage/staging_index.h"
+
+#include <mutex>
+
+#include "catalog/block.h"
+
+namespace chainswap {
+
+const StagingIndex::DeleteRange* StagingIndex::Covering(const FileIndex& f, uint64_t lba, uint64_t* start) {
+  auto it = f.deletes.upper_bound(lba);
+  if (it == f.deletes.begin()) return nullptr;
+  --it;
+  if (it->second.end <= lba) return nullptr;
+  if (start) *start = it->first;
+  return &it->second;
+}
+
+void StagingIndex::Add(const Record& r) {
+  std::unique_lock lk(mu_);
+  FileIndex& f = files_[r.file_id];
+  const uint64_t end = r.lba + r.count;
+  if (r.kind == RecordKind::kWrite) {
+    for (uint64_t i = 0; i < r.count; ++i) {
+      auto [it, inserted] = f.writes.insert_or_assign(r.lba + i, WriteEntry{r.seq, r.data, static_cast<uint32_t>(i)});
+      (void)it;
+      if (inserted) ++write_entries_;
+    }
+    return;
+  }
+  if (r.count == 0) return;  // a size-only record
+  // Older writes in the range are superseded.
+  auto wb = f.writes.lower_bound(r.lba);
+  auto we = f.writes.lower_bound(end);
+  for (auto it = wb; it != we; ++it) --write_entries_;
+  f.writes.erase(wb, we);
+  // Trim or split overlapping older delete ranges, then insert this one.
+  auto it = f.deletes.upper_bound(r.lba);
+  if (it != f.deletes.begin()) --it;
+  while (it != f.deletes.end() && it->first < end) {
+    uint64_t s = it->first;
+    DeleteRange d = it->second;
+    if (d.end <= r.lba) {
+      ++it;
+      continue;
+    }
+    it = f.deletes.erase(it);
+    if (s < r.lba) f.deletes.emplace(s, DeleteRange{r.lba, d.seq});
+    if (d.end > end) it = f.deletes.emplace(end, DeleteRange{d.end, d.seq}).first;
+  }
+  f.deletes.emplace(r.lba, DeleteRange{end, r.seq});
+}
+
+void StagingIndex::Lookup(int64_t file_id, uint64_t lba, uint64_t n,
+                          std::vector<std::optional<Hit>>* out) const {
+  out->assign(n, std::nullopt);
+  std::shared_lock lk(mu_);
+  auto fit = files_.find(file_id);
+  if (fit == files_.end()) return;
+  const FileIndex& f = fit->second;
+  const uint64_t end = lba + n;
+  // Delete ranges first, then writes shadow them.
+  auto it = f.deletes.upper_bound(lba);
+  if (it != f.deletes.begin()) --it;
+  for (; it != f.deletes.end() && it->first < end; ++it) {
+    uint64_t a = std::max(it->first, lba), b = std::min(it->second.end, end);
+    for (uint64_t l = a; l < b; ++l) (*out)[l - lba] = Hit{false, nullptr, nullptr};
+  }
+  for (auto w = f.writes.lower_bound(lba); w != f.writes.end() && w->first < end; ++w) {
+    Hit h;
+    h.is_write = true;
+    h.block = w->second.data.get() + size_t{w->second.block} * kBlockSize;
+    h.pin = w->second.data;
+    (*out)[w->first - lba] = std::move(h);
+  }
+}
+
+bool StagingIndex::IsLatestWrite(int64_t file_id, uint64_t lba, uint64_t seq) const {
+  std::shared_lock lk(mu_);
+  auto fit = files_.find(file_id);
+  if (fit == files_.end()) return false;
+  auto w = fit->second.writes.find(lba);
+  return w != fit->second.writes.end() && w->second.seq == seq;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> StagingIndex::LiveDeleteRanges(int64_t file_id, uint64_t lba,
+                                                                          uint64_t end, uint64_t seq) const {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  std::shared_lock lk(mu_);
+  uint64_t from = lba;
+  auto fit = files_.find(file_id);
+  if (fit != files_.end()) {
+    for (auto w = fit->second.writes.lower_bound(lba); w != fit->second.writes.end() && w->first < end; ++w) {
+      if (w->second.seq < seq) continue;  // cannot happen (erased by the delete); harmless
+      if (w->first > from) out.emplace_back(from, w->first);
+      from = w->first + 1;
+    }
+  }
+  if (from < end) out.emplace_back(from, end);
+  return out;
+}
+
+void StagingIndex::Retire(const Record& r) {
+  std::unique_lock lk(mu_);
+  auto fit = files_.find(r.file_id);
+  if (fit == files_.end()) return;
+  FileIndex& f = fit->second;
+  if (r.kind == RecordKind::kWrite) {
+    for (uint64_t i = 0; i < r.count; ++i) {
+      auto w = f.writes.find(r.lba + i);
+      if (w != f.writes.end() && w->second.seq == r.seq) {
+        f.writes.erase(w);
+        --write_entries_;
+      }
+    }
+  } else if (r.count) {
+    const uint64_t end = r.lba + r.count;
+    auto it = f.deletes.lower_bound(r.lba);
+    while (it != f.deletes.end() && it->first < end) {
+      if (it->second.seq == r.seq) it = f.deletes.erase(it);
+      else ++it;
+    }
+  }
+  if (f.writes.empty() && f.deletes.empty()) files_.erase(fit);
+}
+
+std::pair<uint64_t, uint64_t> StagingIndex::Size() const {
+  std::shared_lock lk(mu_);
+  uint64_t ranges = 0;
+  for (auto& [id, f] : files_) ranges += f.deletes.size();
+  return {write_entries_, ranges};
+}
+
+}  // namespace chainswap

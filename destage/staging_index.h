@@ -1,0 +1,86 @@
+// The staging index (SPEC §2, §5): for every (swap file, LBA) with an op in
+// the journal that is not yet retired, the latest such op — a write (with its
+// bytes, kept in memory until the bucket retires) or a delete.
+//
+// Deletes are kept as LBA ranges (a truncate or unlink covers millions of
+// LBAs); writes per LBA. Invariant: if an LBA has a write entry, it is newer
+// than any delete range covering the LBA (a delete erases older writes in its
+// range; a write after a delete simply shadows it).
+//
+// Entries leave the index only when their bucket retires (both destagers
+// passed it and the catalog holds their effect durably), so a destager can
+// always tell whether an op it is about to apply was superseded by a newer
+// one, even if that newer one was already destaged.
+//
+// Thread-safety: all methods are thread-safe (one shared_mutex).
+#pragma once
+
+#include <absl/container/flat_hash_map.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <utility>
+#include <vector>
+
+#include "destage/journal_format.h"
+
+namespace chainswap {
+
+class StagingIndex {
+ public:
+  // What a read of one staged LBA sees.
+  struct Hit {
+    bool is_write = false;
+    const uint8_t* block = nullptr;        // is_write: 4 KiB of data
+    std::shared_ptr<const uint8_t[]> pin;  // keeps `block` alive
+  };
+
+  // Records a journaled op as the latest for its LBAs. REQUIRES: ops arrive
+  // in increasing seq order.
+  void Add(const Record& r);
+
+  // For each LBA of [lba, lba + n): the staged op, or nullopt when the
+  // catalog holds the latest state. out is resized to n.
+  void Lookup(int64_t file_id, uint64_t lba, uint64_t n, std::vector<std::optional<Hit>>* out) const;
+
+  // True when the write with `seq` is still the latest op for (file, lba).
+  bool IsLatestWrite(int64_t file_id, uint64_t lba, uint64_t seq) const;
+
+  // The parts of [lba, end) where the delete with `seq` is not superseded by a
+  // newer write, as [first, last) ranges in increasing order.
+  std::vector<std::pair<uint64_t, uint64_t>> LiveDeleteRanges(int64_t file_id, uint64_t lba,
+                                                              uint64_t end, uint64_t seq) const;
+
+  // Removes the entries that `r` put in and that are still its own.
+  void Retire(const Record& r);
+
+  // Number of staged write blocks and delete ranges (for stats and tests).
+  std::pair<uint64_t, uint64_t> Size() const;
+
+ private:
+  struct WriteEntry {
+    uint64_t seq;
+    std::shared_ptr<const uint8_t[]> data;
+    uint32_t block;  // index of the block inside data
+  };
+  struct DeleteRange {
+    uint64_t end;  // exclusive
+    uint64_t seq;
+  };
+  struct FileIndex {
+    std::map<uint64_t, WriteEntry> writes;    // by LBA
+    std::map<uint64_t, DeleteRange> deletes;  // by first LBA; non-overlapping
+  };
+
+  // REQUIRES: mu_ held.
+  static const DeleteRange* Covering(const FileIndex& f, uint64_t lba, uint64_t* start);
+
+  mutable std::shared_mutex mu_;
+  absl::flat_hash_map<int64_t, FileIndex> files_;  // guarded by mu_
+  uint64_t write_entries_ = 0;                     // guarded by mu_
+};
+
+}  // namespace chainswap
