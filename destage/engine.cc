@@ -119,11 +119,13 @@ Status Engine::Open(std::map<int64_t, ReplayedMeta>* meta) {
   if (!ids->empty())
     spdlog::info("journal: replayed {} record(s) from {} bucket(s) ({} for reclaimed files skipped)", replayed,
                  ids->size(), skipped);
-  if (options_.start_destagers) {
-    write_thread_ = std::thread([this] { DestagerLoop(IoKind::kWrite); });
-    delete_thread_ = std::thread([this] { DestagerLoop(IoKind::kDelete); });
-  }
   return Status::Ok();
+}
+
+void Engine::Start() {
+  if (!options_.start_destagers || write_thread_.joinable()) return;
+  write_thread_ = std::thread([this] { DestagerLoop(IoKind::kWrite); });
+  delete_thread_ = std::thread([this] { DestagerLoop(IoKind::kDelete); });
 }
 
 Status Engine::Stop() {

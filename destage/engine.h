@@ -106,9 +106,12 @@ class Engine {
 
   // Replays the journal (SPEC §5 crash safety): reads every segment in order,
   // cuts a torn tail, rebuilds buckets and the staging index, and reports the
-  // newest size of every file with records in *meta. Then starts the
-  // destagers. EUCLEAN for a journal corrupt in the middle.
+  // newest size of every file with records in *meta. Reads and writes work
+  // from here on. EUCLEAN for a journal corrupt in the middle.
   Status Open(std::map<int64_t, ReplayedMeta>* meta);
+  // Starts the two destager threads (after fuse_daemonize: threads do not
+  // survive its fork). No-op when options.start_destagers is false.
+  void Start();
   // Stops the destagers (journal left for the next mount) and syncs.
   Status Stop();
 

@@ -12,6 +12,7 @@ double Pressure(const SlotPolicyConfig& cfg, double usage) {
 }
 
 uint32_t ComputeDeleteSlots(const SlotPolicyConfig& cfg, const DestageSnapshot& s) {
+  if (cfg.fixed_d) return std::clamp<uint32_t>(cfg.fixed_d, 1, cfg.n - 1);
   const double lo = cfg.d_min;
   const double hi = cfg.n - 1;
   double d;

@@ -21,6 +21,7 @@ struct SlotPolicyConfig {
   uint32_t d_min = 4;       // at least this many delete slots (>= 1)
   double low = 0.50;        // usage below which pressure is 0
   double high = 0.90;       // usage at which pressure is 1
+  uint32_t fixed_d = 0;     // nonzero: D is this constant (benchmark baselines)
 };
 
 struct DestageSnapshot {

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <optional>
 
 namespace chainswap {
 
@@ -36,6 +37,43 @@ bool ValidName(const std::string& n) { return !n.empty() && n.size() <= 255 && n
 constexpr const char* kXattrPrefix = "user.chainswap.";
 constexpr const char* kXattrNames[] = {"dedup_id", "files", "logical_bytes", "nonzero_bytes",
                                        "stored_bytes", "saved_bytes", "dedup_ratio"};
+constexpr const char* kDestagePrefix = "destage.";
+constexpr const char* kDestageNames[] = {"w_bucket", "x_bucket", "queue_slots", "delete_slots",
+                                         "journal_bytes", "journal_limit", "buckets", "pending_records",
+                                         "staged_write_blocks", "writes_absorbed", "ops_destaged",
+                                         "ops_per_sec", "blocks_stored", "blocks_deduped", "blocks_freed",
+                                         "enospc", "store_usage"};
+
+// Value of one destage figure, or nullopt for an unknown name.
+std::optional<std::string> DestageValue(const PublishedStats& p, const std::string& key) {
+  const EngineStats& s = p.engine;
+  auto num = [](auto v) { return std::to_string(v); };
+  if (key == "w_bucket") return num(s.w_bucket);
+  if (key == "x_bucket") return num(s.x_bucket);
+  if (key == "queue_slots") return num(s.n);
+  if (key == "delete_slots") return num(s.d);
+  if (key == "journal_bytes") return num(s.journal_bytes);
+  if (key == "journal_limit") return num(s.journal_limit);
+  if (key == "buckets") return num(s.buckets);
+  if (key == "pending_records") return num(s.pending_records);
+  if (key == "staged_write_blocks") return num(s.staged_write_blocks);
+  if (key == "writes_absorbed") return num(s.writes_absorbed);
+  if (key == "ops_destaged") return num(s.ops_destaged);
+  if (key == "blocks_stored") return num(s.blocks_stored);
+  if (key == "blocks_deduped") return num(s.blocks_deduped);
+  if (key == "blocks_freed") return num(s.blocks_freed);
+  if (key == "enospc") return num(s.enospc);
+  char buf[32];
+  if (key == "ops_per_sec") {
+    std::snprintf(buf, sizeof buf, "%.1f", p.ops_per_sec);
+    return std::string(buf);
+  }
+  if (key == "store_usage") {
+    std::snprintf(buf, sizeof buf, "%.4f", s.store_usage);
+    return std::string(buf);
+  }
+  return std::nullopt;
+}
 
 }  // namespace
 
@@ -593,9 +631,17 @@ int ChainswapFs::DoStatfs(struct statvfs* out) {
 }
 
 int ChainswapFs::DoGetxattr(fuse_ino_t ino, const std::string& name, std::string* value) {
-  if (!IsChainIno(ino)) return ENODATA;
+  if (!IsChainIno(ino) && ino != kRootIno) return ENODATA;
   if (name.rfind(kXattrPrefix, 0) != 0) return ENODATA;
   std::string key = name.substr(std::strlen(kXattrPrefix));
+  if (key.rfind(kDestagePrefix, 0) == 0) {
+    if (!reporter_) return ENODATA;
+    auto v = DestageValue(reporter_->Latest(), key.substr(std::strlen(kDestagePrefix)));
+    if (!v) return ENODATA;
+    *value = *v;
+    return 0;
+  }
+  if (!IsChainIno(ino)) return ENODATA;
   int64_t id = DedupIdOf(ino);
   {
     std::shared_lock lk(ns_.mu);
@@ -628,11 +674,20 @@ int ChainswapFs::DoGetxattr(fuse_ino_t ino, const std::string& name, std::string
 
 int ChainswapFs::DoListxattr(fuse_ino_t ino, std::string* names) {
   names->clear();
-  if (!IsChainIno(ino)) return 0;
-  for (const char* n : kXattrNames) {
-    names->append(kXattrPrefix);
-    names->append(n);
-    names->push_back('\0');
+  if (IsChainIno(ino)) {
+    for (const char* n : kXattrNames) {
+      names->append(kXattrPrefix);
+      names->append(n);
+      names->push_back('\0');
+    }
+  }
+  if ((IsChainIno(ino) || ino == kRootIno) && reporter_) {
+    for (const char* n : kDestageNames) {
+      names->append(kXattrPrefix);
+      names->append(kDestagePrefix);
+      names->append(n);
+      names->push_back('\0');
+    }
   }
   return 0;
 }

@@ -17,6 +17,7 @@
 #include "catalog/backing_dir.h"
 #include "destage/engine.h"
 #include "fs/namespace.h"
+#include "fs/stats_reporter.h"
 
 namespace chainswap {
 
@@ -32,6 +33,9 @@ int ToErrno(const Status& st, const char* op);
 class ChainswapFs {
  public:
   ChainswapFs(BackingDir& backing, Engine& engine);
+  // The source of the destage xattrs. REQUIRES: called before the session
+  // loop starts (not synchronized).
+  void set_reporter(StatsReporter* r) { reporter_ = r; }
 
   // Loads chains and files from the catalog, applies the sizes the journal
   // replay found newer (`replayed`), and queues the reclaim of files that
@@ -57,6 +61,8 @@ class ChainswapFs {
   int DoFallocate(fuse_ino_t ino, int mode, off_t off, off_t len);
   int DoReaddir(fuse_ino_t ino, std::vector<DirEntry>* out);
   int DoStatfs(struct statvfs* st);
+  // Chain directories: user.chainswap.{dedup_id,files,...}; the root and
+  // chain directories: user.chainswap.destage.{w_bucket,x_bucket,...}.
   int DoGetxattr(fuse_ino_t ino, const std::string& name, std::string* value);
   int DoListxattr(fuse_ino_t ino, std::string* names);
   int DoLseek(fuse_ino_t ino, off_t off, int whence, off_t* out);
@@ -77,6 +83,7 @@ class ChainswapFs {
   BackingDir& backing_;
   Catalog& catalog_;
   Engine& engine_;
+  StatsReporter* reporter_ = nullptr;
   Namespace ns_;
 };
 

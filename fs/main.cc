@@ -67,6 +67,8 @@ int Run(MountConfig cfg) {
   eopts.queue.d_min = cfg.delete_slots_min;
   eopts.queue.low = cfg.pressure_low;
   eopts.queue.high = cfg.pressure_high;
+  eopts.queue.fixed_d = cfg.delete_slots_fixed;
+  eopts.idle_seal_ms = cfg.idle_seal_ms;
   if (auto errs = ValidateEngineOptions(eopts); !errs.empty()) {
     for (const auto& e : errs) std::fprintf(stderr, "chainswapfs: %s\n", e.c_str());
     return 2;
@@ -104,6 +106,10 @@ int Run(MountConfig cfg) {
       spdlog::info("mounted {} on {} (dedup_verify={}, capacity={})", cfg.backing, cfg.mountpoint,
                    cfg.dedup_verify, cfg.capacity_bytes ? std::to_string(cfg.capacity_bytes) : "backing fs");
       fuse_daemonize(cfg.foreground ? 1 : 0);
+      // Threads start only now: they would not survive daemonize's fork.
+      engine.Start();
+      auto reporter = std::make_unique<StatsReporter>(engine, cfg.backing + "/destage.json");
+      fs.set_reporter(reporter.get());
       if (cfg.single_thread) {
         rc = fuse_session_loop(se);
       } else {

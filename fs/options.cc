@@ -68,6 +68,14 @@ void ParseOption(const std::string& o, ParseResult& r) {
     uint64_t n = 0;
     if (!ParseSize(vd, &n) || n < 1 || n > 65535) r.errors.push_back("delete_slots_min=" + std::string(vd) + ": expected 1..N-1");
     else c.delete_slots_min = static_cast<uint32_t>(n);
+  } else if (const char* vf = value("delete_slots_fixed")) {
+    uint64_t n = 0;
+    if (!ParseSize(vf, &n) || n > 65535) r.errors.push_back("delete_slots_fixed=" + std::string(vf) + ": expected 0 (adaptive) or 1..N-1");
+    else c.delete_slots_fixed = static_cast<uint32_t>(n);
+  } else if (const char* vi = value("idle_seal_ms")) {
+    uint64_t n = 0;
+    if (!ParseSize(vi, &n) || n < 1 || n > 600000) r.errors.push_back("idle_seal_ms=" + std::string(vi) + ": expected 1..600000");
+    else c.idle_seal_ms = static_cast<uint32_t>(n);
   } else if (const char* vl = value("pressure_low")) {
     try { c.pressure_low = std::stod(vl); } catch (...) { r.errors.push_back("pressure_low=" + std::string(vl) + ": expected a fraction"); }
   } else if (const char* vh = value("pressure_high")) {
@@ -149,6 +157,8 @@ std::string MountUsage(const std::string& prog) {
          "  -o delete_slots_min=D    minimum delete slots D_min (default 4)\n"
          "  -o pressure_low=F, pressure_high=F  usage fractions where delete pressure\n"
          "                           starts and saturates (default 0.5, 0.9)\n"
+         "  -o delete_slots_fixed=D  fixed D instead of the adaptive policy (benchmarks)\n"
+         "  -o idle_seal_ms=MS       destage a partly filled bucket after MS idle (default 20)\n"
          "FUSE options: allow_other (lets other users, e.g. the hypervisor's, open files;\n"
          "  every open is still checked against file permissions: default_permissions is always on)\n";
 }

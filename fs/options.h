@@ -38,6 +38,8 @@ struct MountConfig {
   uint32_t delete_slots_min = 4;         // delete_slots_min= (D_min)
   double pressure_low = 0.5;             // pressure_low= (fraction)
   double pressure_high = 0.9;            // pressure_high=
+  uint32_t delete_slots_fixed = 0;       // delete_slots_fixed= (0: adaptive policy)
+  uint32_t idle_seal_ms = 20;            // idle_seal_ms= (seal an idle bucket after)
   std::vector<std::string> fuse_options;  // passed to libfuse as -o
 };
 

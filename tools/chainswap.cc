@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -34,12 +35,21 @@ int CmdStats(const std::string& backing, bool json) {
   auto stats = (*b)->catalog().Stats();
   if (!stats.ok()) return Fail(stats.status());
   StoreUsage usage = (*b)->catalog().Usage();
+  // Destage figures, published once a second by a running daemon.
+  nlohmann::json destage;
+  const bool mounted = BackingDir::IsLocked(backing);
+  if (mounted) {
+    std::ifstream in(backing + "/destage.json");
+    if (in) destage = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (destage.is_discarded()) destage = nullptr;
+  }
   auto alloc = (*b)->store().AllocatedBytes();
   uint64_t store_alloc = alloc.ok() ? *alloc : 0;
   if (json) {
     nlohmann::json j;
     j["backing"] = backing;
-    j["mounted"] = BackingDir::IsLocked(backing);
+    j["mounted"] = mounted;
+    j["destage"] = destage;
     j["store"] = {{"used_slots", usage.used_slots},
                   {"free_slots", usage.free_slots},
                   {"high_water_slots", usage.high_water},
@@ -74,6 +84,19 @@ int CmdStats(const std::string& backing, bool json) {
               HumanBytes(usage.used_slots * kBlockSize).c_str(),
               static_cast<unsigned long long>(usage.used_slots),
               static_cast<unsigned long long>(usage.free_slots), HumanBytes(store_alloc).c_str());
+  if (destage.is_object()) {
+    auto u = [&](const char* k) { return destage.value(k, uint64_t{0}); };
+    std::printf("destage: W=%llu X=%llu D=%llu/%llu journal %s of %s, %llu pending record(s), "
+                "%llu write block(s) absorbed, %.0f ops/s%s%s\n",
+                (unsigned long long)u("w_bucket"), (unsigned long long)u("x_bucket"),
+                (unsigned long long)u("delete_slots"), (unsigned long long)u("queue_slots"),
+                HumanBytes(u("journal_bytes")).c_str(), HumanBytes(u("journal_limit")).c_str(),
+                (unsigned long long)u("pending_records"), (unsigned long long)u("writes_absorbed"),
+                destage.value("ops_per_sec", 0.0), destage.value("error", std::string()).empty() ? "" : ", ERROR: ",
+                destage.value("error", std::string()).c_str());
+  } else {
+    std::printf("destage: %s\n", mounted ? "figures not yet published" : "not mounted (journal replays at next mount)");
+  }
   return 0;
 }
 

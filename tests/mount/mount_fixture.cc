@@ -172,6 +172,26 @@ std::string FormatRows(const std::vector<Row>& rows) {
 
 }  // namespace
 
+// ------------------------------------------------------------------ errno
+
+std::string ErrnoName(int e) {
+  const char* name = ::strerrorname_np(e);
+  return std::string(name ? name : "errno " + std::to_string(e)) + " (" + std::strerror(e) + ")";
+}
+
+::testing::AssertionResult FailsWith(long rc, int expected) {
+  const int e = errno;
+  if (rc != -1) return ::testing::AssertionFailure() << "succeeded (returned " << rc << "), expected " << ErrnoName(expected);
+  if (e != expected) return ::testing::AssertionFailure() << "failed with " << ErrnoName(e) << ", expected " << ErrnoName(expected);
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult Succeeds(long rc) {
+  const int e = errno;
+  if (rc == -1) return ::testing::AssertionFailure() << "failed with " << ErrnoName(e);
+  return ::testing::AssertionSuccess();
+}
+
 // ------------------------------------------------------------------- data
 
 void FillBlock(uint64_t seed, uint64_t index, uint8_t* out) {
@@ -202,7 +222,9 @@ std::vector<uint8_t> MakeData(uint64_t seed, size_t bytes) {
 // ------------------------------------------------------------------ files
 
 Fd::~Fd() {
-  if (fd_ >= 0) EXPECT_EQ(::close(fd_), 0) << "close: " << ErrnoText(errno);
+  if (fd_ >= 0) {
+    EXPECT_EQ(::close(fd_), 0) << "close: " << ErrnoText(errno);
+  }
 }
 
 Fd& Fd::operator=(Fd&& o) noexcept {

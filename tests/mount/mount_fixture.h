@@ -55,6 +55,17 @@ void FillBlock(uint64_t seed, uint64_t index, uint8_t* out);
 // `bytes` (a multiple of kBlock) of stream `seed`, blocks 0, 1, 2, ...
 std::vector<uint8_t> MakeData(uint64_t seed, size_t bytes);
 
+// ---------------------------------------------------------------- errno
+
+// For a syscall's return value: succeeds when it is -1 with errno `expected`,
+// e.g. EXPECT_TRUE(FailsWith(::mkdir(p, 0755), EPERM)). Reads errno on entry,
+// so call it directly around the syscall.
+::testing::AssertionResult FailsWith(long rc, int expected);
+// For a syscall's return value: succeeds when it is not -1, else names errno.
+::testing::AssertionResult Succeeds(long rc);
+// "EPERM (Operation not permitted)".
+std::string ErrnoName(int e);
+
 // ---------------------------------------------------------------- files
 
 // Owns a file descriptor; closes it on destruction (EXPECTs success).

@@ -199,6 +199,8 @@ inline void ExpectCatalogInvariants(Catalog& cat, ContentStore& store, bool chec
   EXPECT_EQ(static_cast<int64_t>(u.free_slots), QueryInt(db, "SELECT count(*) FROM free_slot"));
   int64_t max_pat = QueryInt(db, "SELECT coalesce(max(pblock), -1) FROM pat");
   int64_t max_free = QueryInt(db, "SELECT coalesce(max(slot), -1) FROM free_slot");
+  // Every slot below the high-water mark is either used or free: none leaked.
+  EXPECT_EQ(u.used_slots + u.free_slots, u.high_water) << "slots leaked or double-counted";
   EXPECT_GT(static_cast<int64_t>(u.high_water), max_pat);
   EXPECT_GT(static_cast<int64_t>(u.high_water), max_free);
   if (!check_hashes) return;
