@@ -67,7 +67,7 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path, ContentS
     if (!st.ok()) return Status::Error(st.code() == EIO ? EUCLEAN : st.code(),
                                        "catalog " + path + ": " + st.message());
   }
-  CS_RETURN_IF_ERROR(db->Exec("PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;"));
+  CS_RETURN_IF_ERROR(db->Exec("PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY; PRAGMA foreign_keys=ON;"));
   Status st = CheckAndUpgradeSchema(*db, options.read_only);
   if (!st.ok()) return Status::Error(st.code(), path + ": " + st.message());
   std::unique_ptr<Catalog> cat(new Catalog(std::move(*db), store, options, path));
@@ -302,7 +302,15 @@ Status Catalog::DropFile(int64_t file_id) {
   if (!q.ok()) return q.status();
   q->Bind(1, file_id);
   CS_RETURN_IF_ERROR(q->Run());
-  if (db_.Changes() == 0) return Status::Error(EBUSY, "swap file still has blocks");
+  if (db_.Changes() == 0) {
+    auto q2 = sql::Stmt::Prepare(db_, "SELECT 1 FROM swap_file WHERE file_id = ?1");
+    if (!q2.ok()) return q2.status();
+    q2->Bind(1, file_id);
+    auto r = q2->Step();
+    if (!r.ok()) return r.status();
+    if (!*r) return Status::Error(ENOENT, "no swap file " + std::to_string(file_id));
+    return Status::Error(EBUSY, "swap file still has blocks");
+  }
   return Status::Ok();
 }
 
@@ -340,7 +348,8 @@ Result<uint64_t> Catalog::AllocSlotLocked() {
   } else {
     slot = high_water_;
   }
-  if (options_.capacity_slots != 0 && used_slots_ + txn_allocated_.size() >= options_.capacity_slots) {
+  // used_slots_ already counts the blocks this transaction stored.
+  if (options_.capacity_slots != 0 && used_slots_ >= options_.capacity_slots) {
     return Status::Error(ENOSPC, "content store capacity reached");
   }
   if (from_free) {

@@ -18,8 +18,8 @@ inline constexpr const char* kFormatMagic = "chainswap-catalog";
 // database and stamps the version. REQUIRES: db is empty.
 Status CreateSchema(sql::Db& db);
 
-// Verifies this is a chainswap catalog, refuses newer versions (EPROTO... as
-// EUCLEAN with a message) and upgrades older ones.
+// Verifies this is a chainswap catalog (EUCLEAN if not), refuses newer
+// versions (EPROTO) and upgrades older ones.
 Status CheckAndUpgradeSchema(sql::Db& db, bool read_only);
 
 }  // namespace chainswap

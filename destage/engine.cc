@@ -42,6 +42,8 @@ struct Engine::Bucket {
   uint64_t delete_bytes = 0;  // logical bytes of delete records (bounded ranges only)
   bool sealed = false;
   bool synced = true;
+  bool appending = false;       // an append is writing to the segment
+  bool seal_requested = false;  // seal once that append completes
 };
 
 std::vector<std::string> ValidateEngineOptions(const EngineOptions& o) {
@@ -133,6 +135,7 @@ Status Engine::Stop() {
     std::lock_guard lk(mu_);
     if (stop_) return Status::Ok();
     stop_ = true;
+    stopping_ = true;
   }
   work_cv_.notify_all();
   space_cv_.notify_all();
@@ -164,16 +167,27 @@ Status Engine::CheckSpaceLocked(uint64_t new_blocks) {
 }
 
 void Engine::SealLocked() {
-  if (!buckets_.empty() && !buckets_.back()->sealed && !buckets_.back()->records.empty()) {
-    buckets_.back()->sealed = true;
+  if (buckets_.empty()) return;
+  Bucket& b = *buckets_.back();
+  if (b.sealed) return;
+  if (b.appending) {
+    b.seal_requested = true;  // the appender seals it when its record is in
+    return;
+  }
+  if (!b.records.empty()) {
+    b.sealed = true;
     work_cv_.notify_all();
   }
 }
 
-Status Engine::Append(Record r) {
+Status Engine::Append(Record r, bool space_exempt) {
   const uint64_t size = r.EncodedSize();
   const uint64_t payload_sum = PayloadChecksum(r);  // outside every lock
-  const uint64_t new_blocks = r.kind == RecordKind::kWrite ? r.count : 0;
+  // Zero blocks are holes: they never need a slot.
+  uint64_t new_blocks = 0;
+  if (r.kind == RecordKind::kWrite && !space_exempt) {
+    for (uint64_t j = 0; j < r.count; ++j) new_blocks += IsZeroBlock(r.data.get() + j * kBlockSize) ? 0 : 1;
+  }
   std::lock_guard alk(append_mu_);
   std::unique_lock lk(mu_);
   for (;;) {
@@ -197,26 +211,41 @@ Status Engine::Append(Record r) {
     b->segment = *seg;
     buckets_.push_back(std::move(b));
   }
-  Bucket& b = *buckets_.back();
+  std::shared_ptr<Bucket> bp = buckets_.back();
+  Bucket& b = *bp;
   r.seq = next_seq_++;
+  b.appending = true;  // no seal while the record is being written
+  lk.unlock();
+
+  // The segment write runs without mu_ (append_mu_ keeps appends in order),
+  // so destagers and readers of engine state are not held up by it.
   uint8_t header[kRecordHeaderSize];
   EncodeHeader(r, payload_sum, header);
   const size_t payload = r.kind == RecordKind::kWrite ? r.count * kBlockSize : 0;
-  CS_RETURN_IF_ERROR(b.segment->Append(header, r.data.get(), payload));
-  index_.Add(r);
-  b.bytes += size;
-  b.synced = false;
-  journal_bytes_ += size;
-  if (r.kind == RecordKind::kWrite) {
-    staged_write_blocks_ += r.count;
-    b.write_bytes += r.count * kBlockSize;
-  } else {
-    b.delete_bytes += std::min<uint64_t>(r.count, 1u << 20) * kBlockSize;
+  Status st = b.segment->Append(header, r.data.get(), payload);
+
+  lk.lock();
+  b.appending = false;
+  if (st.ok()) {
+    index_.Add(r);
+    b.bytes += size;
+    b.synced = false;
+    journal_bytes_ += size;
+    if (r.kind == RecordKind::kWrite) {
+      staged_write_blocks_ += r.count;
+      b.write_bytes += r.count * kBlockSize;
+    } else {
+      b.delete_bytes += std::min<uint64_t>(r.count, 1u << 20) * kBlockSize;
+    }
+    b.records.push_back(std::move(r));
+    last_append_ns_ = MonoNs();
   }
-  b.records.push_back(std::move(r));
-  last_append_ns_ = MonoNs();
-  if (b.bytes >= options_.bucket_bytes) SealLocked();
-  return Status::Ok();
+  if ((b.seal_requested || b.bytes >= options_.bucket_bytes) && !b.records.empty()) {
+    b.seal_requested = false;
+    b.sealed = true;
+    work_cv_.notify_all();
+  }
+  return st;
 }
 
 // ------------------------------------------------------------ public ops
@@ -242,6 +271,11 @@ Status Engine::ReadBlocks(int64_t file_id, uint64_t lba, uint64_t n, uint8_t* ou
 
 Status Engine::Write(FileRef f, uint64_t offset, std::span<const uint8_t> data, uint64_t size,
                      const FileMetaUpdate& meta) {
+  return WriteRecords(f, offset, data, size, meta, /*space_exempt=*/false);
+}
+
+Status Engine::WriteRecords(FileRef f, uint64_t offset, std::span<const uint8_t> data, uint64_t size,
+                            const FileMetaUpdate& meta, bool space_exempt) {
   if (data.empty()) return Truncate(f, size, meta.size, meta);
   const uint64_t end = offset + data.size();
   const uint64_t first = offset >> kBlockShift;
@@ -279,7 +313,7 @@ Status Engine::Write(FileRef f, uint64_t offset, std::span<const uint8_t> data, 
     r.file_size = meta.size;
     r.mtime_ns = meta.mtime_ns;
     r.data = std::move(buf);
-    CS_RETURN_IF_ERROR(Append(std::move(r)));
+    CS_RETURN_IF_ERROR(Append(std::move(r), space_exempt));
     counters_.blocks_written += n;
     done_lba += n;
   }
@@ -308,27 +342,28 @@ Status Engine::Zero(FileRef f, uint64_t offset, uint64_t len, uint64_t size, con
   if (offset >= end) return Truncate(f, size, meta.size, meta);
   const uint64_t first_whole = DivUp(offset, kBlockSize);
   const uint64_t end_whole = end >> kBlockShift;  // exclusive
-  if (first_whole > end_whole) {  // inside one block
-    std::vector<uint8_t> zeros(end - offset, 0);
-    return Write(f, offset, zeros, size, meta);
+  // Whole blocks first: a punch gives space back even when the store is full.
+  if (first_whole < end_whole) {
+    Record r;
+    r.kind = RecordKind::kDelete;
+    r.file_id = f.file_id;
+    r.dedup_id = f.dedup_id;
+    r.lba = first_whole;
+    r.count = end_whole - first_whole;
+    r.file_size = meta.size;
+    r.mtime_ns = meta.mtime_ns;
+    CS_RETURN_IF_ERROR(Append(std::move(r), /*space_exempt=*/true));
   }
-  if ((offset & (kBlockSize - 1)) != 0) {
-    std::vector<uint8_t> zeros((first_whole << kBlockShift) - offset, 0);
-    CS_RETURN_IF_ERROR(Write(f, offset, zeros, size, meta));
-  }
-  if ((end & (kBlockSize - 1)) != 0) {
-    std::vector<uint8_t> zeros(end - (end_whole << kBlockShift), 0);
-    CS_RETURN_IF_ERROR(Write(f, end_whole << kBlockShift, zeros, size, meta));
-  }
-  Record r;
-  r.kind = RecordKind::kDelete;
-  r.file_id = f.file_id;
-  r.dedup_id = f.dedup_id;
-  r.lba = first_whole;
-  r.count = end_whole - first_whole;
-  r.file_size = meta.size;
-  r.mtime_ns = meta.mtime_ns;
-  return Append(std::move(r));
+  // Partial edge blocks are rewritten with zeros; they replace a block, so
+  // they are not refused for space.
+  auto zero_bytes = [&](uint64_t from, uint64_t to) {
+    std::vector<uint8_t> zeros(to - from, 0);
+    return WriteRecords(f, from, zeros, size, meta, /*space_exempt=*/true);
+  };
+  if (first_whole > end_whole) return zero_bytes(offset, end);  // inside one block
+  if ((offset & (kBlockSize - 1)) != 0) CS_RETURN_IF_ERROR(zero_bytes(offset, first_whole << kBlockShift));
+  if ((end & (kBlockSize - 1)) != 0) CS_RETURN_IF_ERROR(zero_bytes(end_whole << kBlockShift, end));
+  return Status::Ok();
 }
 
 Status Engine::Truncate(FileRef f, uint64_t old_size, uint64_t new_size, const FileMetaUpdate& meta) {
@@ -345,13 +380,13 @@ Status Engine::Truncate(FileRef f, uint64_t old_size, uint64_t new_size, const F
       std::vector<uint8_t> zeros(block_end - new_size, 0);
       FileMetaUpdate m = meta;
       m.size = old_size;
-      CS_RETURN_IF_ERROR(Write(f, new_size, zeros, old_size, m));
+      CS_RETURN_IF_ERROR(WriteRecords(f, new_size, zeros, old_size, m, /*space_exempt=*/true));
     }
     r.lba = DivUp(new_size, kBlockSize);
     r.count = kMaxLba + 1 - r.lba;
   }
   // Growing (or no change) is a size-only record: count 0.
-  return Append(std::move(r));
+  return Append(std::move(r), /*space_exempt=*/true);
 }
 
 Status Engine::Reclaim(FileRef f, uint64_t size) {
@@ -363,7 +398,7 @@ Status Engine::Reclaim(FileRef f, uint64_t size) {
   r.lba = 0;
   r.count = kMaxLba + 1;
   r.file_size = size;
-  Status st = Append(std::move(r));
+  Status st = Append(std::move(r), /*space_exempt=*/true);
   {
     std::lock_guard lk(mu_);
     SealLocked();  // unlink: start giving space back now
@@ -492,10 +527,7 @@ void Engine::DestagerLoop(IoKind kind) {
 Status Engine::ProcessWrites(const Bucket& b, size_t* next_record) {
   std::vector<BlockOp> ops;
   for (size_t i = *next_record; i < b.records.size(); ++i, *next_record = i) {
-    {
-      std::lock_guard lk(mu_);
-      if (stop_) return Status::Error(ECANCELED, "stopping");
-    }
+    if (stopping_.load(std::memory_order_relaxed)) return Status::Error(ECANCELED, "stopping");
     const Record& r = b.records[i];
     if (r.kind != RecordKind::kWrite) continue;
     auto hasher = catalog_.HasherFor(r.dedup_id);
@@ -543,10 +575,7 @@ Status Engine::ProcessDeletes(const Bucket& b, size_t* next_record) {
       for (auto [a, e] : index_.LiveDeleteRanges(r.file_id, r.lba, end, r.seq)) {
         uint64_t lba = a;
         while (lba < e) {
-          {
-            std::lock_guard lk(mu_);
-            if (stop_) return Status::Error(ECANCELED, "stopping");
-          }
+          if (stopping_.load(std::memory_order_relaxed)) return Status::Error(ECANCELED, "stopping");
           auto next = catalog_.NextMapped(r.file_id, lba);
           if (!next.ok()) return next.status();
           if (!*next || **next >= e) break;

@@ -139,12 +139,19 @@ class Engine {
   Status Drain();
 
   EngineStats Stats();
+  // Write blocks of a file still in the staging index (for stat's
+  // allocated-blocks estimate before destage).
+  uint64_t StagedWriteBlocks(int64_t file_id) const { return index_.StagedWrites(file_id); }
   const EngineCounters& counters() const { return counters_; }
   Catalog& catalog() { return catalog_; }
 
  private:
   struct Bucket;
-  Status Append(Record r);
+  // Appends one record. space_exempt: a delete, or a rewrite that replaces a
+  // block (edges of a punch/truncate), never refused for space.
+  Status Append(Record r, bool space_exempt);
+  Status WriteRecords(FileRef f, uint64_t offset, std::span<const uint8_t> data, uint64_t size,
+                      const FileMetaUpdate& meta, bool space_exempt);
   Status ReadBlocks(int64_t file_id, uint64_t lba, uint64_t n, uint8_t* out);
   Status CheckSpaceLocked(uint64_t new_blocks);      // REQUIRES: mu_
   void SealLocked();                                 // REQUIRES: mu_
@@ -190,6 +197,7 @@ class Engine {
   int64_t backing_checked_ns_ = 0;
   uint64_t backing_free_ = UINT64_MAX;
 
+  std::atomic<bool> stopping_{false};  // mirror of stop_ for lock-free checks
   std::thread write_thread_, delete_thread_;
 };
 

@@ -123,6 +123,12 @@ void StagingIndex::Retire(const Record& r) {
   if (f.writes.empty() && f.deletes.empty()) files_.erase(fit);
 }
 
+uint64_t StagingIndex::StagedWrites(int64_t file_id) const {
+  std::shared_lock lk(mu_);
+  auto it = files_.find(file_id);
+  return it == files_.end() ? 0 : it->second.writes.size();
+}
+
 std::pair<uint64_t, uint64_t> StagingIndex::Size() const {
   std::shared_lock lk(mu_);
   uint64_t ranges = 0;

@@ -57,6 +57,9 @@ class StagingIndex {
   // Removes the entries that `r` put in and that are still its own.
   void Retire(const Record& r);
 
+  // Number of staged write blocks of one file.
+  uint64_t StagedWrites(int64_t file_id) const;
+
   // Number of staged write blocks and delete ranges (for stats and tests).
   std::pair<uint64_t, uint64_t> Size() const;
 

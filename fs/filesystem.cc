@@ -164,15 +164,18 @@ void ChainswapFs::FillFileAttr(const FileNode& f, struct stat* st) {
   st->st_gid = f.info.gid;
   st->st_size = static_cast<off_t>(f.info.size);
   st->st_blksize = kBlockSize;
-  st->st_blocks = static_cast<blkcnt_t>(f.info.mapped_blocks * (kBlockSize / 512));
+  const uint64_t max_blocks = (f.info.size + kBlockSize - 1) / kBlockSize;
+  st->st_blocks = static_cast<blkcnt_t>(std::min(f.info.mapped_blocks, max_blocks) * (kBlockSize / 512));
   st->st_atim = ToTimespec(f.info.atime_ns);
   st->st_mtim = ToTimespec(f.info.mtime_ns);
   st->st_ctim = ToTimespec(f.info.ctime_ns);
 }
 
 uint64_t ChainswapFs::MappedBlocks(int64_t file_id) {
+  // Destaged blocks plus staged writes: exact once destaged, an upper bound
+  // before (FillFileAttr clips it to the size).
   auto r = catalog_.MappedBlocks(file_id);
-  return r.ok() ? *r : 0;
+  return (r.ok() ? *r : 0) + engine_.StagedWriteBlocks(file_id);
 }
 
 int ChainswapFs::DoLookup(fuse_ino_t parent, const std::string& name, fuse_entry_param* e) {

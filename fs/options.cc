@@ -82,8 +82,9 @@ void ParseOption(const std::string& o, ParseResult& r) {
     try { c.pressure_high = std::stod(vh); } catch (...) { r.errors.push_back("pressure_high=" + std::string(vh) + ": expected a fraction"); }
   } else if (const char* v3 = value("threads")) {
     try {
-      unsigned long t = std::stoul(v3);
-      if (t < 1 || t > 256) throw std::out_of_range("threads");
+      size_t pos = 0;
+      unsigned long t = std::stoul(v3, &pos);
+      if (v3[pos] != '\0' || t < 1 || t > 256) throw std::out_of_range("threads");
       c.threads = static_cast<unsigned>(t);
     } catch (...) {
       r.errors.push_back("threads=" + std::string(v3) + ": expected a number from 1 to 256");

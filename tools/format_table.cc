@@ -10,7 +10,7 @@ std::string HumanBytes(uint64_t bytes) {
   if (bytes < 1024) return std::to_string(bytes) + " B";
   double v = static_cast<double>(bytes);
   int u = 0;
-  while (v >= 1024 && u < 5) {
+  while (v >= 1023.95 && u < 5) {  // 1048575 B is "1.0 MiB", not "1024.0 KiB"
     v /= 1024;
     ++u;
   }
@@ -30,7 +30,7 @@ std::string Table::Render() const {
     for (size_t i = 0; i < r.size(); ++i) {
       std::string cell = r[i];
       std::string pad(width[i] - cell.size(), ' ');
-      out += (i == 1) ? cell + pad : pad + cell;
+      out += (i <= 1) ? cell + pad : pad + cell;
       out += (i + 1 < r.size()) ? "  " : "";
     }
     out += '\n';

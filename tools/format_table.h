@@ -14,8 +14,8 @@ class Table {
  public:
   explicit Table(std::vector<std::string> header) : rows_{std::move(header)} {}
   void Add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
-  // Columns padded to their widest cell; the first column left-aligned,
-  // the others right-aligned except text columns (second).
+  // Columns padded to their widest cell; the first two columns (ID and
+  // name) left-aligned, the others (figures) right-aligned.
   std::string Render() const;
 
  private:
