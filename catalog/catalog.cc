@@ -581,6 +581,91 @@ Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
   return res;
 }
 
+Status Catalog::CloneRange(int64_t src_file, int64_t dst_file, uint64_t src_lba, uint64_t dst_lba,
+                           uint64_t count) {
+  if (options_.read_only) return Status::Error(EROFS, "catalog opened read-only");
+  if (count == 0) return Status::Ok();
+  if (src_file == dst_file && src_lba < dst_lba + count && dst_lba < src_lba + count)
+    return Status::Error(EINVAL, "overlapping clone ranges in one file");
+  std::lock_guard lk(mu_);
+  auto chain_of = [&](int64_t file) -> Result<int64_t> {
+    auto q = sql::Stmt::Prepare(db_, "SELECT dedup_id FROM swap_file WHERE file_id = ?1");
+    if (!q.ok()) return q.status();
+    q->Bind(1, file);
+    auto r = q->Step();
+    if (!r.ok()) return r.status();
+    if (!*r) return Status::Error(ENOENT, "no swap file " + std::to_string(file));
+    return q->Int(0);
+  };
+  auto sc = chain_of(src_file);
+  if (!sc.ok()) return sc.status();
+  auto dc = chain_of(dst_file);
+  if (!dc.ok()) return dc.status();
+  if (*sc != *dc) return Status::Error(EXDEV, "clone across chains (different dedup domains)");
+
+  txn_freed_.clear();
+  txn_allocated_.clear();
+  txn_new_data_.clear();
+  txn_mapped_delta_.clear();
+  ApplyResult res;
+  sql::Transaction txn(db_);
+  Status st = txn.Begin();
+  // The destination range becomes a hole first (old blocks unreferenced).
+  if (st.ok()) {
+    BlockOp del;
+    del.kind = BlockOp::Kind::kDelete;
+    del.file_id = dst_file;
+    del.dedup_id = *dc;
+    del.lba = dst_lba;
+    del.count = count;
+    st = ApplyDeleteLocked(del, res);
+  }
+  const int64_t delta = static_cast<int64_t>(dst_lba) - static_cast<int64_t>(src_lba);
+  if (st.ok()) {
+    auto up = sql::Stmt::Prepare(db_,
+                                 "UPDATE pat SET refcount = refcount + x.n FROM "
+                                 "(SELECT pblock, count(*) AS n FROM lat WHERE file_id = ?1 AND lba >= ?2 "
+                                 "AND lba < ?3 GROUP BY pblock) AS x WHERE pat.pblock = x.pblock");
+    if (!up.ok()) st = up.status();
+    else {
+      up->Bind(1, src_file).Bind(2, static_cast<int64_t>(src_lba)).Bind(3, static_cast<int64_t>(src_lba + count));
+      st = up->Run();
+    }
+  }
+  if (st.ok()) {
+    auto ins = sql::Stmt::Prepare(db_,
+                                  "INSERT INTO lat(file_id, lba, pblock) SELECT ?1, lba + ?2, pblock FROM lat "
+                                  "WHERE file_id = ?3 AND lba >= ?4 AND lba < ?5");
+    if (!ins.ok()) st = ins.status();
+    else {
+      ins->Bind(1, dst_file).Bind(2, delta).Bind(3, src_file).Bind(4, static_cast<int64_t>(src_lba));
+      ins->Bind(5, static_cast<int64_t>(src_lba + count));
+      st = ins->Run();
+      if (st.ok()) txn_mapped_delta_[dst_file] += db_.Changes();
+    }
+  }
+  for (auto [file, d] : txn_mapped_delta_) {
+    if (!st.ok()) break;
+    st_->file_mapped.Reset().Bind(1, file).Bind(2, d);
+    st = st_->file_mapped.Run();
+  }
+  if (st.ok()) st = txn.Commit();
+  if (!st.ok()) {
+    txn_freed_.clear();
+    txn_mapped_delta_.clear();
+    return st;
+  }
+  used_slots_ -= res.blocks_freed;
+  for (uint64_t slot : txn_freed_) {
+    Status ps = store_->PunchSlot(slot);
+    if (!ps.ok()) spdlog::warn("catalog: {}", ps.ToString());
+    free_slots_.insert(slot);
+  }
+  txn_freed_.clear();
+  txn_mapped_delta_.clear();
+  return Status::Ok();
+}
+
 Status Catalog::ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out) {
   std::vector<std::pair<uint64_t, int64_t>> mapped;  // (lba, pblock)
   {

@@ -150,6 +150,12 @@ class Catalog {
   Result<ApplyResult> ApplyBlockOps(std::span<const BlockOp> ops,
                                     std::span<const FileMetaUpdate> meta = {});
 
+  // O(metadata) copy (SPEC §6 clone): makes [dst_lba, dst_lba + count) of
+  // dst map exactly what [src_lba, src_lba + count) of src maps (LAT copy and
+  // refcount increments, one transaction). EXDEV across chains, EINVAL for
+  // overlapping ranges of one file.
+  Status CloneRange(int64_t src_file, int64_t dst_file, uint64_t src_lba, uint64_t dst_lba, uint64_t count);
+
   // Reads `count` blocks of a file starting at `lba` into out; holes read as
   // zeros. REQUIRES: the caller excludes concurrent writes to this range.
   Status ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out);

@@ -406,6 +406,21 @@ Status Engine::Reclaim(FileRef f, uint64_t size) {
   return st;
 }
 
+Status Engine::CloneBlocks(FileRef src, FileRef dst, uint64_t src_lba, uint64_t dst_lba, uint64_t count,
+                           const FileMetaUpdate& meta) {
+  if (src.dedup_id != dst.dedup_id) return Status::Error(EXDEV, "clone across chains (different dedup domains)");
+  CS_RETURN_IF_ERROR(Drain());
+  CS_RETURN_IF_ERROR(catalog_.CloneRange(src.file_id, dst.file_id, src_lba, dst_lba, count));
+  CS_RETURN_IF_ERROR(catalog_.Sync());
+  Record r;
+  r.kind = RecordKind::kDelete;  // count 0: a size-only record
+  r.file_id = dst.file_id;
+  r.dedup_id = dst.dedup_id;
+  r.file_size = meta.size;
+  r.mtime_ns = meta.mtime_ns;
+  return Append(std::move(r), /*space_exempt=*/true);
+}
+
 Status Engine::Sync() {
   std::vector<std::shared_ptr<Segment>> segs;
   {

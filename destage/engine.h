@@ -130,6 +130,14 @@ class Engine {
   // Queues the reclaim of an unlinked file: all its blocks, then its row.
   // Returns at once; the delete destager does the work.
   Status Reclaim(FileRef f, uint64_t size);
+  // O(metadata) clone of whole blocks: after it, dst's [dst_lba, +count)
+  // reads as src's [src_lba, +count). Drains the journal first so both
+  // files' ops are in the catalog, clones there, syncs the catalog, and
+  // journals dst's new size (`meta`). EXDEV across chains.
+  // REQUIRES: the caller holds both files' io locks (dst exclusively).
+  Status CloneBlocks(FileRef src, FileRef dst, uint64_t src_lba, uint64_t dst_lba, uint64_t count,
+                     const FileMetaUpdate& meta);
+
   // Makes every acknowledged op durable (journal fdatasync).
   Status Sync();
   // First offset >= `offset` that may hold data (SEEK_DATA), or nullopt.

@@ -695,6 +695,78 @@ int ChainswapFs::DoListxattr(fuse_ino_t ino, std::string* names) {
   return 0;
 }
 
+int ChainswapFs::DoCopyFileRange(fuse_ino_t in, uint64_t off_in, fuse_ino_t out, uint64_t off_out,
+                                 size_t len, size_t* copied) {
+  *copied = 0;
+  if (!IsFileIno(in) || !IsFileIno(out)) return EISDIR;
+  std::shared_ptr<FileNode> src, dst;
+  {
+    std::shared_lock lk(ns_.mu);
+    src = ns_.File(FileIdOf(in));
+    dst = ns_.File(FileIdOf(out));
+  }
+  if (!src || !dst) return EBADF;
+  if (src->info.dedup_id != dst->info.dedup_id) return EXDEV;  // different dedup domains
+  // io locks in file ID order (no deadlock between two opposite copies).
+  std::shared_lock<std::shared_mutex> src_lock;
+  std::unique_lock<std::shared_mutex> dst_lock;
+  if (src == dst) {
+    dst_lock = std::unique_lock(dst->io);
+  } else if (src->info.file_id < dst->info.file_id) {
+    src_lock = std::shared_lock(src->io);
+    dst_lock = std::unique_lock(dst->io);
+  } else {
+    dst_lock = std::unique_lock(dst->io);
+    src_lock = std::shared_lock(src->io);
+  }
+  uint64_t src_size, dst_size;
+  FileRef sref, dref;
+  {
+    std::shared_lock lk(ns_.mu);
+    src_size = src->info.size;
+    dst_size = dst->info.size;
+    sref = {src->info.file_id, src->info.dedup_id};
+    dref = {dst->info.file_id, dst->info.dedup_id};
+  }
+  if (off_in >= src_size) return 0;
+  len = static_cast<size_t>(std::min<uint64_t>(len, src_size - off_in));
+  if (src == dst && off_in < off_out + len && off_out < off_in + len) return EINVAL;
+  const uint64_t new_size = std::max<uint64_t>(dst_size, off_out + len);
+  const int64_t now = NowNs();
+  FileMetaUpdate meta{dref.file_id, new_size, now, now};
+  const uint64_t mask = kBlockSize - 1;
+  const bool aligned = (off_in & mask) == 0 && (off_out & mask) == 0 &&
+                       ((len & mask) == 0 || (off_in + len == src_size && off_out + len >= dst_size));
+  Status st;
+  if (aligned) {
+    st = engine_.CloneBlocks(sref, dref, off_in >> kBlockShift, off_out >> kBlockShift,
+                             (len + mask) >> kBlockShift, meta);
+  } else {
+    // Unaligned: copy the bytes (still deduplicated on destage).
+    std::vector<uint8_t> buf(std::min<size_t>(len, 1u << 20));
+    uint64_t done = 0, cur_size = dst_size;
+    while (st.ok() && done < len) {
+      size_t n = std::min<size_t>(buf.size(), len - done);
+      auto r = engine_.Read(sref, off_in + done, n, src_size, buf.data());
+      if (!r.ok()) {
+        st = r.status();
+        break;
+      }
+      uint64_t end = off_out + done + n;
+      FileMetaUpdate m{dref.file_id, std::max(cur_size, end), now, now};
+      st = engine_.Write(dref, off_out + done, {buf.data(), n}, cur_size, m);
+      cur_size = m.size;
+      done += n;
+    }
+  }
+  if (int e = ToErrno(st, "copy_file_range")) return e;
+  std::unique_lock lk(ns_.mu);
+  dst->info.size = new_size;
+  dst->info.mtime_ns = dst->info.ctime_ns = now;
+  *copied = len;
+  return 0;
+}
+
 int ChainswapFs::DoLseek(fuse_ino_t ino, off_t off, int whence, off_t* out) {
   if (whence != SEEK_DATA && whence != SEEK_HOLE) return EINVAL;
   std::shared_ptr<FileNode> f;

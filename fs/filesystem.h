@@ -66,6 +66,11 @@ class ChainswapFs {
   int DoGetxattr(fuse_ino_t ino, const std::string& name, std::string* value);
   int DoListxattr(fuse_ino_t ino, std::string* names);
   int DoLseek(fuse_ino_t ino, off_t off, int whence, off_t* out);
+  // copy_file_range within one chain: block-aligned ranges are cloned in
+  // O(metadata) (LAT copy + refcounts); others are copied through the engine.
+  // EXDEV across chains.
+  int DoCopyFileRange(fuse_ino_t in, uint64_t off_in, fuse_ino_t out, uint64_t off_out, size_t len,
+                      size_t* copied);
 
   // Attributes/entry timeouts handed to the kernel.
   static constexpr double kAttrTimeout = 1.0;

@@ -234,6 +234,21 @@ void Lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info
   else fuse_reply_lseek(req, out);
 }
 
+void CopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*, fuse_ino_t ino_out,
+                   off_t off_out, fuse_file_info*, size_t len, int flags) {
+  if (flags != 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  size_t copied = 0;
+  int err = Guard("copy_file_range", [&] {
+    return Fs(req).DoCopyFileRange(ino_in, static_cast<uint64_t>(off_in), ino_out, static_cast<uint64_t>(off_out),
+                                   len, &copied);
+  });
+  if (err) fuse_reply_err(req, err);
+  else fuse_reply_write(req, copied);
+}
+
 }  // namespace
 
 void AssignOperations(fuse_lowlevel_ops& ops) {
@@ -268,6 +283,7 @@ void AssignOperations(fuse_lowlevel_ops& ops) {
   ops.setxattr = Setxattr;
   ops.removexattr = Removexattr;
   ops.lseek = Lseek;
+  ops.copy_file_range = CopyFileRange;
 }
 
 }  // namespace chainswap
