@@ -131,6 +131,11 @@ void Engine::Start() {
 }
 
 Status Engine::Stop() {
+  // A clean stop destages everything first, so the journal is left empty.
+  if (write_thread_.joinable()) {
+    Status ds = Drain();
+    if (!ds.ok() && ds.code() != ECANCELED) spdlog::warn("stop: journal not fully destaged: {}", ds.ToString());
+  }
   {
     std::lock_guard lk(mu_);
     if (stop_) return Status::Ok();

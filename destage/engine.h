@@ -112,7 +112,8 @@ class Engine {
   // Starts the two destager threads (after fuse_daemonize: threads do not
   // survive its fork). No-op when options.start_destagers is false.
   void Start();
-  // Stops the destagers (journal left for the next mount) and syncs.
+  // Destages everything (when the destagers run), stops them and syncs. What
+  // cannot be destaged (after a background error) stays in the journal.
   Status Stop();
 
   // Writes `data` at byte `offset` of a file whose size is `size`; `meta`

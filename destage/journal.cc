@@ -46,9 +46,9 @@ Result<std::shared_ptr<Segment>> Segment::Create(const std::string& dir, uint64_
   return seg;
 }
 
-Result<std::shared_ptr<Segment>> Segment::OpenExisting(const std::string& dir, uint64_t id) {
+Result<std::shared_ptr<Segment>> Segment::OpenExisting(const std::string& dir, uint64_t id, bool read_only) {
   std::string path = SegmentPath(dir, id);
-  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  int fd = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
   if (fd < 0) return Status::FromErrno("open journal segment " + path);
   struct stat st;
   if (::fstat(fd, &st) != 0) {
@@ -98,7 +98,7 @@ Status Segment::Sync() {
   return Status::Ok();
 }
 
-Status Segment::ReadAll(std::vector<Record>* out, bool* torn) {
+Status Segment::ReadAll(std::vector<Record>* out, bool* torn, bool cut_torn) {
   *torn = false;
   std::vector<uint8_t> buf(end_);
   size_t got = 0;
@@ -132,6 +132,7 @@ Status Segment::ReadAll(std::vector<Record>* out, bool* torn) {
         }
       }
       *torn = true;
+      if (!cut_torn) break;
       spdlog::warn("journal: torn or corrupt record at offset {} of {} ({} bytes ignored)", off, path_,
                    buf.size() - off);
       if (::ftruncate(fd_, static_cast<off_t>(off)) != 0)

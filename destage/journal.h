@@ -26,15 +26,18 @@ class Segment {
 
   // Creates bucket `id` in `dir` (0600) and makes its name durable.
   static Result<std::shared_ptr<Segment>> Create(const std::string& dir, uint64_t id);
-  // Opens an existing bucket for replay and further truncation.
-  static Result<std::shared_ptr<Segment>> OpenExisting(const std::string& dir, uint64_t id);
+  // Opens an existing bucket for replay and further truncation (or only for
+  // reading, as fsck does).
+  static Result<std::shared_ptr<Segment>> OpenExisting(const std::string& dir, uint64_t id,
+                                                       bool read_only = false);
 
   // Appends header + payload at the end (one pwritev).
   Status Append(const uint8_t* header, const uint8_t* payload, size_t payload_len);
   Status Sync();
-  // Reads every intact record; stops at a torn tail, which is cut off so that
-  // later appends never follow garbage. *torn tells whether one was found.
-  Status ReadAll(std::vector<Record>* out, bool* torn);
+  // Reads every intact record; stops at a torn tail, which is cut off (when
+  // `cut_torn`) so that later appends never follow garbage. *torn tells
+  // whether one was found. EUCLEAN when intact records follow a bad one.
+  Status ReadAll(std::vector<Record>* out, bool* torn, bool cut_torn = true);
   // Deletes the file.
   Status Remove();
 

@@ -12,6 +12,7 @@
 
 #include "catalog/backing_dir.h"
 #include "tools/format_table.h"
+#include "tools/fsck.h"
 
 using namespace chainswap;
 
@@ -82,6 +83,62 @@ int CmdClone(const std::string& src, const std::string& dst, bool force) {
   ::close(out);
   if (rc == 0) std::printf("cloned %s -> %s (%s)\n", src.c_str(), dst.c_str(), HumanBytes(st.st_size).c_str());
   return rc;
+}
+
+// Exit codes follow e2fsck: 0 clean, 1 problems found and all repaired,
+// 4 problems left, 8 operational error.
+int CmdFsck(const std::string& backing, bool repair, bool read_only, bool no_hash, bool json) {
+  const bool mounted = BackingDir::IsLocked(backing);
+  if (mounted && !read_only) {
+    std::fprintf(stderr, "chainswap: %s is mounted (a daemon holds its lock); unmount it first, or use "
+                         "--read-only to check without repairing\n", backing.c_str());
+    return 8;
+  }
+  if (repair && read_only) {
+    std::fprintf(stderr, "chainswap: --repair and --read-only exclude each other\n");
+    return 8;
+  }
+  CatalogOptions o;
+  o.read_only = !repair;
+  auto b = BackingDir::Open(backing, repair ? LockMode::kExclusive : LockMode::kNone, o);
+  if (!b.ok()) {
+    Fail(b.status());
+    return 8;
+  }
+  FsckOptions fo;
+  fo.repair = repair;
+  fo.verify_hashes = !no_hash;
+  fo.progress = !json && ::isatty(2);
+  fo.journal_live = mounted;
+  auto rep = RunFsck(**b, fo);
+  if (!rep.ok()) {
+    Fail(rep.status());
+    return 8;
+  }
+  if (json) {
+    nlohmann::json j;
+    j["clean"] = rep->clean();
+    j["chains"] = rep->chains;
+    j["files"] = rep->files;
+    j["lat_entries"] = rep->lat_entries;
+    j["blocks_hash_checked"] = rep->blocks_checked;
+    j["journal_segments"] = rep->segments;
+    j["issues"] = nlohmann::json::array();
+    for (const auto& i : rep->issues) j["issues"].push_back({{"kind", i.kind}, {"detail", i.detail}, {"repaired", i.repaired}});
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    for (const auto& i : rep->issues)
+      std::printf("%-16s %s%s\n", i.kind.c_str(), i.detail.c_str(), i.repaired ? " [repaired]" : (repair ? " [NOT repaired]" : ""));
+    std::printf("%s: %llu chain(s), %llu file(s), %llu LAT entries, %llu block hash(es) verified, %llu journal segment(s): ",
+                backing.c_str(), (unsigned long long)rep->chains, (unsigned long long)rep->files,
+                (unsigned long long)rep->lat_entries, (unsigned long long)rep->blocks_checked,
+                (unsigned long long)rep->segments);
+    if (rep->clean()) std::printf("clean\n");
+    else std::printf("%zu problem(s)%s\n", rep->issues.size(),
+                     repair ? (rep->all_repaired() ? ", all repaired" : ", some NOT repaired") : "; run with --repair to fix what is safely fixable");
+  }
+  if (rep->clean()) return 0;
+  return repair && rep->all_repaired() ? 1 : 4;
 }
 
 int CmdStats(const std::string& backing, bool json) {
@@ -180,6 +237,15 @@ int main(int argc, char** argv) {
   clone->add_option("DST", dst, "new swap file in the same chain directory")->required();
   clone->add_flag("--force", force, "replace DST if it exists");
 
+  bool repair = false, read_only = false, no_hash = false;
+  auto* fsck = app.add_subcommand("fsck", "check the catalog's invariants against the store and the journal");
+  fsck->add_option("BACKING", backing, "backing directory")->required();
+  fsck->add_flag("--repair", repair, "fix what is safely fixable (needs the backing directory unmounted)");
+  fsck->add_flag("--read-only", read_only, "check a mounted backing directory without changing it");
+  fsck->add_flag("--no-hash", no_hash, "skip reading every block to verify its hash");
+  fsck->add_flag("--json", json, "machine-readable output");
+  fsck->footer("Exit status: 0 clean, 1 problems found and all repaired, 4 problems left, 8 could not check.");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -188,5 +254,6 @@ int main(int argc, char** argv) {
   if (*fmt) return CmdFormat(backing);
   if (*stats) return CmdStats(backing, json);
   if (*clone) return CmdClone(src, dst, force);
+  if (*fsck) return CmdFsck(backing, repair, read_only, no_hash, json);
   return 2;
 }
