@@ -6,6 +6,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -141,6 +143,82 @@ int CmdFsck(const std::string& backing, bool repair, bool read_only, bool no_has
   return repair && rep->all_repaired() ? 1 : 4;
 }
 
+// The mountpoint of a mounted backing directory (from /proc/self/mounts:
+// the daemon mounts with fsname=<absolute backing path>), or "".
+std::string FindMountpoint(const std::string& backing) {
+  char* real = ::realpath(backing.c_str(), nullptr);
+  if (!real) return "";
+  std::string abs = real;
+  std::free(real);
+  std::ifstream in("/proc/self/mounts");
+  std::string dev, dir, type, rest;
+  while (in >> dev >> dir >> type && std::getline(in, rest)) {
+    if (type == "fuse.chainswapfs" && dev == abs) return dir;
+  }
+  return "";
+}
+
+// chain list|create|rm: through the mount when mounted (the daemon owns the
+// namespace), on the catalog directly otherwise.
+int CmdChain(const std::string& action, const std::string& backing, const std::string& name, bool json) {
+  const std::string mnt = FindMountpoint(backing);
+  if (action == "list") {
+    CatalogOptions o;
+    o.read_only = true;
+    auto b = BackingDir::Open(backing, LockMode::kNone, o);
+    if (!b.ok()) return Fail(b.status());
+    auto stats = (*b)->catalog().Stats();
+    if (!stats.ok()) return Fail(stats.status());
+    if (json) {
+      nlohmann::json j = nlohmann::json::array();
+      for (const auto& s : *stats) j.push_back({{"dedup_id", s.dedup_id}, {"name", s.name}, {"files", s.files},
+                                                {"path", mnt.empty() ? "" : mnt + "/" + s.name}});
+      std::printf("%s\n", j.dump(2).c_str());
+      return 0;
+    }
+    Table t({"dedup_id", "chain", "files", "logical", "path"});
+    for (const auto& s : *stats)
+      t.Add({std::to_string(s.dedup_id), s.name, std::to_string(s.files), HumanBytes(s.logical_bytes),
+             mnt.empty() ? "(not mounted)" : mnt + "/" + s.name});
+    std::printf("%s", t.Render().c_str());
+    return 0;
+  }
+  if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
+    return Fail(Status::Error(EINVAL, "a chain name is one path component"));
+  if (!mnt.empty()) {
+    std::string path = mnt + "/" + name;
+    if (action == "create") {
+      if (::mkdir(path.c_str(), 0700) != 0) return Fail(Status::FromErrno("create chain " + path));
+      std::printf("created chain %s\n", path.c_str());
+    } else {
+      if (::rmdir(path.c_str()) != 0) return Fail(Status::FromErrno("remove chain " + path));
+      std::printf("removed chain %s\n", path.c_str());
+    }
+    return 0;
+  }
+  auto b = BackingDir::Open(backing, LockMode::kExclusive, CatalogOptions{});
+  if (!b.ok()) return Fail(b.status());
+  Catalog& cat = (*b)->catalog();
+  if (action == "create") {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    auto c = cat.CreateChain(name, 0700, ::getuid(), ::getgid(), int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec);
+    if (!c.ok()) return Fail(c.status());
+    std::printf("created chain %s (dedup ID %lld)\n", name.c_str(), (long long)c->dedup_id);
+    return 0;
+  }
+  auto chains = cat.ListChains();
+  if (!chains.ok()) return Fail(chains.status());
+  for (const auto& c : *chains) {
+    if (c.name != name) continue;
+    Status st = cat.RemoveChain(c.dedup_id);
+    if (!st.ok()) return Fail(st);
+    std::printf("removed chain %s\n", name.c_str());
+    return 0;
+  }
+  return Fail(Status::Error(ENOENT, "no chain named '" + name + "'"));
+}
+
 int CmdStats(const std::string& backing, bool json) {
   CatalogOptions o;
   o.read_only = true;  // readable while mounted: WAL readers never block the daemon
@@ -246,14 +324,31 @@ int main(int argc, char** argv) {
   fsck->add_flag("--json", json, "machine-readable output");
   fsck->footer("Exit status: 0 clean, 1 problems found and all repaired, 4 problems left, 8 could not check.");
 
+  std::string chain_name;
+  auto* chain = app.add_subcommand("chain", "list, create or remove chains (dedup domains)");
+  chain->require_subcommand(1);
+  auto* chain_list = chain->add_subcommand("list", "chains with their dedup IDs");
+  chain_list->add_option("BACKING", backing, "backing directory")->required();
+  chain_list->add_flag("--json", json, "machine-readable output");
+  auto* chain_create = chain->add_subcommand("create", "a new chain (new dedup ID and hash seed)");
+  chain_create->add_option("BACKING", backing, "backing directory")->required();
+  chain_create->add_option("NAME", chain_name, "chain name")->required();
+  auto* chain_rm = chain->add_subcommand("rm", "remove an empty chain");
+  chain_rm->add_option("BACKING", backing, "backing directory")->required();
+  chain_rm->add_option("NAME", chain_name, "chain name")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    int rc = app.exit(e);  // prints the message (or the help)
+    return rc == 0 ? 0 : 2;
   }
   if (*fmt) return CmdFormat(backing);
   if (*stats) return CmdStats(backing, json);
   if (*clone) return CmdClone(src, dst, force);
   if (*fsck) return CmdFsck(backing, repair, read_only, no_hash, json);
+  if (*chain_list) return CmdChain("list", backing, "", json);
+  if (*chain_create) return CmdChain("create", backing, chain_name, json);
+  if (*chain_rm) return CmdChain("rm", backing, chain_name, json);
   return 2;
 }
