@@ -121,7 +121,14 @@ Status Segment::ReadAll(std::vector<Record>* out, bool* torn, bool cut_torn) {
     if (ds == DecodeStatus::kTorn) {
       // A torn tail is expected after a crash. Intact records after the bad
       // one mean corruption in the middle: refuse rather than drop them.
-      for (size_t p = (off + 8) & ~size_t{7}; p + kRecordHeaderSize <= buf.size(); p += 8) {
+      // With an intact header the bad record's extent is known, so only the
+      // position right after it is looked at (its payload is guest data and
+      // may itself look like records); otherwise scan.
+      uint32_t declared = 0;
+      const bool header_ok = PeekHeader(std::span<const uint8_t>(buf).subspan(off), &declared);
+      size_t scan_from = header_ok ? off + declared : ((off + 8) & ~size_t{7});
+      size_t scan_to = header_ok ? std::min(buf.size(), scan_from + 1) : buf.size();
+      for (size_t p = scan_from; p < scan_to && p + kRecordHeaderSize <= buf.size(); p += 8) {
         Record later;
         size_t later_used = 0;
         if (DecodeRecord(std::span<const uint8_t>(buf).subspan(p), &later, &later_used) == DecodeStatus::kOk) {

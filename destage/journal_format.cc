@@ -61,6 +61,14 @@ void EncodeRecord(const Record& r, std::vector<uint8_t>* out) {
   if (payload) std::memcpy(h + kRecordHeaderSize, r.data.get(), payload);
 }
 
+bool PeekHeader(std::span<const uint8_t> in, uint32_t* length) {
+  if (in.size() < kRecordHeaderSize) return false;
+  const uint8_t* h = in.data();
+  if (Get<uint32_t>(h) != kRecordMagic || Get<uint64_t>(h + 80) != XXH3_64bits(h, 80)) return false;
+  *length = Get<uint32_t>(h + 4);
+  return true;
+}
+
 DecodeStatus DecodeRecord(std::span<const uint8_t> in, Record* out, size_t* consumed) {
   if (in.empty()) return DecodeStatus::kEnd;
   if (in.size() < kRecordHeaderSize) return DecodeStatus::kTorn;

@@ -68,6 +68,10 @@ void EncodeRecord(const Record& r, std::vector<uint8_t>* out);
 
 enum class DecodeStatus { kOk, kEnd, kTorn };
 
+// True when `in` starts with an intact record header (magic and header
+// checksum); *length is then the record's declared length.
+bool PeekHeader(std::span<const uint8_t> in, uint32_t* length);
+
 // Decodes the record at the start of `in`. kEnd when `in` is empty; kTorn
 // for a short, malformed or corrupt record. On kOk, *consumed is its size.
 DecodeStatus DecodeRecord(std::span<const uint8_t> in, Record* out, size_t* consumed);

@@ -28,8 +28,10 @@ uint32_t LogicalQueue::Acquire(IoKind kind, uint64_t want) {
     if (serving_ != ticket) return false;
     uint32_t cap = kind == IoKind::kDelete ? d_ : cfg_.n - d_;
     uint32_t used = kind == IoKind::kDelete ? in_use_delete_ : in_use_write_;
-    if (used >= cap) return false;
-    granted = static_cast<uint32_t>(std::min<uint64_t>({want == 0 ? 1 : want, cap - used}));
+    // Never more than N in use in all, even right after D changed.
+    uint32_t total = in_use_write_ + in_use_delete_;
+    if (used >= cap || total >= cfg_.n) return false;
+    granted = static_cast<uint32_t>(std::min<uint64_t>({want == 0 ? 1 : want, cap - used, cfg_.n - total}));
     return true;
   });
   (kind == IoKind::kDelete ? in_use_delete_ : in_use_write_) += granted;
