@@ -139,7 +139,8 @@ class Engine {
   Status CloneBlocks(FileRef src, FileRef dst, uint64_t src_lba, uint64_t dst_lba, uint64_t count,
                      const FileMetaUpdate& meta);
 
-  // Makes every acknowledged op durable (journal fdatasync).
+  // Makes every acknowledged op durable: journal segments, then the
+  // catalog (namespace changes) and the store.
   Status Sync();
   // First offset >= `offset` that may hold data (SEEK_DATA), or nullopt.
   Result<std::optional<uint64_t>> NextData(FileRef f, uint64_t offset, uint64_t size);
