@@ -82,7 +82,10 @@ Status Engine::Open(std::map<int64_t, ReplayedMeta>* meta) {
     if (!seg.ok()) return seg.status();
     std::vector<Record> recs;
     bool torn = false;
-    CS_RETURN_IF_ERROR((*seg)->ReadAll(&recs, &torn));
+    // Only the newest segment may end in a torn tail, which is cut off; any
+    // damage elsewhere is refused and left untouched for the operator.
+    const bool last = i + 1 == ids->size();
+    CS_RETURN_IF_ERROR((*seg)->ReadAll(&recs, &torn, /*cut_torn=*/last));
     if (torn && i + 1 < ids->size()) {
       return Status::Error(EUCLEAN, "journal segment " + (*seg)->path() +
                                         " is damaged but newer segments follow; refusing to drop "
