@@ -30,6 +30,13 @@ struct Catalog::Statements {
   sql::Stmt file_mapped_get;  // file -> mapped_blocks
 };
 
+// A read-only use of its own connection, so that reads run in parallel with
+// each other and with a destager's transaction (WAL readers never block).
+struct Catalog::Reader {
+  sql::Db db;
+  sql::Stmt lat_range;
+};
+
 namespace {
 
 int64_t SlotToPblock(uint64_t s) { return static_cast<int64_t>(s); }
@@ -666,11 +673,36 @@ Status Catalog::CloneRange(int64_t src_file, int64_t dst_file, uint64_t src_lba,
   return Status::Ok();
 }
 
+std::unique_ptr<Catalog::Reader, std::function<void(Catalog::Reader*)>> Catalog::AcquireReader() {
+  auto give_back = [this](Reader* r) {
+    std::lock_guard lk(readers_mu_);
+    idle_readers_.emplace_back(r);
+  };
+  {
+    std::lock_guard lk(readers_mu_);
+    if (!idle_readers_.empty()) {
+      Reader* r = idle_readers_.back().release();
+      idle_readers_.pop_back();
+      return {r, give_back};
+    }
+  }
+  auto db = sql::Db::Open(path_, SQLITE_OPEN_READWRITE);
+  if (!db.ok()) return {nullptr, give_back};
+  auto r = std::make_unique<Reader>();
+  r->db = std::move(*db);
+  auto st = sql::Stmt::Prepare(r->db, "SELECT lba, pblock FROM lat WHERE file_id = ?1 AND lba >= ?2 AND lba < ?3 ORDER BY lba");
+  if (!st.ok()) return {nullptr, give_back};
+  r->lat_range = std::move(*st);
+  return {r.release(), give_back};
+}
+
 Status Catalog::ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out) {
   std::vector<std::pair<uint64_t, int64_t>> mapped;  // (lba, pblock)
+  auto reader = options_.read_only ? nullptr : AcquireReader();
+  std::unique_lock<std::mutex> lk(mu_, std::defer_lock);
+  if (!reader) lk.lock();  // read-only tools: the main connection
   {
-    std::lock_guard lk(mu_);
-    auto& q = st_->lat_range;
+    auto& q = reader ? reader->lat_range : st_->lat_range;
     q.Reset().Bind(1, file_id).Bind(2, static_cast<int64_t>(lba)).Bind(3, static_cast<int64_t>(lba + count));
     for (;;) {
       auto r = q.Step();
@@ -680,6 +712,7 @@ Status Catalog::ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_
     }
     q.Reset();
   }
+  if (lk.owns_lock()) lk.unlock();
   // Holes are zeros; mapped runs of consecutive slots are read in one pread.
   size_t next_zero_from = 0;
   size_t i = 0;

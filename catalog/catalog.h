@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -177,6 +178,10 @@ class Catalog {
 
  private:
   struct Statements;
+  struct Reader;
+  // A reader connection from the pool (created on demand), returned by the
+  // deleter. Readers see committed state only and never take mu_.
+  std::unique_ptr<Reader, std::function<void(Reader*)>> AcquireReader();
   Catalog(sql::Db db, ContentStore* store, const CatalogOptions& options, std::string path);
   Status LoadAllocator();
   Status PrepareStatements();
@@ -205,6 +210,9 @@ class Catalog {
   std::map<uint64_t, const uint8_t*> txn_new_data_;      // slot -> bytes to write
   std::map<int64_t, int64_t> txn_mapped_delta_;          // file -> LAT entry delta
   int wal_fd_ = -1;
+
+  std::mutex readers_mu_;
+  std::vector<std::unique_ptr<Reader>> idle_readers_;  // guarded by readers_mu_
 };
 
 }  // namespace chainswap

@@ -500,7 +500,7 @@ int ChainswapFs::DoRelease(fuse_ino_t ino) {
   return 0;
 }
 
-int ChainswapFs::DoRead(fuse_ino_t ino, uint64_t off, size_t size, std::vector<uint8_t>* out, size_t* got) {
+int ChainswapFs::DoRead(fuse_ino_t ino, uint64_t off, size_t size, uint8_t* out, size_t* got) {
   std::shared_ptr<FileNode> f;
   {
     std::shared_lock lk(ns_.mu);
@@ -515,8 +515,7 @@ int ChainswapFs::DoRead(fuse_ino_t ino, uint64_t off, size_t size, std::vector<u
     fsize = f->info.size;
     ref = {f->info.file_id, f->info.dedup_id};
   }
-  out->resize(size);
-  auto r = engine_.Read(ref, off, size, fsize, out->data());
+  auto r = engine_.Read(ref, off, size, fsize, out);
   if (!r.ok()) return ToErrno(r.status(), "read");
   *got = *r;
   return 0;

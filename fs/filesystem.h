@@ -55,7 +55,8 @@ class ChainswapFs {
                const std::string& newname, unsigned flags);
   int DoOpen(fuse_ino_t ino, int flags);
   int DoRelease(fuse_ino_t ino);
-  int DoRead(fuse_ino_t ino, uint64_t off, size_t size, std::vector<uint8_t>* out, size_t* got);
+  // Reads into out (at least `size` bytes); *got is the byte count.
+  int DoRead(fuse_ino_t ino, uint64_t off, size_t size, uint8_t* out, size_t* got);
   int DoWrite(fuse_ino_t ino, uint64_t off, const char* buf, size_t size);
   int DoFsync(fuse_ino_t ino);
   int DoFallocate(fuse_ino_t ino, int mode, off_t off, off_t len);
