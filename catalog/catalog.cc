@@ -576,11 +576,7 @@ Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
   }
   used_slots_ -= res.blocks_freed;
   // Only now may freed slots be punched and handed out again.
-  for (uint64_t slot : txn_freed_) {
-    Status ps = store_->PunchSlot(slot);
-    if (!ps.ok()) spdlog::warn("catalog: {}", ps.ToString());
-    free_slots_.insert(slot);
-  }
+  PunchFreedLocked();
   txn_freed_.clear();
   txn_allocated_.clear();
   txn_new_data_.clear();
@@ -663,11 +659,7 @@ Status Catalog::CloneRange(int64_t src_file, int64_t dst_file, uint64_t src_lba,
     return st;
   }
   used_slots_ -= res.blocks_freed;
-  for (uint64_t slot : txn_freed_) {
-    Status ps = store_->PunchSlot(slot);
-    if (!ps.ok()) spdlog::warn("catalog: {}", ps.ToString());
-    free_slots_.insert(slot);
-  }
+  PunchFreedLocked();
   txn_freed_.clear();
   txn_mapped_delta_.clear();
   return Status::Ok();
@@ -694,6 +686,20 @@ std::unique_ptr<Catalog::Reader, std::function<void(Catalog::Reader*)>> Catalog:
   if (!st.ok()) return {nullptr, give_back};
   r->lat_range = std::move(*st);
   return {r.release(), give_back};
+}
+
+void Catalog::PunchFreedLocked() {
+  // Adjacent freed slots go back to the backing fs in one fallocate.
+  std::sort(txn_freed_.begin(), txn_freed_.end());
+  size_t i = 0;
+  while (i < txn_freed_.size()) {
+    size_t j = i + 1;
+    while (j < txn_freed_.size() && txn_freed_[j] == txn_freed_[j - 1] + 1) ++j;
+    Status ps = store_->PunchSlots(txn_freed_[i], j - i);
+    if (!ps.ok()) spdlog::warn("catalog: {}", ps.ToString());
+    i = j;
+  }
+  free_slots_.insert(txn_freed_.begin(), txn_freed_.end());
 }
 
 Status Catalog::ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out) {

@@ -190,6 +190,9 @@ class Catalog {
   Status ApplyDeleteLocked(const BlockOp& op, ApplyResult& res);
   Status UnrefLocked(int64_t pblock, int64_t n, ApplyResult& res);
   Result<uint64_t> AllocSlotLocked();
+  // Punches the slots freed by the committed transaction and makes them
+  // reusable. REQUIRES: mu_ held, after the commit.
+  void PunchFreedLocked();
   Result<std::shared_ptr<const BlockHasher>> HasherForLocked(int64_t dedup_id);
 
   const CatalogOptions options_;

@@ -72,10 +72,12 @@ Status ContentStore::WriteSlots(uint64_t slot, uint32_t count, const uint8_t* da
   return PwriteFull(fd_, data, size_t{count} * kBlockSize, static_cast<off_t>(slot << kBlockShift));
 }
 
-Status ContentStore::PunchSlot(uint64_t slot) {
-  if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                  static_cast<off_t>(slot << kBlockShift), kBlockSize) != 0) {
-    return Status::FromErrno("content store punch slot " + std::to_string(slot));
+Status ContentStore::PunchSlot(uint64_t slot) { return PunchSlots(slot, 1); }
+
+Status ContentStore::PunchSlots(uint64_t slot, uint64_t count) {
+  if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(slot << kBlockShift),
+                  static_cast<off_t>(count << kBlockShift)) != 0) {
+    return Status::FromErrno("content store punch slots " + std::to_string(slot) + "+" + std::to_string(count));
   }
   return Status::Ok();
 }

@@ -40,6 +40,8 @@ class ContentStore {
   Status WriteSlots(uint64_t slot, uint32_t count, const uint8_t* data);
   // Gives a slot's space back to the backing filesystem.
   Status PunchSlot(uint64_t slot);
+  // Punches `count` consecutive slots in one call.
+  Status PunchSlots(uint64_t slot, uint64_t count);
   // Shrinks the file so that it ends at slot `end_slot` (exclusive).
   Status TruncateToSlots(uint64_t end_slot);
   // fdatasync of the store file.

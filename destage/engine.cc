@@ -611,8 +611,8 @@ Status Engine::ProcessDeletes(const Bucket& b, size_t* next_record) {
           op.file_id = r.file_id;
           op.dedup_id = r.dedup_id;
           op.lba = lba;
-          // A delete slot covers up to 64 LBAs of the range: sparse ranges are cheap.
-          op.count = std::min<uint64_t>(e - lba, uint64_t{slots} * 64);
+          // A delete slot covers up to 256 LBAs of the range: sparse ranges are cheap.
+          op.count = std::min<uint64_t>(e - lba, uint64_t{slots} * 256);
           auto res = catalog_.ApplyBlockOps(std::span<const BlockOp>(&op, 1));
           queue_.Release(IoKind::kDelete, slots);
           if (!res.ok()) return res.status();

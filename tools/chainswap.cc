@@ -14,6 +14,7 @@
 
 #include "catalog/backing_dir.h"
 #include "tools/format_table.h"
+#include "tools/bench.h"
 #include "tools/fsck.h"
 
 using namespace chainswap;
@@ -337,6 +338,10 @@ int main(int argc, char** argv) {
   chain_rm->add_option("BACKING", backing, "backing directory")->required();
   chain_rm->add_option("NAME", chain_name, "chain name")->required();
 
+  BenchOptions bopts;
+  auto* bench = app.add_subcommand("bench", "realistic clone-chain swap workload: speed, dedup vs ideal, destage, reclaim");
+  AddBenchOptions(bench, &bopts);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -350,5 +355,6 @@ int main(int argc, char** argv) {
   if (*chain_list) return CmdChain("list", backing, "", json);
   if (*chain_create) return CmdChain("create", backing, chain_name, json);
   if (*chain_rm) return CmdChain("rm", backing, chain_name, json);
+  if (*bench) return RunBench(bopts);
   return 2;
 }
