@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs every Debian package chainswap's build, tests and demo use.
+# With --bench, also what the side-by-side benchmarks use (zfs-fuse, fio).
 # Does nothing when they are all present. Needs root (apt-get).
 set -euo pipefail
 
@@ -10,8 +11,11 @@ PACKAGES=(
   libxxhash-dev libspdlog-dev
   libgtest-dev googletest
   libcli11-dev nlohmann-json3-dev
-  attr util-linux coreutils procps
+  attr util-linux coreutils procps fio
 )
+if [ "${1:-}" = "--bench" ]; then
+  PACKAGES+=(zfs-fuse fio gcc linux-perf)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
