@@ -12,6 +12,7 @@ PACKAGES=(
   libgtest-dev googletest
   libcli11-dev nlohmann-json3-dev
   attr util-linux coreutils procps fio
+  clang-14 libclang-rt-14-dev
 )
 if [ "${1:-}" = "--bench" ]; then
   PACKAGES+=(zfs-fuse fio gcc linux-perf)

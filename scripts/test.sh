@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds, and runs every
 # test (unit tests and tests that mount through /dev/fuse), in the normal
-# build and under AddressSanitizer+UBSan and ThreadSanitizer.
+# build and under AddressSanitizer+UBSan and ThreadSanitizer, then a short
+# libFuzzer run of the journal reader.
 # SANITIZERS="" skips the sanitizer builds (quick local runs only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,3 +24,8 @@ run_suite build
 for san in ${SANITIZERS-address thread}; do
   run_suite "build-$san" -DCHAINSWAP_SANITIZE="$san"
 done
+
+# A short libFuzzer run of every on-disk parser (FUZZ_SECONDS=0 skips it).
+if [ "${FUZZ_SECONDS:-30}" != 0 ]; then
+  FUZZ_SECONDS=${FUZZ_SECONDS:-30} ./scripts/fuzz.sh
+fi
