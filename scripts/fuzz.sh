@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${FUZZ_SECONDS:-30}
 DIR=${BUILD_DIR:-build-fuzz}
-CC=clang CXX=clang++ cmake -S . -B "$DIR" -DCHAINSWAP_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+CC=clang-14 CXX=clang++-14 cmake -S . -B "$DIR" -DCHAINSWAP_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$DIR" -j"$(nproc)" --target journal_segment_fuzz
 for t in journal_segment_fuzz; do
   scratch=$(mktemp -d)
