@@ -346,6 +346,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);  // prints the message (or the help)
+    if (rc != 0)
+      std::fprintf(stderr, "Usage: chainswap {format|stats|clone|fsck|chain|bench} ARGS...  "
+                           "(chainswap SUBCOMMAND --help for each)\n");
     return rc == 0 ? 0 : 2;
   }
   if (*fmt) return CmdFormat(backing);

@@ -64,6 +64,20 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
     rep.issues.push_back({std::move(kind), std::move(detail), repaired});
   };
 
+  // One transaction over every read: a consistent snapshot even while a
+  // daemon destages (WAL), and the write lock from the start when repairing.
+  sql::Transaction txn(db);
+  if (opts.repair) {
+    CS_RETURN_IF_ERROR(txn.Begin());
+  } else {
+    CS_RETURN_IF_ERROR(db.Exec("BEGIN"));
+  }
+  struct EndRead {
+    sql::Db& db;
+    bool on;
+    ~EndRead() { if (on) (void)db.Exec("COMMIT"); }
+  } end_read{db, !opts.repair};
+
   // Chains, files.
   std::map<int64_t, std::shared_ptr<const BlockHasher>> hashers;
   CS_RETURN_IF_ERROR(ForEach(db, "SELECT dedup_id, hash_seed FROM chain", [&](sql::Stmt& s) {
@@ -95,9 +109,6 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
   auto len = store.LengthSlots();
   if (!len.ok()) return len.status();
   const int64_t store_slots = static_cast<int64_t>(*len);
-
-  sql::Transaction txn(db);
-  if (opts.repair) CS_RETURN_IF_ERROR(txn.Begin());
 
   // LAT: references per block, entries that point nowhere or across chains.
   std::unordered_map<int64_t, int64_t> refs;
@@ -133,6 +144,7 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
 
   // Refcounts, free list.
   std::vector<int64_t> to_free;
+  std::set<int64_t> freed_pblocks;  // dropped by the repair: no hash to check
   for (auto& [pb, row] : pat) {
     int64_t actual = refs.count(pb) ? refs[pb] : 0;
     if (actual != row.refcount) {
@@ -140,6 +152,7 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
                           std::to_string(actual) + " LAT reference(s)", opts.repair);
       if (opts.repair) {
         if (actual == 0) {
+          freed_pblocks.insert(pb);
           CS_RETURN_IF_ERROR(Exec1(db, "DELETE FROM pat WHERE pblock = ?1", {pb}));
           CS_RETURN_IF_ERROR(Exec1(db, "INSERT OR IGNORE INTO free_slot(slot) VALUES (?1)", {pb}));
           to_free.push_back(pb);
@@ -179,7 +192,12 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
     }
   }
   if (opts.repair) CS_RETURN_IF_ERROR(txn.Commit());
+  if (end_read.on) {  // the snapshot ends here; the hash pass re-checks live
+    end_read.on = false;
+    CS_RETURN_IF_ERROR(db.Exec("COMMIT"));
+  }
   for (int64_t s : to_free) (void)store.PunchSlot(static_cast<uint64_t>(s));
+  for (int64_t pb : freed_pblocks) pat.erase(pb);
 
   // Hashes: every referenced block's bytes against its keyed hash.
   if (opts.verify_hashes) {
@@ -192,6 +210,22 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
       if (h == hashers.end()) continue;
       CS_RETURN_IF_ERROR(store.ReadSlots(static_cast<uint64_t>(pb), 1, buf));
       ++rep.blocks_checked;
+      if (!(h->second->Hash(buf) == row.hash) && opts.journal_live) {
+        // A live daemon may have freed and reused the slot since the
+        // snapshot: judge it again against the catalog as it is now.
+        bool still = false;
+        auto q = sql::Stmt::Prepare(db, "SELECT hash FROM pat WHERE pblock = ?1");
+        if (q.ok()) {
+          q->Bind(1, pb);
+          auto r = q->Step();
+          if (r.ok() && *r && q->Blob(0).size() == row.hash.bytes.size() &&
+              std::memcmp(q->Blob(0).data(), row.hash.bytes.data(), row.hash.bytes.size()) == 0) {
+            CS_RETURN_IF_ERROR(store.ReadSlots(static_cast<uint64_t>(pb), 1, buf));
+            still = !(h->second->Hash(buf) == row.hash);
+          }
+        }
+        if (!still) continue;
+      }
       if (!(h->second->Hash(buf) == row.hash))
         add("hash", "block " + std::to_string(pb) + " of chain " + std::to_string(row.dedup_id) +
                         ": content does not match its hash (not repairable: the data is wrong)");
