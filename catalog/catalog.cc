@@ -355,8 +355,9 @@ Result<uint64_t> Catalog::AllocSlotLocked() {
   } else {
     slot = high_water_;
   }
-  // used_slots_ already counts the blocks this transaction stored.
-  if (options_.capacity_slots != 0 && used_slots_ >= options_.capacity_slots) {
+  // used_slots_ already counts the blocks this transaction stored, and not
+  // yet the ones it freed.
+  if (options_.capacity_slots != 0 && used_slots_ - txn_freed_.size() >= options_.capacity_slots) {
     return Status::Error(ENOSPC, "content store capacity reached");
   }
   if (from_free) {
@@ -458,6 +459,13 @@ Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyResult& res) {
 
   if (match && old && *match == *old) return Status::Ok();  // already in this state
 
+  // The old block is let go first: rewriting a block nothing else shares
+  // needs no extra capacity (its slot is reusable only after the commit).
+  if (old) {
+    CS_RETURN_IF_ERROR(UnrefLocked(*old, 1, res));
+  } else {
+    txn_mapped_delta_[op.file_id] += 1;
+  }
   int64_t target;
   if (match) {
     st_->pat_addref.Reset().Bind(1, *match).Bind(2, 1);
@@ -475,13 +483,7 @@ Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyResult& res) {
     ++res.blocks_stored;
   }
   st_->lat_put.Reset().Bind(1, op.file_id).Bind(2, static_cast<int64_t>(op.lba)).Bind(3, target);
-  CS_RETURN_IF_ERROR(st_->lat_put.Run());
-  if (old) {
-    CS_RETURN_IF_ERROR(UnrefLocked(*old, 1, res));
-  } else {
-    txn_mapped_delta_[op.file_id] += 1;
-  }
-  return Status::Ok();
+  return st_->lat_put.Run();
 }
 
 Status Catalog::ApplyDeleteLocked(const BlockOp& op, ApplyResult& res) {

@@ -136,7 +136,7 @@ void Engine::Start() {
 Status Engine::Stop() {
   // A clean stop destages everything first, so the journal is left empty.
   if (write_thread_.joinable()) {
-    Status ds = Drain();
+    Status ds = Drain(/*give_up_when_store_full=*/true);
     if (!ds.ok() && ds.code() != ECANCELED) spdlog::warn("stop: journal not fully destaged: {}", ds.ToString());
   }
   {
@@ -662,12 +662,14 @@ void Engine::TryRetire() {
   }
 }
 
-Status Engine::Drain() {
+Status Engine::Drain(bool give_up_when_store_full) {
   std::unique_lock lk(mu_);
   SealLocked();
   const uint64_t target = next_bucket_;
   for (;;) {
     if (!bg_error_.ok()) return bg_error_;
+    if (give_up_when_store_full && store_full_)
+      return Status::Error(ENOSPC, "content store full: writes stay in the journal until space is freed");
     if (buckets_.empty() || buckets_.front()->id >= target) return Status::Ok();
     if (stop_) return Status::Error(ECANCELED, "engine stopped");
     SealLocked();

@@ -146,7 +146,9 @@ class Engine {
   Result<std::optional<uint64_t>> NextData(FileRef f, uint64_t offset, uint64_t size);
 
   // Blocks until every bucket sealed so far is retired (tests, tools, bench).
-  Status Drain();
+  // With give_up_when_store_full, returns ENOSPC instead of waiting while the
+  // write destager waits for space (used by Stop: the journal keeps them).
+  Status Drain(bool give_up_when_store_full = false);
 
   EngineStats Stats();
   // Write blocks of a file still in the staging index (for stat's

@@ -862,11 +862,13 @@ TEST_F(CatalogCapacityTest, FifthDistinctBlockIsEnospcAndChangesNothing) {
   EXPECT_EQ(cat().Usage().used_slots, 4u);
   EXPECT_EQ(cat().Usage().high_water, 4u);
 
-  // A batch that dedups, deletes and frees before hitting ENOSPC rolls back entirely.
+  // A batch that dedups, deletes and frees before hitting ENOSPC rolls back
+  // entirely. (The block it frees counts: one new block would fit, two do not.)
   std::vector<FileMetaUpdate> meta = {FileMetaUpdate{f_, 123456, 9, 9}};
   std::vector<BlockOp> batch = {WriteOp(f_, chain_, 10, blocks_[0]),  // dedup
                                 DeleteOp(f_, chain_, 1, 1),           // frees block 1
-                                WriteOp(f_, chain_, 11, blocks_[5])}; // no slot yet
+                                WriteOp(f_, chain_, 11, blocks_[5]),  // takes its place
+                                WriteOp(f_, chain_, 13, blocks_[6])}; // no slot left
   auto r2 = cat().ApplyBlockOps(batch, meta);
   EXPECT_EQ(r2.status().code(), ENOSPC) << r2.status().ToString();
   EXPECT_EQ(DumpCatalog(cat()), full);
