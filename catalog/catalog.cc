@@ -791,6 +791,31 @@ Result<std::vector<ChainStats>> Catalog::Stats() {
   return out;
 }
 
+Result<std::vector<FileStats>> Catalog::PerFileStats() {
+  std::lock_guard lk(mu_);
+  auto q = sql::Stmt::Prepare(db_,
+                              "SELECT file_id, dedup_id, chain, file, logical_bytes, nonzero_bytes, zero_blocks, "
+                              "stored_bytes FROM file_stats ORDER BY chain, file");
+  if (!q.ok()) return q.status();
+  std::vector<FileStats> out;
+  for (;;) {
+    auto r = q->Step();
+    if (!r.ok()) return r.status();
+    if (!*r) break;
+    FileStats f;
+    f.file_id = q->Int(0);
+    f.dedup_id = q->Int(1);
+    f.chain = q->Text(2);
+    f.name = q->Text(3);
+    f.logical_bytes = static_cast<uint64_t>(q->Int(4));
+    f.nonzero_bytes = static_cast<uint64_t>(q->Int(5));
+    f.zero_blocks = static_cast<uint64_t>(q->Int(6));
+    f.stored_bytes = static_cast<uint64_t>(q->Int(7));
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
 StoreUsage Catalog::Usage() {
   std::lock_guard lk(mu_);
   return StoreUsage{used_slots_, free_slots_.size(), high_water_, options_.capacity_slots};

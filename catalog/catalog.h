@@ -92,6 +92,15 @@ struct ChainStats {
   uint64_t stored_bytes = 0;    // PAT entries * 4 KiB
 };
 
+// One row of the file_stats view. stored_bytes is the file's fair share:
+// each of its blocks counts 4 KiB / refcount.
+struct FileStats {
+  int64_t file_id = 0;
+  int64_t dedup_id = 0;
+  std::string chain, name;
+  uint64_t logical_bytes = 0, nonzero_bytes = 0, zero_blocks = 0, stored_bytes = 0;
+};
+
 struct StoreUsage {
   uint64_t used_slots = 0;      // PAT entries
   uint64_t free_slots = 0;      // on the free list
@@ -167,6 +176,7 @@ class Catalog {
 
   // ---- Statistics ------------------------------------------------------
   Result<std::vector<ChainStats>> Stats();
+  Result<std::vector<FileStats>> PerFileStats();
   StoreUsage Usage();
   // fdatasync of the store and of the catalog's WAL: every committed
   // transaction is durable when this returns OK.
