@@ -13,7 +13,7 @@ REPS=${REPS:-3}
 SECS=${SECONDS_PER_RUN:-20}
 WORK=${WORK:-/var/tmp}/chainswap-destage-bench.$$
 N=64
-OPTS="capacity=320M,journal_limit=64M,bucket_size=8M,queue_slots=$N"
+OPTS="capacity=${CAPACITY:-96M},journal_limit=64M,bucket_size=8M,queue_slots=$N"
 mkdir -p "$WORK"
 cleanup() { mountpoint -q "$WORK/mnt" && fusermount3 -u "$WORK/mnt"; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -30,7 +30,7 @@ run() {  # label extra-options
 }
 
 echo "# machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); backing fs: $(df -T "$WORK" | awk 'NR==2{print $2}')"
-echo "# mount options: $OPTS; workload: 4 files x 128 MiB (512 MiB logical > 320 MiB capacity), 64 KiB random swap-out + 1 MiB discards every 2 ms, ${SECS}s per run"
+echo "# mount options: $OPTS; workload: 4 files x 128 MiB (512 MiB logical > ${CAPACITY:-96M} capacity), 64 KiB random swap-out + 1 MiB discards every 2 ms, ${SECS}s per run"
 results=$WORK/results.jsonl
 for r in $(seq "$REPS"); do
   run adaptive "" | tee -a "$results"
