@@ -816,6 +816,23 @@ Result<std::vector<FileStats>> Catalog::PerFileStats() {
   return out;
 }
 
+Status Catalog::CheckStoreLength() {
+  auto len = store_->LengthSlots();
+  if (!len.ok()) return len.status();
+  std::lock_guard lk(mu_);
+  auto q = sql::Stmt::Prepare(db_, "SELECT coalesce(max(pblock) + 1, 0) FROM pat");
+  if (!q.ok()) return q.status();
+  auto r = q->Step();
+  if (!r.ok()) return r.status();
+  uint64_t need = static_cast<uint64_t>(q->Int(0));
+  if (*len < need)
+    return Status::Error(EUCLEAN, "content store " + store_->path() + " holds " + std::to_string(*len) +
+                                      " slots but the catalog references slot " + std::to_string(need - 1) +
+                                      ": it was truncated or replaced; run 'chainswap fsck' (data in missing "
+                                      "slots is lost)");
+  return Status::Ok();
+}
+
 StoreUsage Catalog::Usage() {
   std::lock_guard lk(mu_);
   return StoreUsage{used_slots_, free_slots_.size(), high_water_, options_.capacity_slots};

@@ -178,6 +178,9 @@ class Catalog {
   Result<std::vector<ChainStats>> Stats();
   Result<std::vector<FileStats>> PerFileStats();
   StoreUsage Usage();
+  // Checks that the store file is long enough for every slot the PAT
+  // references: EUCLEAN naming both lengths otherwise.
+  Status CheckStoreLength();
   // fdatasync of the store and of the catalog's WAL: every committed
   // transaction is durable when this returns OK.
   Status Sync();

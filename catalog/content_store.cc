@@ -20,9 +20,11 @@ Status PreadFull(int fd, uint8_t* buf, size_t len, off_t off) {
       if (errno == EINTR) continue;
       return Status::FromErrno("content store pread");
     }
-    if (n == 0) {  // beyond EOF: zeros
-      std::memset(buf, 0, len);
-      return Status::Ok();
+    if (n == 0) {
+      // Every referenced slot was written, so the file is never shorter
+      // than a slot the catalog reads: the store was truncated or replaced.
+      return Status::Error(EIO, "content store ends before slot at byte " + std::to_string(off) +
+                                    " (truncated or replaced store.dat; run chainswap fsck)");
     }
     buf += n;
     len -= static_cast<size_t>(n);

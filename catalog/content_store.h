@@ -34,7 +34,7 @@ class ContentStore {
   static Status Create(const std::string& path);
 
   // Reads `count` consecutive slots starting at `slot` into out (count*4 KiB).
-  // Reading beyond the end of the file yields zeros.
+  // EIO when the file ends before them (a damaged store: never zeros).
   Status ReadSlots(uint64_t slot, uint32_t count, uint8_t* out) const;
   // Writes `count` consecutive slots.
   Status WriteSlots(uint64_t slot, uint32_t count, const uint8_t* data);

@@ -60,6 +60,10 @@ int Run(MountConfig cfg) {
     std::fprintf(stderr, "chainswapfs: %s\n", backing.status().ToString().c_str());
     return 1;
   }
+  if (Status st = (*backing)->catalog().CheckStoreLength(); !st.ok()) {
+    std::fprintf(stderr, "chainswapfs: %s\n", st.ToString().c_str());
+    return 1;
+  }
   EngineOptions eopts;
   eopts.journal_dir = (*backing)->paths().journal;
   eopts.bucket_bytes = cfg.bucket_bytes;

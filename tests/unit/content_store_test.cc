@@ -77,18 +77,21 @@ TEST_F(ContentStoreTest, WriteThenReadSlots) {
   EXPECT_EQ(*len, 7u);
 }
 
-TEST_F(ContentStoreTest, ReadBeyondEofGivesZeros) {
+TEST_F(ContentStoreTest, ReadBeyondEofIsAnErrorNeverZeros) {
+  // Every referenced slot was written, so a read past the end means a
+  // truncated or replaced store: EIO, not silently zeroed data.
   Block a = PatternBlock(9);
   CS_ASSERT_OK(store_->WriteSlots(0, 1, a.data()));
   std::vector<uint8_t> buf(3 * kBlockSize, 0xAB);
   // Starts inside the file and runs past its end.
-  CS_ASSERT_OK(store_->ReadSlots(0, 3, buf.data()));
-  EXPECT_EQ(std::memcmp(buf.data(), a.data(), kBlockSize), 0);
-  for (size_t i = kBlockSize; i < buf.size(); ++i) ASSERT_EQ(buf[i], 0) << "byte " << i;
+  Status st = store_->ReadSlots(0, 3, buf.data());
+  EXPECT_EQ(st.code(), EIO) << st.ToString();
   // Entirely past the end.
-  std::fill(buf.begin(), buf.end(), 0xCD);
-  CS_ASSERT_OK(store_->ReadSlots(100, 3, buf.data()));
-  for (size_t i = 0; i < buf.size(); ++i) ASSERT_EQ(buf[i], 0) << "byte " << i;
+  st = store_->ReadSlots(100, 3, buf.data());
+  EXPECT_EQ(st.code(), EIO) << st.ToString();
+  // Within the file still works.
+  CS_ASSERT_OK(store_->ReadSlots(0, 1, buf.data()));
+  EXPECT_EQ(std::memcmp(buf.data(), a.data(), kBlockSize), 0);
 }
 
 TEST_F(ContentStoreTest, PunchSlotFreesSpaceAndReadsZeros) {
@@ -136,8 +139,9 @@ TEST_F(ContentStoreTest, TruncateToSlots) {
   ASSERT_TRUE(len.ok());
   EXPECT_EQ(*len, 2u);
   Block out;
-  CS_ASSERT_OK(store_->ReadSlots(3, 1, out.data()));
-  EXPECT_TRUE(IsZeroBlock(out.data()));
+  EXPECT_EQ(store_->ReadSlots(3, 1, out.data()).code(), EIO);
+  CS_ASSERT_OK(store_->ReadSlots(1, 1, out.data()));
+  EXPECT_EQ(out.data()[0], 0x11);
 }
 
 TEST_F(ContentStoreTest, DataSurvivesReopen) {
