@@ -435,7 +435,7 @@ Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyResult& res) {
   }
   find.Reset();
   for (int64_t cand : candidates) {
-    if (!options_.dedup_verify) {
+    if (!options_.dedup_verify && !force_verify_.load(std::memory_order_relaxed)) {
       match = cand;
       break;
     }

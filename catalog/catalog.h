@@ -19,6 +19,7 @@
 // slot is never rewritten.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -178,6 +179,11 @@ class Catalog {
   Result<std::vector<ChainStats>> Stats();
   Result<std::vector<FileStats>> PerFileStats();
   StoreUsage Usage();
+  // Verify bytes on every hash match even with dedup_verify off. Set after a
+  // crash: committed catalog rows may reference slots whose bytes never
+  // reached the disk (the store is synced only at retirement and fsync), and
+  // replaying the journal through verification heals them.
+  void ForceVerify(bool on) { force_verify_.store(on); }
   // Checks that the store file is long enough for every slot the PAT
   // references: EUCLEAN naming both lengths otherwise.
   Status CheckStoreLength();
@@ -226,6 +232,7 @@ class Catalog {
   std::map<uint64_t, const uint8_t*> txn_new_data_;      // slot -> bytes to write
   std::map<int64_t, int64_t> txn_mapped_delta_;          // file -> LAT entry delta
   int wal_fd_ = -1;
+  std::atomic<bool> force_verify_{false};
 
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<Reader>> idle_readers_;  // guarded by readers_mu_

@@ -121,6 +121,8 @@ Status Engine::Open(std::map<int64_t, ReplayedMeta>* meta) {
     next_bucket_ = (*ids)[i] + 1;
   }
   w_cursor_ = x_cursor_ = buckets_.empty() ? next_bucket_ : buckets_.front()->id;
+  // Records left in the journal mean the last daemon did not stop cleanly.
+  if (replayed) catalog_.ForceVerify(true);
   if (!ids->empty())
     spdlog::info("journal: replayed {} record(s) from {} bucket(s) ({} for reclaimed files skipped)", replayed,
                  ids->size(), skipped);
