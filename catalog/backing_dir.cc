@@ -13,8 +13,7 @@ BackingPaths::BackingPaths(std::string r)
     : root(std::move(r)),
       catalog(root + "/catalog.db"),
       store(root + "/store.dat"),
-      journal(root + "/journal"),
-      lock(root + "/lock") {}
+      journal(root + "/journal") {}
 
 BackingDir::~BackingDir() {
   catalog_.reset();
@@ -35,9 +34,6 @@ Status BackingDir::Format(const std::string& root) {
     return Status::Error(EEXIST, root + " already holds a chainswap catalog");
   if (::access(p.store.c_str(), F_OK) == 0)
     return Status::Error(EEXIST, root + " already holds a content store (store.dat)");
-  int lfd = ::open(p.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lfd < 0) return Status::FromErrno("create " + p.lock);
-  ::close(lfd);
   if (::mkdir(p.journal.c_str(), 0700) != 0 && errno != EEXIST)
     return Status::FromErrno("mkdir " + p.journal);
   CS_RETURN_IF_ERROR(ContentStore::Create(p.store));
@@ -45,8 +41,7 @@ Status BackingDir::Format(const std::string& root) {
 }
 
 bool BackingDir::IsLocked(const std::string& root) {
-  BackingPaths p(root);
-  int fd = ::open(p.lock.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return false;
   bool locked = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
   ::close(fd);
@@ -64,12 +59,15 @@ Result<std::unique_ptr<BackingDir>> BackingDir::Open(const std::string& root, Lo
     return Status::Error(ENOENT, root + " is not a chainswap backing directory (no catalog.db; "
                                         "run 'chainswap format " + root + "')");
   if (lock == LockMode::kExclusive) {
-    b->lock_fd_ = ::open(p.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (b->lock_fd_ < 0) return Status::FromErrno("open " + p.lock);
+    // The lock is an flock on the directory itself: nothing is created in a
+    // directory that turns out not to be a chainswap one (SQLite's own locks
+    // are fcntl locks on its files and do not interact with it).
+    b->lock_fd_ = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (b->lock_fd_ < 0) return Status::FromErrno("open " + root);
     if (::flock(b->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
       if (errno == EWOULDBLOCK)
         return Status::Error(EBUSY, root + " is in use by another chainswap daemon or tool");
-      return Status::FromErrno("lock " + p.lock);
+      return Status::FromErrno("lock " + root);
     }
   }
   auto store = ContentStore::Open(p.store, options.read_only);

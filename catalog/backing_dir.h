@@ -5,7 +5,7 @@
 //   BACKING/catalog.db      SQLite catalog (WAL mode; -wal and -shm beside it)
 //   BACKING/store.dat       content store, 4 KiB slots
 //   BACKING/journal/        write-back journal segments (buckets)
-//   BACKING/lock            flock()ed exclusively by the daemon
+//   BACKING itself          flock()ed exclusively by the daemon (the lock)
 //
 // Thread-safety: a BackingDir is immutable after Open(); the Catalog and
 // ContentStore it owns are thread-safe themselves.
@@ -21,7 +21,7 @@ namespace chainswap {
 
 struct BackingPaths {
   explicit BackingPaths(std::string root);
-  std::string root, catalog, store, journal, lock;
+  std::string root, catalog, store, journal;
 };
 
 enum class LockMode { kExclusive, kNone };

@@ -14,7 +14,9 @@ namespace chainswap {
 
 namespace {
 
-ChainswapFs& Fs(fuse_req_t req) { return *static_cast<ChainswapFs*>(fuse_req_userdata(req)); }
+// userdata is a ChainswapFs** (the daemon opens the filesystem after
+// daemonizing, so the session is made before the object exists).
+ChainswapFs& Fs(fuse_req_t req) { return **static_cast<ChainswapFs**>(fuse_req_userdata(req)); }
 
 // Runs a Do* body; an exception never crosses into libfuse (ENOMEM/EIO).
 template <typename F>

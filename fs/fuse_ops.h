@@ -9,7 +9,8 @@
 namespace chainswap {
 
 // Fills the low-level operation table. userdata passed to fuse_session_new
-// must be a ChainswapFs*.
+// must be a ChainswapFs** that points at the filesystem before the session
+// loop starts.
 void AssignOperations(fuse_lowlevel_ops& ops);
 
 }  // namespace chainswap

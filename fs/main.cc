@@ -3,6 +3,7 @@
 // and clean-up in reverse.
 #include <fuse_lowlevel.h>
 #include <malloc.h>
+#include <sys/stat.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -48,24 +49,46 @@ bool MakeAbsolute(std::string* path, const char* what) {
   return true;
 }
 
-int Run(MountConfig cfg) {
-  if (!MakeAbsolute(&cfg.backing, "backing directory") || !MakeAbsolute(&cfg.mountpoint, "mountpoint"))
-    return 1;
-  SetUpLogging(cfg.foreground, cfg.log_level);
+// Everything the daemon serves from, opened together.
+struct Served {
+  std::unique_ptr<BackingDir> backing;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<ChainswapFs> fs;
+};
+
+// Opens the backing directory, replays the journal and loads the namespace.
+// Returns a message for the operator on failure.
+Result<Served> OpenServed(const MountConfig& cfg, const EngineOptions& base) {
   CatalogOptions copts;
   copts.dedup_verify = cfg.dedup_verify;
   copts.capacity_slots = cfg.capacity_bytes / kBlockSize;
+  Served s;
   auto backing = BackingDir::Open(cfg.backing, LockMode::kExclusive, copts);
-  if (!backing.ok()) {
-    std::fprintf(stderr, "chainswapfs: %s\n", backing.status().ToString().c_str());
+  if (!backing.ok()) return backing.status();
+  s.backing = std::move(*backing);
+  CS_RETURN_IF_ERROR(s.backing->catalog().CheckStoreLength());
+  EngineOptions eopts = base;
+  eopts.journal_dir = s.backing->paths().journal;
+  s.engine = std::make_unique<Engine>(s.backing->catalog(), eopts);
+  std::map<int64_t, ReplayedMeta> replayed;
+  if (Status st = s.engine->Open(&replayed); !st.ok())
+    return Status::Error(st.code(), "cannot replay the journal: " + st.message());
+  s.fs = std::make_unique<ChainswapFs>(*s.backing, *s.engine);
+  if (Status st = s.fs->Load(replayed); !st.ok())
+    return Status::Error(st.code(), "cannot load the catalog: " + st.message());
+  return s;
+}
+
+int Run(MountConfig cfg) {
+  if (!MakeAbsolute(&cfg.backing, "backing directory") || !MakeAbsolute(&cfg.mountpoint, "mountpoint"))
+    return 1;
+  struct stat mst;
+  if (::stat(cfg.mountpoint.c_str(), &mst) != 0 || !S_ISDIR(mst.st_mode)) {
+    std::fprintf(stderr, "chainswapfs: mountpoint %s is not a directory (ENOTDIR)\n", cfg.mountpoint.c_str());
     return 1;
   }
-  if (Status st = (*backing)->catalog().CheckStoreLength(); !st.ok()) {
-    std::fprintf(stderr, "chainswapfs: %s\n", st.ToString().c_str());
-    return 1;
-  }
+  SetUpLogging(cfg.foreground, cfg.log_level);
   EngineOptions eopts;
-  eopts.journal_dir = (*backing)->paths().journal;
   eopts.bucket_bytes = cfg.bucket_bytes;
   eopts.journal_limit = cfg.journal_limit;
   eopts.queue.n = cfg.queue_slots;
@@ -78,16 +101,16 @@ int Run(MountConfig cfg) {
     for (const auto& e : errs) std::fprintf(stderr, "chainswapfs: %s\n", e.c_str());
     return 2;
   }
-  Engine engine((*backing)->catalog(), eopts);
-  std::map<int64_t, ReplayedMeta> replayed;
-  if (Status st = engine.Open(&replayed); !st.ok()) {
-    std::fprintf(stderr, "chainswapfs: cannot replay the journal: %s\n", st.ToString().c_str());
-    return 1;
-  }
-  ChainswapFs fs(**backing, engine);
-  if (Status st = fs.Load(replayed); !st.ok()) {
-    std::fprintf(stderr, "chainswapfs: cannot load catalog: %s\n", st.ToString().c_str());
-    return 1;
+  // Preflight on the terminal: every error an operator can fix is reported
+  // here, before mounting. Then everything is closed again: SQLite's WAL
+  // locks are POSIX locks, which daemonize's fork would silently drop (a
+  // later sqlite3 reader would then reset the shared memory under us).
+  {
+    auto pre = OpenServed(cfg, eopts);
+    if (!pre.ok()) {
+      std::fprintf(stderr, "chainswapfs: %s\n", pre.status().ToString().c_str());
+      return 1;
+    }
   }
 
   std::vector<std::string> fargs = {"chainswapfs", "-o", "default_permissions",
@@ -100,7 +123,8 @@ int Run(MountConfig cfg) {
   FuseArgs args(fargs);
   fuse_lowlevel_ops ops;
   AssignOperations(ops);
-  fuse_session* se = fuse_session_new(&args.args, &ops, sizeof(ops), &fs);
+  ChainswapFs* served_fs = nullptr;  // set before the loop serves requests
+  fuse_session* se = fuse_session_new(&args.args, &ops, sizeof(ops), &served_fs);
   if (!se) {
     std::fprintf(stderr, "chainswapfs: invalid FUSE options (see above)\n");
     return 2;
@@ -108,26 +132,34 @@ int Run(MountConfig cfg) {
   int rc = 1;
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, cfg.mountpoint.c_str()) == 0) {
-      spdlog::info("mounted {} on {} (dedup_verify={}, capacity={})", cfg.backing, cfg.mountpoint,
-                   cfg.dedup_verify, cfg.capacity_bytes ? std::to_string(cfg.capacity_bytes) : "backing fs");
       fuse_daemonize(cfg.foreground ? 1 : 0);
-      // Threads start only now: they would not survive daemonize's fork.
-      engine.Start();
-      auto reporter = std::make_unique<StatsReporter>(engine, cfg.backing + "/destage.json");
-      fs.set_reporter(reporter.get());
-      if (cfg.single_thread) {
-        rc = fuse_session_loop(se);
+      // Opened for real only now, in the process that serves: SQLite locks
+      // and threads belong to it.
+      auto served = OpenServed(cfg, eopts);
+      if (!served.ok()) {
+        spdlog::error("cannot serve {}: {}", cfg.backing, served.status().ToString());
       } else {
-        fuse_loop_config* lc = fuse_loop_cfg_create();
-        fuse_loop_cfg_set_clone_fd(lc, 1);
-        fuse_loop_cfg_set_max_threads(lc, cfg.threads);
-        fuse_loop_cfg_set_idle_threads(lc, std::min(4u, cfg.threads));
-        rc = fuse_session_loop_mt(se, lc);
-        fuse_loop_cfg_destroy(lc);
+        Engine& engine = *served->engine;
+        engine.Start();
+        auto reporter = std::make_unique<StatsReporter>(engine, cfg.backing + "/destage.json");
+        served->fs->set_reporter(reporter.get());
+        served_fs = served->fs.get();
+        spdlog::info("mounted {} on {} (dedup_verify={}, capacity={})", cfg.backing, cfg.mountpoint,
+                     cfg.dedup_verify, cfg.capacity_bytes ? std::to_string(cfg.capacity_bytes) : "backing fs");
+        if (cfg.single_thread) {
+          rc = fuse_session_loop(se);
+        } else {
+          fuse_loop_config* lc = fuse_loop_cfg_create();
+          fuse_loop_cfg_set_clone_fd(lc, 1);
+          fuse_loop_cfg_set_max_threads(lc, cfg.threads);
+          fuse_loop_cfg_set_idle_threads(lc, std::min(4u, cfg.threads));
+          rc = fuse_session_loop_mt(se, lc);
+          fuse_loop_cfg_destroy(lc);
+        }
+        if (rc != 0) spdlog::error("FUSE loop ended with {}", rc);
+        Status st = engine.Stop();
+        if (!st.ok()) spdlog::error("final sync: {}", st.ToString());
       }
-      if (rc != 0) spdlog::error("FUSE loop ended with {}", rc);
-      Status st = engine.Stop();
-      if (!st.ok()) spdlog::error("final sync: {}", st.ToString());
       fuse_session_unmount(se);
       spdlog::info("unmounted {}", cfg.mountpoint);
     } else {

@@ -17,7 +17,7 @@
 //                        record as a failure).
 //   CatalogRw            a read-write sqlite3 connection to an unmounted
 //                        backing directory's catalog, for deliberate damage.
-//   BackingLocked()      whether a daemon holds BACKING/lock.
+//   BackingLocked()      whether a daemon holds the lock on BACKING.
 //
 // Everything is header-only (inline) so that several test files can share it.
 #pragma once
@@ -119,9 +119,10 @@ inline std::string Describe(const CommandResult& r) {
   return "exit status " + std::to_string(r.status) + (r.timed_out ? " (timed out)" : "") + ", output:\n" + r.output;
 }
 
-// Whether a process holds the flock on BACKING/lock (a daemon is running on it).
+// Whether a process holds the flock on the backing directory (a daemon is
+// running on it).
 inline bool BackingLocked(const std::string& backing) {
-  int fd = ::open((backing + "/lock").c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = ::open(backing.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return false;
   bool locked = ::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
   ::close(fd);  // releases our lock if we got it
@@ -377,7 +378,7 @@ class Daemon {
     if (!WaitUntil([&] { return !IsMounted(mnt_); }, std::chrono::seconds(30)))
       return ::testing::AssertionFailure() << mnt_ << " still mounted after fusermount3 -uz";
     if (!WaitUntil([&] { return !BackingLocked(backing_); }, std::chrono::seconds(30)))
-      return ::testing::AssertionFailure() << backing_ << "/lock still held after the daemon died";
+      return ::testing::AssertionFailure() << backing_ << " still locked after the daemon died";
     return ::testing::AssertionSuccess();
   }
 
