@@ -78,8 +78,9 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path, ContentS
   Status st = CheckAndUpgradeSchema(*db, options.read_only);
   if (!st.ok()) return Status::Error(st.code(), path + ": " + st.message());
   std::unique_ptr<Catalog> cat(new Catalog(std::move(*db), store, options, path));
-  CS_RETURN_IF_ERROR(cat->PrepareStatements());
-  CS_RETURN_IF_ERROR(cat->LoadAllocator());
+  for (Status s : {cat->PrepareStatements(), cat->LoadAllocator()}) {
+    if (!s.ok()) return Status::Error(s.code(), "catalog " + path + ": " + s.message());
+  }
   return cat;
 }
 
@@ -734,6 +735,13 @@ Status Catalog::ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_
       std::memset(out + next_zero_from * kBlockSize, 0, (first - next_zero_from) * kBlockSize);
     CS_RETURN_IF_ERROR(store_->ReadSlots(PblockToSlot(mapped[i].second), static_cast<uint32_t>(j - i),
                                          out + first * kBlockSize));
+    // Zero blocks are never stored: a referenced slot reading as zeros is
+    // lost data (a zeroed or replaced store), never a valid answer.
+    for (size_t k = 0; k < j - i; ++k) {
+      if (IsZeroBlock(out + (first + k) * kBlockSize))
+        return Status::Error(EIO, "stored block " + std::to_string(mapped[i + k].second) +
+                                      " reads as zeros: the content store lost its data (run chainswap fsck)");
+    }
     next_zero_from = first + (j - i);
     i = j;
   }

@@ -668,11 +668,18 @@ Status Engine::Drain(bool give_up_when_store_full) {
   std::unique_lock lk(mu_);
   SealLocked();
   const uint64_t target = next_bucket_;
+  // An open bucket without records (its only append failed) has nothing to
+  // destage and is never sealed: it does not count.
+  auto pending = [&] {
+    for (auto& b : buckets_)
+      if (b->id < target && !(b->records.empty() && !b->sealed && !b->appending)) return true;
+    return false;
+  };
   for (;;) {
     if (!bg_error_.ok()) return bg_error_;
     if (give_up_when_store_full && store_full_)
       return Status::Error(ENOSPC, "content store full: writes stay in the journal until space is freed");
-    if (buckets_.empty() || buckets_.front()->id >= target) return Status::Ok();
+    if (!pending()) return Status::Ok();
     if (stop_) return Status::Error(ECANCELED, "engine stopped");
     SealLocked();
     work_cv_.notify_all();
