@@ -241,6 +241,8 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
       ++rep.segments;
       auto seg = Segment::OpenExisting(backing.paths().journal, (*ids)[i], /*read_only=*/true);
       if (!seg.ok()) {
+        // A live daemon retires (deletes) segments at any moment.
+        if (opts.journal_live && seg.status().code() == ENOENT) continue;
         add("journal", seg.status().ToString());
         continue;
       }
