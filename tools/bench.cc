@@ -419,19 +419,6 @@ void WriteFull(int fd, const uint8_t* buf, size_t len, off_t off, const std::str
   }
 }
 
-ssize_t ReadFull(int fd, uint8_t* buf, size_t len, off_t off) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = ::pread(fd, buf + done, len - done, off + static_cast<off_t>(done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
-  return static_cast<ssize_t>(done);
-}
 
 int OpenOrThrow(const std::string& path, int flags, bool direct) {
   int fd = ::open(path.c_str(), flags | O_CLOEXEC | (direct ? O_DIRECT : 0), 0600);
@@ -804,7 +791,7 @@ int Run(const BenchOptions& o) {
             unsigned f = static_cast<unsigned>(r % nfiles);
             uint64_t page = Mix(r) % pages;
             auto a = Clock::now();
-            ssize_t n = ReadFull(fds.fds[f], got.p, kPage, static_cast<off_t>(page * kPage));
+            ssize_t n = bench::PreadFull(fds.fds[f], got.p, kPage, static_cast<off_t>(page * kPage));
             auto b = Clock::now();
             int rerr = errno;
             tlat[ti].push_back(NsBetween(a, b));
@@ -942,7 +929,7 @@ int Run(const BenchOptions& o) {
     for (unsigned f = 0; f < nfiles; ++f) fds.fds.push_back(OpenOrThrow(t.files[f], O_RDONLY, false));
     AlignedBuf got(kPage), want(kPage);
     auto check = [&](unsigned f, uint64_t page) {
-      ssize_t n = ReadFull(fds.fds[f], got.p, kPage, static_cast<off_t>(page * kPage));
+      ssize_t n = bench::PreadFull(fds.fds[f], got.p, kPage, static_cast<off_t>(page * kPage));
       model.Expected(gen, f, page, want.p);
       std::string d = Compare(got.p, n, want.p);
       ++verify_pages;

@@ -36,20 +36,6 @@ void Tag(uint8_t* out, const char* text) {
   std::memcpy(out, buf, sizeof buf);
 }
 
-// Reads up to `len` bytes at `off`; returns bytes read (short at EOF), -1 on error.
-ssize_t PreadFull(int fd, uint8_t* buf, size_t len, off_t off) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = ::pread(fd, buf + done, len - done, off + static_cast<off_t>(done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
-  return static_cast<ssize_t>(done);
-}
 
 }  // namespace
 
@@ -277,6 +263,21 @@ void PageGen::RandomWrite(uint64_t op, uint8_t* out) const {
   char t[64];
   std::snprintf(t, sizeof t, "chainswap bench random write %" PRIu64 " %016" PRIx64, op, r);
   Tag(out, t);
+}
+
+// Reads up to `len` bytes at `off`; returns bytes read (short at EOF), -1 on error.
+ssize_t PreadFull(int fd, uint8_t* buf, size_t len, off_t off) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = ::pread(fd, buf + done, len - done, off + static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return static_cast<ssize_t>(done);
 }
 
 }  // namespace chainswap::bench

@@ -20,6 +20,8 @@
 // a PageGen (it caches open source files) belongs to one thread.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -136,5 +138,9 @@ class PageGen {
 };
 
 bool IsZero(const uint8_t* page);
+
+// Reads up to `len` bytes at `off`, retrying short reads and EINTR; returns
+// the bytes read (short at EOF), -1 on error.
+ssize_t PreadFull(int fd, uint8_t* buf, size_t len, off_t off);
 
 }  // namespace chainswap::bench
