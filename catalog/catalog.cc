@@ -1,10 +1,13 @@
 #include "catalog/catalog.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "catalog/schema.h"
@@ -35,6 +38,8 @@ struct Catalog::Statements {
 struct Catalog::Reader {
   sql::Db db;
   sql::Stmt lat_range;
+  sql::Stmt file_mapped;  // mapped_blocks of a file
+  sql::Stmt lat_count;    // LAT entries of a file in an LBA range
 };
 
 namespace {
@@ -64,10 +69,42 @@ Status Catalog::Create(const std::string& path) {
   return CreateSchema(*db);
 }
 
+namespace {
+
+// A read-only open of a WAL database needs its -shm file, which SQLite cannot
+// create on a read-only filesystem. When nothing is in the WAL (a clean stop
+// checkpoints and removes it) and nobody can be writing (the filesystem is
+// read-only), the database can be opened as immutable instead.
+bool CanOpenImmutable(const std::string& path) {
+  struct statvfs sv;
+  if (::statvfs(path.c_str(), &sv) != 0 || !(sv.f_flag & ST_RDONLY)) return false;
+  struct stat st;
+  return ::stat((path + "-wal").c_str(), &st) != 0 || st.st_size == 0;
+}
+
+std::string ImmutableUri(const std::string& path) {
+  std::string uri = "file:";
+  for (char c : path) {
+    if (c == '%' || c == '?' || c == '#') {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", static_cast<unsigned char>(c));
+      uri += buf;
+    } else {
+      uri += c;
+    }
+  }
+  return uri + "?immutable=1";
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path, ContentStore* store,
                                                const CatalogOptions& options) {
   if (::access(path.c_str(), F_OK) != 0) return Status::FromErrno("catalog " + path);
-  auto db = sql::Db::Open(path, options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE);
+  const bool immutable = options.read_only && CanOpenImmutable(path);
+  if (immutable) spdlog::info("catalog {}: read-only filesystem, opened as immutable", path);
+  auto db = immutable ? sql::Db::Open(ImmutableUri(path), SQLITE_OPEN_READONLY | SQLITE_OPEN_URI)
+                      : sql::Db::Open(path, options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE);
   if (!db.ok()) return db.status();
   if (!options.read_only) {
     Status st = db->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
@@ -685,9 +722,19 @@ std::unique_ptr<Catalog::Reader, std::function<void(Catalog::Reader*)>> Catalog:
   if (!db.ok()) return {nullptr, give_back};
   auto r = std::make_unique<Reader>();
   r->db = std::move(*db);
-  auto st = sql::Stmt::Prepare(r->db, "SELECT lba, pblock FROM lat WHERE file_id = ?1 AND lba >= ?2 AND lba < ?3 ORDER BY lba");
-  if (!st.ok()) return {nullptr, give_back};
-  r->lat_range = std::move(*st);
+  struct Item {
+    sql::Stmt* stmt;
+    const char* sql;
+  } items[] = {
+      {&r->lat_range, "SELECT lba, pblock FROM lat WHERE file_id = ?1 AND lba >= ?2 AND lba < ?3 ORDER BY lba"},
+      {&r->file_mapped, "SELECT mapped_blocks FROM swap_file WHERE file_id = ?1"},
+      {&r->lat_count, "SELECT count(*) FROM lat WHERE file_id = ?1 AND lba >= ?2 AND lba < ?3"},
+  };
+  for (auto& it : items) {
+    auto st = sql::Stmt::Prepare(r->db, it.sql);
+    if (!st.ok()) return {nullptr, give_back};
+    *it.stmt = std::move(*st);
+  }
   return {r.release(), give_back};
 }
 
@@ -759,6 +806,44 @@ Result<uint64_t> Catalog::MappedBlocks(int64_t file_id) {
   uint64_t n = *r ? static_cast<uint64_t>(q.Int(0)) : 0;
   q.Reset();
   return n;
+}
+
+Result<Catalog::MappedCount> Catalog::MappedBlocksWithin(int64_t file_id,
+                                                          std::span<const std::pair<uint64_t, uint64_t>> ranges) {
+  auto reader = options_.read_only ? nullptr : AcquireReader();
+  if (!reader) {  // read-only tools: nothing is staged, the total is all there is
+    auto total = MappedBlocks(file_id);
+    if (!total.ok()) return total.status();
+    MappedCount c;
+    c.total = *total;
+    return c;
+  }
+  // One read transaction: the total and the counts come from one snapshot.
+  CS_RETURN_IF_ERROR(reader->db.Exec("BEGIN"));
+  struct EndRead {
+    sql::Db& db;
+    ~EndRead() { (void)db.Exec("COMMIT"); }
+  } end_read{reader->db};
+  MappedCount c;
+  auto one = [](sql::Stmt& q) -> Result<uint64_t> {
+    auto r = q.Step();
+    if (!r.ok()) return r.status();
+    uint64_t n = *r && !q.IsNull(0) ? static_cast<uint64_t>(q.Int(0)) : 0;
+    q.Reset();
+    return n;
+  };
+  reader->file_mapped.Reset().Bind(1, file_id);
+  auto total = one(reader->file_mapped);
+  if (!total.ok()) return total.status();
+  c.total = *total;
+  for (auto [a, b] : ranges) {
+    const int64_t last = static_cast<int64_t>(std::min<uint64_t>(b, uint64_t{INT64_MAX}));
+    reader->lat_count.Reset().Bind(1, file_id).Bind(2, static_cast<int64_t>(a)).Bind(3, last);
+    auto n = one(reader->lat_count);
+    if (!n.ok()) return n.status();
+    c.within += *n;
+  }
+  return c;
 }
 
 Result<std::optional<uint64_t>> Catalog::NextMapped(int64_t file_id, uint64_t lba) {

@@ -172,6 +172,13 @@ class Catalog {
   Status ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out);
   // Number of LAT entries of a file (its allocated blocks).
   Result<uint64_t> MappedBlocks(int64_t file_id);
+  // In one read snapshot: the file's LAT entries in total, and how many of
+  // them lie inside `ranges` (sorted, disjoint [first, last) LBA ranges).
+  struct MappedCount {
+    uint64_t total = 0;
+    uint64_t within = 0;
+  };
+  Result<MappedCount> MappedBlocksWithin(int64_t file_id, std::span<const std::pair<uint64_t, uint64_t>> ranges);
   // Lowest LBA >= lba that is mapped, if any (for SEEK_DATA).
   Result<std::optional<uint64_t>> NextMapped(int64_t file_id, uint64_t lba);
 

@@ -408,11 +408,24 @@ Status Engine::Reclaim(FileRef f, uint64_t size) {
   r.lba = 0;
   r.count = kMaxLba + 1;
   r.file_size = size;
-  Status st = Append(std::move(r), /*space_exempt=*/true);
-  {
-    std::lock_guard lk(mu_);
-    SealLocked();  // unlink: start giving space back now
+  Status st = Append(r, /*space_exempt=*/true);
+  std::lock_guard lk(mu_);
+  if (!st.ok() && bg_error_.ok()) {
+    // No room for the record (a full backing filesystem). The unlink is in
+    // the catalog already, which is all a crash needs (the next mount
+    // reclaims unlinked files), so the reclaim runs from memory instead,
+    // after everything appended so far.
+    spdlog::warn("reclaim of swap file {}: journal append failed ({}); reclaiming without a journal record",
+                 f.file_id, st.ToString());
+    r.seq = next_seq_++;
+    uint64_t after = 0;
+    for (auto& b : buckets_)
+      if (!b->records.empty()) after = b->id;
+    deferred_reclaims_.push_back(DeferredReclaim{after, std::move(r)});
+    st = Status::Ok();
   }
+  SealLocked();  // unlink: start giving space back now
+  work_cv_.notify_all();
   return st;
 }
 
@@ -518,6 +531,12 @@ void Engine::DestagerLoop(IoKind kind) {
         }
         if (b && b->sealed) break;
         b.reset();
+        if (!writes && !deferred_reclaims_.empty()) {
+          lk.unlock();
+          const bool ran = RunDeferredReclaim();
+          lk.lock();
+          if (ran) continue;
+        }
         work_cv_.wait_for(lk, std::chrono::milliseconds(options_.idle_seal_ms));
       }
       next_record = writes ? w_record_ : x_record_;
@@ -596,41 +615,70 @@ Status Engine::ProcessDeletes(const Bucket& b, size_t* next_record) {
   for (size_t i = *next_record; i < b.records.size(); ++i, *next_record = i) {
     const Record& r = b.records[i];
     if (r.kind != RecordKind::kDelete) continue;
-    if (r.count > 0) {
-      std::lock_guard stripe(Stripe(r.file_id));
-      const uint64_t end = std::min<uint64_t>(r.lba + r.count, kMaxLba + 1);
-      for (auto [a, e] : index_.LiveDeleteRanges(r.file_id, r.lba, end, r.seq)) {
-        uint64_t lba = a;
-        while (lba < e) {
-          if (stopping_.load(std::memory_order_relaxed)) return Status::Error(ECANCELED, "stopping");
-          auto next = catalog_.NextMapped(r.file_id, lba);
-          if (!next.ok()) return next.status();
-          if (!*next || **next >= e) break;
-          lba = **next;
-          uint32_t slots = queue_.Acquire(IoKind::kDelete, e - lba);
-          BlockOp op;
-          op.kind = BlockOp::Kind::kDelete;
-          op.file_id = r.file_id;
-          op.dedup_id = r.dedup_id;
-          op.lba = lba;
-          // A delete slot covers up to 256 LBAs of the range: sparse ranges are cheap.
-          op.count = std::min<uint64_t>(e - lba, uint64_t{slots} * 256);
-          auto res = catalog_.ApplyBlockOps(std::span<const BlockOp>(&op, 1));
-          queue_.Release(IoKind::kDelete, slots);
-          if (!res.ok()) return res.status();
-          counters_.blocks_freed += res->blocks_freed;
-          lba += op.count;
-        }
-      }
-    }
-    if (r.drop_file) {
-      Status st = catalog_.DropFile(r.file_id);
-      if (!st.ok()) spdlog::warn("reclaim of swap file {}: {}", r.file_id, st.ToString());
-      else spdlog::debug("reclaimed swap file {}", r.file_id);
-    }
+    CS_RETURN_IF_ERROR(ApplyDelete(r));
     ++counters_.ops_destaged;
   }
   return Status::Ok();
+}
+
+Status Engine::ApplyDelete(const Record& r) {
+  if (r.count > 0) {
+    std::lock_guard stripe(Stripe(r.file_id));
+    const uint64_t end = std::min<uint64_t>(r.lba + r.count, kMaxLba + 1);
+    for (auto [a, e] : index_.LiveDeleteRanges(r.file_id, r.lba, end, r.seq)) {
+      uint64_t lba = a;
+      while (lba < e) {
+        if (stopping_.load(std::memory_order_relaxed)) return Status::Error(ECANCELED, "stopping");
+        auto next = catalog_.NextMapped(r.file_id, lba);
+        if (!next.ok()) return next.status();
+        if (!*next || **next >= e) break;
+        lba = **next;
+        uint32_t slots = queue_.Acquire(IoKind::kDelete, e - lba);
+        BlockOp op;
+        op.kind = BlockOp::Kind::kDelete;
+        op.file_id = r.file_id;
+        op.dedup_id = r.dedup_id;
+        op.lba = lba;
+        // A delete slot covers up to 256 LBAs of the range: sparse ranges are cheap.
+        op.count = std::min<uint64_t>(e - lba, uint64_t{slots} * 256);
+        auto res = catalog_.ApplyBlockOps(std::span<const BlockOp>(&op, 1));
+        queue_.Release(IoKind::kDelete, slots);
+        if (!res.ok()) return res.status();
+        counters_.blocks_freed += res->blocks_freed;
+        lba += op.count;
+      }
+    }
+  }
+  if (r.drop_file) {
+    Status st = catalog_.DropFile(r.file_id);
+    if (!st.ok()) spdlog::warn("reclaim of swap file {}: {}", r.file_id, st.ToString());
+    else spdlog::debug("reclaimed swap file {}", r.file_id);
+  }
+  return Status::Ok();
+}
+
+bool Engine::RunDeferredReclaim() {
+  Record r;
+  {
+    std::lock_guard lk(mu_);
+    if (deferred_reclaims_.empty()) return false;
+    const DeferredReclaim& d = deferred_reclaims_.front();
+    // Every earlier op of the file must be in the catalog first.
+    if (std::min(w_cursor_, x_cursor_) <= d.after_bucket) return false;
+    r = d.record;
+  }
+  Status st = ApplyDelete(r);
+  std::lock_guard lk(mu_);
+  if (st.ok()) {
+    deferred_reclaims_.pop_front();
+    ++counters_.ops_destaged;
+    space_cv_.notify_all();
+  } else if (st.code() != ECANCELED) {
+    // The file stays unlinked in the catalog: the next mount reclaims it.
+    spdlog::warn("deferred reclaim of swap file {}: {}; retried at next mount", r.file_id, st.ToString());
+    deferred_reclaims_.pop_front();
+  }
+  return st.ok();
 }
 
 void Engine::TryRetire() {
@@ -679,7 +727,7 @@ Status Engine::Drain(bool give_up_when_store_full) {
     if (!bg_error_.ok()) return bg_error_;
     if (give_up_when_store_full && store_full_)
       return Status::Error(ENOSPC, "content store full: writes stay in the journal until space is freed");
-    if (!pending()) return Status::Ok();
+    if (!pending() && deferred_reclaims_.empty()) return Status::Ok();
     if (stop_) return Status::Error(ECANCELED, "engine stopped");
     SealLocked();
     work_cv_.notify_all();

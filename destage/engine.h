@@ -151,9 +151,12 @@ class Engine {
   Status Drain(bool give_up_when_store_full = false);
 
   EngineStats Stats();
-  // Write blocks of a file still in the staging index (for stat's
-  // allocated-blocks estimate before destage).
+  // Write blocks of a file still in the staging index.
   uint64_t StagedWriteBlocks(int64_t file_id) const { return index_.StagedWrites(file_id); }
+  // What the staged ops of a file cover (see StagingIndex::StagedFootprint).
+  std::optional<StagingIndex::Footprint> StagedFootprint(int64_t file_id, size_t max_ranges) const {
+    return index_.StagedFootprint(file_id, max_ranges);
+  }
   const EngineCounters& counters() const { return counters_; }
   Catalog& catalog() { return catalog_; }
 
@@ -170,6 +173,13 @@ class Engine {
   void DestagerLoop(IoKind kind);
   Status ProcessWrites(const Bucket& b, size_t* next_record);
   Status ProcessDeletes(const Bucket& b, size_t* next_record);
+  // Applies one delete record to the catalog (the parts no newer write
+  // superseded), then drops the file when the record says so.
+  Status ApplyDelete(const Record& r);
+  // Delete destager, when it has no sealed bucket: runs the oldest deferred
+  // reclaim once both destagers have passed every bucket appended before
+  // it. True when one ran.
+  bool RunDeferredReclaim();
   void TryRetire();
   DestageSnapshot Snapshot();
   void SetBackgroundError(const Status& st);
@@ -194,6 +204,13 @@ class Engine {
   std::condition_variable space_cv_;  // writers wait for journal space; Drain waits
   // --- guarded by mu_ ---
   std::deque<std::shared_ptr<Bucket>> buckets_;  // unretired, oldest first
+  // Reclaims whose journal record could not be appended (backing fs full);
+  // safe without one because the unlink is already in the catalog.
+  struct DeferredReclaim {
+    uint64_t after_bucket;  // run once both cursors are past this bucket
+    Record record;
+  };
+  std::deque<DeferredReclaim> deferred_reclaims_;
   uint64_t next_seq_ = 1;
   uint64_t next_bucket_ = 1;
   uint64_t journal_bytes_ = 0;

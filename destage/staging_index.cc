@@ -16,14 +16,21 @@ const StagingIndex::DeleteRange* StagingIndex::Covering(const FileIndex& f, uint
 }
 
 void StagingIndex::Add(const Record& r) {
+  std::vector<bool> zero;  // computed before the lock
+  if (r.kind == RecordKind::kWrite) {
+    zero.resize(r.count);
+    for (uint64_t i = 0; i < r.count; ++i) zero[i] = IsZeroBlock(r.data.get() + i * kBlockSize);
+  }
   std::unique_lock lk(mu_);
   FileIndex& f = files_[r.file_id];
   const uint64_t end = r.lba + r.count;
   if (r.kind == RecordKind::kWrite) {
     for (uint64_t i = 0; i < r.count; ++i) {
-      auto [it, inserted] = f.writes.insert_or_assign(r.lba + i, WriteEntry{r.seq, r.data, static_cast<uint32_t>(i)});
-      (void)it;
+      auto [it, inserted] = f.writes.try_emplace(r.lba + i);
       if (inserted) ++write_entries_;
+      else if (it->second.zero) --f.zero_writes;
+      it->second = WriteEntry{r.seq, r.data, static_cast<uint32_t>(i), zero[i]};
+      if (zero[i]) ++f.zero_writes;
     }
     return;
   }
@@ -31,7 +38,10 @@ void StagingIndex::Add(const Record& r) {
   // Older writes in the range are superseded.
   auto wb = f.writes.lower_bound(r.lba);
   auto we = f.writes.lower_bound(end);
-  for (auto it = wb; it != we; ++it) --write_entries_;
+  for (auto it = wb; it != we; ++it) {
+    --write_entries_;
+    if (it->second.zero) --f.zero_writes;
+  }
   f.writes.erase(wb, we);
   // Trim or split overlapping older delete ranges, then insert this one.
   auto it = f.deletes.upper_bound(r.lba);
@@ -108,6 +118,7 @@ void StagingIndex::Retire(const Record& r) {
     for (uint64_t i = 0; i < r.count; ++i) {
       auto w = f.writes.find(r.lba + i);
       if (w != f.writes.end() && w->second.seq == r.seq) {
+        if (w->second.zero) --f.zero_writes;
         f.writes.erase(w);
         --write_entries_;
       }
@@ -121,6 +132,37 @@ void StagingIndex::Retire(const Record& r) {
     }
   }
   if (f.writes.empty() && f.deletes.empty()) files_.erase(fit);
+}
+
+std::optional<StagingIndex::Footprint> StagingIndex::StagedFootprint(int64_t file_id, size_t max_ranges) const {
+  Footprint fp;
+  std::shared_lock lk(mu_);
+  auto fit = files_.find(file_id);
+  if (fit == files_.end()) return fp;
+  const FileIndex& f = fit->second;
+  fp.data_blocks = f.writes.size() - f.zero_writes;
+  // Merge the two sorted sequences (write LBAs, delete ranges) into runs.
+  auto w = f.writes.begin();
+  auto d = f.deletes.begin();
+  while (w != f.writes.end() || d != f.deletes.end()) {
+    uint64_t a, b;
+    if (d == f.deletes.end() || (w != f.writes.end() && w->first < d->first)) {
+      a = w->first;
+      b = a + 1;
+      ++w;
+    } else {
+      a = d->first;
+      b = d->second.end;
+      ++d;
+    }
+    if (!fp.covered.empty() && a <= fp.covered.back().second) {
+      fp.covered.back().second = std::max(fp.covered.back().second, b);
+    } else {
+      if (fp.covered.size() == max_ranges) return std::nullopt;
+      fp.covered.emplace_back(a, b);
+    }
+  }
+  return fp;
 }
 
 uint64_t StagingIndex::StagedWrites(int64_t file_id) const {

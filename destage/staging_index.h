@@ -60,6 +60,18 @@ class StagingIndex {
   // Number of staged write blocks of one file.
   uint64_t StagedWrites(int64_t file_id) const;
 
+  // What the staged ops of one file do to its allocated blocks: the LBAs
+  // they cover (writes and deletes, merged into sorted disjoint [first,
+  // last) ranges) and how many of them end up holding data (non-zero
+  // writes). Together with the catalog's mapping of the covered ranges this
+  // gives the exact allocated-block count before destage. nullopt when the
+  // ranges would be more than `max_ranges` (the caller estimates instead).
+  struct Footprint {
+    std::vector<std::pair<uint64_t, uint64_t>> covered;
+    uint64_t data_blocks = 0;
+  };
+  std::optional<Footprint> StagedFootprint(int64_t file_id, size_t max_ranges) const;
+
   // Number of staged write blocks and delete ranges (for stats and tests).
   std::pair<uint64_t, uint64_t> Size() const;
 
@@ -68,6 +80,7 @@ class StagingIndex {
     uint64_t seq;
     std::shared_ptr<const uint8_t[]> data;
     uint32_t block;  // index of the block inside data
+    bool zero;       // the block is all zeros (a hole once destaged)
   };
   struct DeleteRange {
     uint64_t end;  // exclusive
@@ -76,6 +89,7 @@ class StagingIndex {
   struct FileIndex {
     std::map<uint64_t, WriteEntry> writes;    // by LBA
     std::map<uint64_t, DeleteRange> deletes;  // by first LBA; non-overlapping
+    uint64_t zero_writes = 0;                 // entries of `writes` with zero set
   };
 
   // REQUIRES: mu_ held.

@@ -172,8 +172,15 @@ void ChainswapFs::FillFileAttr(const FileNode& f, struct stat* st) {
 }
 
 uint64_t ChainswapFs::MappedBlocks(int64_t file_id) {
-  // Destaged blocks plus staged writes: exact once destaged, an upper bound
-  // before (FillFileAttr clips it to the size).
+  // Exact before destage too: the catalog's mapping outside the LBAs that
+  // staged ops cover, plus the staged writes that hold data. With very
+  // scattered staged ops (more ranges than are worth a query each), an upper
+  // bound instead (FillFileAttr clips it to the size).
+  constexpr size_t kMaxExactRanges = 256;
+  if (auto fp = engine_.StagedFootprint(file_id, kMaxExactRanges)) {
+    auto c = catalog_.MappedBlocksWithin(file_id, fp->covered);
+    if (c.ok()) return c->total - std::min(c->total, c->within) + fp->data_blocks;
+  }
   auto r = catalog_.MappedBlocks(file_id);
   return (r.ok() ? *r : 0) + engine_.StagedWriteBlocks(file_id);
 }

@@ -88,8 +88,37 @@ int CmdClone(const std::string& src, const std::string& dst, bool force) {
   return rc;
 }
 
+// Prints a report (text or JSON) and returns fsck's exit code: 0 clean, 1
+// problems found and all repaired, 4 problems left.
+int PrintFsckReport(const std::string& backing, const FsckReport& rep, bool repair, bool json) {
+  if (json) {
+    nlohmann::json j;
+    j["clean"] = rep.clean();
+    j["chains"] = rep.chains;
+    j["files"] = rep.files;
+    j["lat_entries"] = rep.lat_entries;
+    j["blocks_hash_checked"] = rep.blocks_checked;
+    j["journal_segments"] = rep.segments;
+    j["issues"] = nlohmann::json::array();
+    for (const auto& i : rep.issues) j["issues"].push_back({{"kind", i.kind}, {"detail", i.detail}, {"repaired", i.repaired}});
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    for (const auto& i : rep.issues)
+      std::printf("%-16s %s%s\n", i.kind.c_str(), i.detail.c_str(), i.repaired ? " [repaired]" : (repair ? " [NOT repaired]" : ""));
+    std::printf("%s: %llu chain(s), %llu file(s), %llu LAT entries, %llu block hash(es) verified, %llu journal segment(s): ",
+                backing.c_str(), (unsigned long long)rep.chains, (unsigned long long)rep.files,
+                (unsigned long long)rep.lat_entries, (unsigned long long)rep.blocks_checked,
+                (unsigned long long)rep.segments);
+    if (rep.clean()) std::printf("clean\n");
+    else std::printf("%zu problem(s)%s\n", rep.issues.size(),
+                     repair ? (rep.all_repaired() ? ", all repaired" : ", some NOT repaired") : "; run with --repair to fix what is safely fixable");
+  }
+  if (rep.clean()) return 0;
+  return repair && rep.all_repaired() ? 1 : 4;
+}
+
 // Exit codes follow e2fsck: 0 clean, 1 problems found and all repaired,
-// 4 problems left, 8 operational error.
+// 4 problems left, 8 operational error (nothing could be checked).
 int CmdFsck(const std::string& backing, bool repair, bool read_only, bool no_hash, bool json) {
   const bool mounted = BackingDir::IsLocked(backing);
   if (mounted && !read_only) {
@@ -100,6 +129,17 @@ int CmdFsck(const std::string& backing, bool repair, bool read_only, bool no_has
   if (repair && read_only) {
     std::fprintf(stderr, "chainswap: --repair and --read-only exclude each other\n");
     return 8;
+  }
+  const BackingPaths paths(backing);
+  struct stat sst;
+  if (::access(paths.catalog.c_str(), F_OK) == 0 && ::stat(paths.store.c_str(), &sst) != 0 && errno == ENOENT) {
+    // A catalog without its content store: every stored block is gone. That
+    // is a finding about the installation, not a failure to check it.
+    FsckReport rep;
+    rep.issues.push_back({"store", "content store " + paths.store +
+                                       " is missing: every stored block is lost (not repairable; restore it "
+                                       "from a backup, the catalog is intact)", false});
+    return PrintFsckReport(backing, rep, repair, json);
   }
   CatalogOptions o;
   o.read_only = !repair;
@@ -118,30 +158,7 @@ int CmdFsck(const std::string& backing, bool repair, bool read_only, bool no_has
     Fail(rep.status());
     return 8;
   }
-  if (json) {
-    nlohmann::json j;
-    j["clean"] = rep->clean();
-    j["chains"] = rep->chains;
-    j["files"] = rep->files;
-    j["lat_entries"] = rep->lat_entries;
-    j["blocks_hash_checked"] = rep->blocks_checked;
-    j["journal_segments"] = rep->segments;
-    j["issues"] = nlohmann::json::array();
-    for (const auto& i : rep->issues) j["issues"].push_back({{"kind", i.kind}, {"detail", i.detail}, {"repaired", i.repaired}});
-    std::printf("%s\n", j.dump(2).c_str());
-  } else {
-    for (const auto& i : rep->issues)
-      std::printf("%-16s %s%s\n", i.kind.c_str(), i.detail.c_str(), i.repaired ? " [repaired]" : (repair ? " [NOT repaired]" : ""));
-    std::printf("%s: %llu chain(s), %llu file(s), %llu LAT entries, %llu block hash(es) verified, %llu journal segment(s): ",
-                backing.c_str(), (unsigned long long)rep->chains, (unsigned long long)rep->files,
-                (unsigned long long)rep->lat_entries, (unsigned long long)rep->blocks_checked,
-                (unsigned long long)rep->segments);
-    if (rep->clean()) std::printf("clean\n");
-    else std::printf("%zu problem(s)%s\n", rep->issues.size(),
-                     repair ? (rep->all_repaired() ? ", all repaired" : ", some NOT repaired") : "; run with --repair to fix what is safely fixable");
-  }
-  if (rep->clean()) return 0;
-  return repair && rep->all_repaired() ? 1 : 4;
+  return PrintFsckReport(backing, *rep, repair, json);
 }
 
 // The mountpoint of a mounted backing directory (from /proc/self/mounts:

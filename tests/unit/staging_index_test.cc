@@ -349,6 +349,50 @@ TEST(StagingIndexTest, StagedWritesPerFile) {
   EXPECT_EQ(ix.Size().first, 4u);
 }
 
+// A write record whose blocks are all zeros (a hole once destaged).
+Record Z(uint64_t seq, int64_t file, uint64_t lba, uint64_t count) {
+  Record r = W(seq, file, lba, count);
+  std::shared_ptr<uint8_t[]> d(new uint8_t[count * kBlockSize]());
+  r.data = std::move(d);
+  return r;
+}
+
+TEST(StagingIndexTest, FootprintMergesCoveredLbasAndCountsDataBlocks) {
+  StagingIndex ix;
+  auto fp = ix.StagedFootprint(1, 16);
+  ASSERT_TRUE(fp);
+  EXPECT_TRUE(fp->covered.empty());
+  EXPECT_EQ(fp->data_blocks, 0u);
+
+  ix.Add(W(1, 1, 0, 3));    // data at 0..2
+  ix.Add(Z(2, 1, 3, 1));    // zeros at 3: adjacent, merges
+  ix.Add(D(3, 1, 10, 5));   // delete 10..14
+  ix.Add(W(4, 1, 12, 1));   // data inside the delete
+  ix.Add(W(5, 1, 20, 1));   // data far away
+  ix.Add(W(6, 2, 0, 8));    // another file: not counted
+  fp = ix.StagedFootprint(1, 16);
+  ASSERT_TRUE(fp);
+  EXPECT_EQ(fp->covered, (Ranges{{0, 4}, {10, 15}, {20, 21}}));
+  EXPECT_EQ(fp->data_blocks, 5u);  // 0, 1, 2, 12, 20
+
+  ix.Add(Z(7, 1, 0, 1));  // data at 0 overwritten by zeros
+  EXPECT_EQ(ix.StagedFootprint(1, 16)->data_blocks, 4u);
+  ix.Add(W(8, 1, 3, 1));  // zeros at 3 overwritten by data
+  EXPECT_EQ(ix.StagedFootprint(1, 16)->data_blocks, 5u);
+  ix.Add(D(9, 1, 0, 2));  // deletes the zero write at 0 and the data at 1
+  EXPECT_EQ(ix.StagedFootprint(1, 16)->data_blocks, 4u);
+  ix.Retire(Z(2, 1, 3, 1));  // no longer its own entry: nothing changes
+  EXPECT_EQ(ix.StagedFootprint(1, 16)->data_blocks, 4u);
+  ix.Retire(W(8, 1, 3, 1));
+  fp = ix.StagedFootprint(1, 16);
+  ASSERT_TRUE(fp);
+  EXPECT_EQ(fp->data_blocks, 3u);  // 2, 12, 20
+  EXPECT_EQ(fp->covered, (Ranges{{0, 3}, {10, 15}, {20, 21}}));
+
+  EXPECT_FALSE(ix.StagedFootprint(1, 1)) << "more ranges than allowed";
+  ASSERT_TRUE(ix.StagedFootprint(1, 3));
+}
+
 TEST(StagingIndexTest, HitPinOutlivesRetirement) {
   StagingIndex ix;
   Record w = W(1, 1, 0, 2);
