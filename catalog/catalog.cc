@@ -176,6 +176,7 @@ Status Catalog::LoadAllocator() {
   if (!r.ok()) return r.status();
   used_slots_ = static_cast<uint64_t>(p->Int(0));
   high_water_ = std::max(top, static_cast<uint64_t>(p->Int(1)));
+  PublishUsageLocked();
   return Status::Ok();
 }
 
@@ -388,7 +389,9 @@ Result<std::shared_ptr<const BlockHasher>> Catalog::HasherForLocked(int64_t dedu
 Result<uint64_t> Catalog::AllocSlotLocked() {
   uint64_t slot;
   bool from_free = !free_slots_.empty();
-  if (from_free) {
+  if (!unpunched_.empty()) {
+    slot = *unpunched_.begin();  // its old bytes are overwritten, no punch needed
+  } else if (from_free) {
     slot = *free_slots_.begin();
   } else {
     slot = high_water_;
@@ -399,7 +402,8 @@ Result<uint64_t> Catalog::AllocSlotLocked() {
     return Status::Error(ENOSPC, "content store capacity reached");
   }
   if (from_free) {
-    free_slots_.erase(free_slots_.begin());
+    free_slots_.erase(slot);
+    unpunched_.erase(slot);
     st_->free_delete.Reset().Bind(1, SlotToPblock(slot));
     CS_RETURN_IF_ERROR(st_->free_delete.Run());
   } else {
@@ -559,10 +563,14 @@ Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
 
   auto rollback_allocator = [&] {
     for (auto [slot, from_free] : txn_allocated_) {
-      if (from_free) free_slots_.insert(slot);
+      if (from_free) {
+        free_slots_.insert(slot);
+        unpunched_.insert(slot);  // at worst punched twice
+      }
     }
     high_water_ = saved_high_water;
     used_slots_ = saved_used;
+    PublishUsageLocked();
     txn_freed_.clear();
     txn_allocated_.clear();
     txn_new_data_.clear();
@@ -739,17 +747,31 @@ std::unique_ptr<Catalog::Reader, std::function<void(Catalog::Reader*)>> Catalog:
 }
 
 void Catalog::PunchFreedLocked() {
-  // Adjacent freed slots go back to the backing fs in one fallocate.
-  std::sort(txn_freed_.begin(), txn_freed_.end());
-  size_t i = 0;
-  while (i < txn_freed_.size()) {
-    size_t j = i + 1;
-    while (j < txn_freed_.size() && txn_freed_[j] == txn_freed_[j - 1] + 1) ++j;
-    Status ps = store_->PunchSlots(txn_freed_[i], j - i);
-    if (!ps.ok()) spdlog::warn("catalog: {}", ps.ToString());
-    i = j;
-  }
+  // Freed slots are reusable now. Their bytes are given back to the backing
+  // fs later (PunchFreeSlotsLocked, at every Sync), so that a slot freed and
+  // reused soon after (random overwrites) costs no fallocate at all.
   free_slots_.insert(txn_freed_.begin(), txn_freed_.end());
+  unpunched_.insert(txn_freed_.begin(), txn_freed_.end());
+  PublishUsageLocked();
+}
+
+void Catalog::PublishUsageLocked() {
+  pub_used_.store(used_slots_, std::memory_order_relaxed);
+  pub_free_.store(free_slots_.size(), std::memory_order_relaxed);
+  pub_high_.store(high_water_, std::memory_order_relaxed);
+}
+
+void Catalog::PunchFreeSlotsLocked() {
+  // Adjacent slots go back to the backing fs in one fallocate.
+  auto it = unpunched_.begin();
+  while (it != unpunched_.end()) {
+    const uint64_t first = *it;
+    uint64_t n = 1;
+    for (++it; it != unpunched_.end() && *it == first + n; ++it) ++n;
+    Status ps = store_->PunchSlots(first, n);
+    if (!ps.ok()) spdlog::warn("catalog: {}", ps.ToString());
+  }
+  unpunched_.clear();
 }
 
 Status Catalog::ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out) {
@@ -927,11 +949,17 @@ Status Catalog::CheckStoreLength() {
 }
 
 StoreUsage Catalog::Usage() {
-  std::lock_guard lk(mu_);
-  return StoreUsage{used_slots_, free_slots_.size(), high_water_, options_.capacity_slots};
+  // Lock-free: writers check capacity on the FUSE thread while a destager
+  // holds mu_ across a whole transaction.
+  return StoreUsage{pub_used_.load(std::memory_order_relaxed), pub_free_.load(std::memory_order_relaxed),
+                    pub_high_.load(std::memory_order_relaxed), options_.capacity_slots};
 }
 
 Status Catalog::Sync() {
+  {
+    std::lock_guard lk(mu_);
+    PunchFreeSlotsLocked();
+  }
   CS_RETURN_IF_ERROR(store_->Sync());
   std::lock_guard lk(mu_);
   if (wal_fd_ < 0) wal_fd_ = ::open((path_ + "-wal").c_str(), O_RDWR | O_CLOEXEC);

@@ -194,6 +194,7 @@ class Catalog {
   // Checks that the store file is long enough for every slot the PAT
   // references: EUCLEAN naming both lengths otherwise.
   Status CheckStoreLength();
+  // Gives freed slots' bytes back to the backing fs (punch), then
   // fdatasync of the store and of the catalog's WAL: every committed
   // transaction is durable when this returns OK.
   Status Sync();
@@ -216,9 +217,15 @@ class Catalog {
   Status ApplyDeleteLocked(const BlockOp& op, ApplyResult& res);
   Status UnrefLocked(int64_t pblock, int64_t n, ApplyResult& res);
   Result<uint64_t> AllocSlotLocked();
-  // Punches the slots freed by the committed transaction and makes them
-  // reusable. REQUIRES: mu_ held, after the commit.
+  // Makes the slots freed by the committed transaction reusable; their
+  // bytes are punched later. REQUIRES: mu_ held, after the commit.
   void PunchFreedLocked();
+  // Punches every free slot whose old bytes are still allocated in the
+  // store. REQUIRES: mu_ held.
+  void PunchFreeSlotsLocked();
+  // Copies the allocator's committed figures to the pub_* atomics that
+  // Usage() reads. REQUIRES: mu_ held, outside a transaction.
+  void PublishUsageLocked();
   Result<std::shared_ptr<const BlockHasher>> HasherForLocked(int64_t dedup_id);
 
   const CatalogOptions options_;
@@ -230,6 +237,7 @@ class Catalog {
   sql::Db db_;
   std::unique_ptr<Statements> st_;
   std::set<uint64_t> free_slots_;          // reusable now, lowest first
+  std::set<uint64_t> unpunched_;           // free slots not yet punched (subset), reused first
   uint64_t high_water_ = 0;                // first never-used slot
   uint64_t used_slots_ = 0;                // PAT entries
   std::map<int64_t, std::shared_ptr<const BlockHasher>> hashers_;
@@ -239,6 +247,8 @@ class Catalog {
   std::map<uint64_t, const uint8_t*> txn_new_data_;      // slot -> bytes to write
   std::map<int64_t, int64_t> txn_mapped_delta_;          // file -> LAT entry delta
   int wal_fd_ = -1;
+  // Committed allocator figures, written under mu_, read without it.
+  std::atomic<uint64_t> pub_used_{0}, pub_free_{0}, pub_high_{0};
   std::atomic<bool> force_verify_{false};
 
   std::mutex readers_mu_;

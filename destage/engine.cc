@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <map>
 #include <set>
 #include <vector>
 
@@ -163,17 +164,23 @@ Status Engine::CheckSpaceLocked(uint64_t new_blocks) {
   StoreUsage u = catalog_.Usage();
   if (u.capacity_slots && u.used_slots + staged_write_blocks_ + new_blocks > u.capacity_slots)
     return Status::Error(ENOSPC, "content store capacity reached");
-  int64_t now = MonoNs();
-  if (now - backing_checked_ns_ > 100'000'000) {
-    struct statvfs sv;
-    if (::statvfs(options_.journal_dir.c_str(), &sv) == 0) backing_free_ = uint64_t{sv.f_bavail} * sv.f_frsize;
-    backing_checked_ns_ = now;
-  }
+  RefreshBackingLocked();
   // The journal and the store share the backing fs: staged blocks may each
   // need one more block of store when destaged.
   uint64_t need = (staged_write_blocks_ + new_blocks) * kBlockSize + options_.backing_reserve;
   if (backing_free_ < need) return Status::Error(ENOSPC, "backing filesystem full");
   return Status::Ok();
+}
+
+void Engine::RefreshBackingLocked() {
+  const int64_t now = MonoNs();
+  if (now - backing_checked_ns_ <= 100'000'000) return;  // statvfs at most every 100 ms
+  struct statvfs sv;
+  if (::statvfs(options_.journal_dir.c_str(), &sv) == 0) {
+    backing_free_ = uint64_t{sv.f_bavail} * sv.f_frsize;
+    backing_usage_ = sv.f_blocks ? 1.0 - double(sv.f_bavail) / double(sv.f_blocks) : 0.0;
+  }
+  backing_checked_ns_ = now;
 }
 
 void Engine::SealLocked() {
@@ -488,9 +495,8 @@ DestageSnapshot Engine::Snapshot() {
   if (u.capacity_slots) {
     s.store_usage = double(u.used_slots) / double(u.capacity_slots);
   } else {
-    struct statvfs sv;
-    if (::statvfs(options_.journal_dir.c_str(), &sv) == 0 && sv.f_blocks)
-      s.store_usage = 1.0 - double(sv.f_bavail) / double(sv.f_blocks);
+    RefreshBackingLocked();
+    s.store_usage = backing_usage_;
   }
   for (auto& b : buckets_) {
     if (b->id == w_cursor_) {
@@ -571,42 +577,76 @@ void Engine::DestagerLoop(IoKind kind) {
 }
 
 Status Engine::ProcessWrites(const Bucket& b, size_t* next_record) {
+  // Consecutive records are applied together, up to kBatchBlocks blocks, so
+  // that small random writes do not cost one catalog transaction each.
+  constexpr uint64_t kBatchBlocks = 1024;
   std::vector<BlockOp> ops;
-  for (size_t i = *next_record; i < b.records.size(); ++i, *next_record = i) {
+  std::vector<size_t> stripes;
+  std::map<int64_t, std::shared_ptr<const BlockHasher>> hashers;
+  size_t i = *next_record;
+  while (i < b.records.size()) {
     if (stopping_.load(std::memory_order_relaxed)) return Status::Error(ECANCELED, "stopping");
-    const Record& r = b.records[i];
-    if (r.kind != RecordKind::kWrite) continue;
-    auto hasher = catalog_.HasherFor(r.dedup_id);
-    if (!hasher.ok()) return hasher.status();
-    std::lock_guard stripe(Stripe(r.file_id));
-    ops.clear();
-    for (uint64_t j = 0; j < r.count; ++j) {
-      if (!index_.IsLatestWrite(r.file_id, r.lba + j, r.seq)) continue;
-      BlockOp op;
-      op.kind = BlockOp::Kind::kWrite;
-      op.file_id = r.file_id;
-      op.dedup_id = r.dedup_id;
-      op.lba = r.lba + j;
-      op.data = r.data.get() + j * kBlockSize;
-      if (!IsZeroBlock(op.data)) op.hash = (*hasher)->Hash(op.data);
-      ops.push_back(op);
+    size_t j = i;
+    uint64_t blocks = 0, records = 0;
+    stripes.clear();
+    while (j < b.records.size()) {
+      const Record& r = b.records[j];
+      if (r.kind == RecordKind::kWrite) {
+        if (records > 0 && blocks + r.count > kBatchBlocks) break;
+        blocks += r.count;
+        ++records;
+        stripes.push_back(static_cast<uint64_t>(r.file_id) % stripes_.size());
+        if (!hashers.count(r.dedup_id)) {
+          auto h = catalog_.HasherFor(r.dedup_id);
+          if (!h.ok()) return h.status();
+          hashers.emplace(r.dedup_id, *h);
+        }
+      }
+      ++j;
     }
-    counters_.writes_absorbed += r.count - ops.size();
+    // Every file of the batch is locked for its check-and-apply, in stripe
+    // order (the delete destager holds one stripe at a time: no cycle).
+    std::sort(stripes.begin(), stripes.end());
+    stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+    std::vector<std::unique_lock<std::mutex>> locks;
+    locks.reserve(stripes.size());
+    for (size_t s : stripes) locks.emplace_back(stripes_[s]);
+    ops.clear();
+    for (size_t k = i; k < j; ++k) {
+      const Record& r = b.records[k];
+      if (r.kind != RecordKind::kWrite) continue;
+      const BlockHasher& hasher = *hashers.at(r.dedup_id);
+      for (uint64_t n = 0; n < r.count; ++n) {
+        if (!index_.IsLatestWrite(r.file_id, r.lba + n, r.seq)) continue;
+        BlockOp op;
+        op.kind = BlockOp::Kind::kWrite;
+        op.file_id = r.file_id;
+        op.dedup_id = r.dedup_id;
+        op.lba = r.lba + n;
+        op.data = r.data.get() + n * kBlockSize;
+        if (!IsZeroBlock(op.data)) op.hash = hasher.Hash(op.data);
+        ops.push_back(op);
+      }
+    }
+    counters_.writes_absorbed += blocks - ops.size();
     size_t done = 0;
     while (done < ops.size()) {
       uint32_t slots = queue_.Acquire(IoKind::kWrite, ops.size() - done);
       auto res = catalog_.ApplyBlockOps(std::span<const BlockOp>(ops).subspan(done, slots));
       queue_.Release(IoKind::kWrite, slots);
-      if (!res.ok()) return res.status();  // the record is retried from its start
+      if (!res.ok()) return res.status();  // the batch is retried from its start
       counters_.blocks_stored += res->blocks_stored;
       counters_.blocks_deduped += res->blocks_deduped;
       counters_.blocks_freed += res->blocks_freed;
       counters_.collisions += res->collisions;
       done += slots;
     }
-    ++counters_.ops_destaged;
+    locks.clear();
+    counters_.ops_destaged += records;
+    i = j;
+    *next_record = i;
     std::lock_guard lk(mu_);
-    staged_write_blocks_ -= std::min(staged_write_blocks_, r.count);
+    staged_write_blocks_ -= std::min(staged_write_blocks_, blocks);
   }
   return Status::Ok();
 }

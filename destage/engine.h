@@ -170,6 +170,9 @@ class Engine {
   Status ReadBlocks(int64_t file_id, uint64_t lba, uint64_t n, uint8_t* out);
   Status CheckSpaceLocked(uint64_t new_blocks);      // REQUIRES: mu_
   void SealLocked();                                 // REQUIRES: mu_
+  // Re-reads the backing fs's free space when the cached figure is older
+  // than 100 ms. REQUIRES: mu_
+  void RefreshBackingLocked();
   void DestagerLoop(IoKind kind);
   Status ProcessWrites(const Bucket& b, size_t* next_record);
   Status ProcessDeletes(const Bucket& b, size_t* next_record);
@@ -225,6 +228,7 @@ class Engine {
   int64_t last_append_ns_ = 0;
   int64_t backing_checked_ns_ = 0;
   uint64_t backing_free_ = UINT64_MAX;
+  double backing_usage_ = 0.0;        // used fraction of the backing fs
 
   std::atomic<bool> stopping_{false};  // mirror of stop_ for lock-free checks
   std::thread write_thread_, delete_thread_;

@@ -377,6 +377,25 @@ TEST_F(CatalogTest, SameBlockInTwoChainsIsStoredTwice) {
   ExpectCatalogInvariants(cat(), store());
 }
 
+// Random overwrites free and allocate a slot per block: a slot freed since
+// the last Sync (bytes still allocated) is reused before a punched one, so
+// the overwrite costs no fallocate; Sync punches what stays free.
+TEST_F(CatalogTest, UnpunchedFreeSlotIsReusedBeforeAPunchedOne) {
+  int64_t chain = NewChain("pool");
+  int64_t f = NewFile(chain, "a");
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(Apply({WriteOp(f, chain, i, PatternBlock(10 + i))}).ok());
+  ASSERT_TRUE(Apply({DeleteOp(f, chain, 0, 1)}).ok());  // slot 0 freed
+  CS_ASSERT_OK(cat().Sync());                            // ... and punched
+  ASSERT_TRUE(Apply({DeleteOp(f, chain, 2, 1)}).ok());  // slot 2 freed, not punched
+  ASSERT_TRUE(Apply({WriteOp(f, chain, 8, PatternBlock(20))}).ok());
+  EXPECT_EQ(PblockOf(f, 8), 2) << "the unpunched slot first";
+  ASSERT_TRUE(Apply({WriteOp(f, chain, 9, PatternBlock(21))}).ok());
+  EXPECT_EQ(PblockOf(f, 9), 0) << "then the lowest free slot";
+  EXPECT_TRUE(ReadBlock(f, 8) == PatternBlock(20));
+  EXPECT_TRUE(ReadBlock(f, 9) == PatternBlock(21));
+  ExpectCatalogInvariants(cat(), store());
+}
+
 TEST_F(CatalogTest, OverwriteFreesOldBlockAndSlotsAreReusedLowestFirst) {
   int64_t chain = NewChain("pool");
   int64_t f = NewFile(chain, "a");
@@ -416,7 +435,12 @@ TEST_F(CatalogTest, OverwriteFreesOldBlockAndSlotsAreReusedLowestFirst) {
   EXPECT_EQ(u.used_slots, 2u);
   EXPECT_EQ(u.free_slots, 2u);
   EXPECT_EQ(u.high_water, 4u);
-  // The freed slots were punched: the store gave the space back.
+  // Freed slots keep their bytes until the next Sync (a slot reused soon
+  // after costs no punch); Sync punches them: the store gives the space back.
+  auto alloc_unsynced = store().AllocatedBytes();
+  ASSERT_TRUE(alloc_unsynced.ok());
+  EXPECT_EQ(*alloc_unsynced, *alloc_before);
+  CS_ASSERT_OK(cat().Sync());
   auto alloc_after = store().AllocatedBytes();
   ASSERT_TRUE(alloc_after.ok());
   EXPECT_LE(*alloc_after + 2 * kBlockSize, *alloc_before);
