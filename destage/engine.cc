@@ -428,7 +428,7 @@ Status Engine::Reclaim(FileRef f, uint64_t size) {
     uint64_t after = 0;
     for (auto& b : buckets_)
       if (!b->records.empty()) after = b->id;
-    deferred_reclaims_.push_back(DeferredReclaim{after, std::move(r)});
+    deferred_reclaims_.push_back(DeferredReclaim{after, std::move(r), false});
     st = Status::Ok();
   }
   SealLocked();  // unlink: start giving space back now
@@ -691,8 +691,9 @@ Status Engine::ApplyDelete(const Record& r) {
   }
   if (r.drop_file) {
     Status st = catalog_.DropFile(r.file_id);
-    if (!st.ok()) spdlog::warn("reclaim of swap file {}: {}", r.file_id, st.ToString());
-    else spdlog::debug("reclaimed swap file {}", r.file_id);
+    if (st.ok()) spdlog::debug("reclaimed swap file {}", r.file_id);
+    else if (st.code() == ENOENT) spdlog::debug("swap file {} was reclaimed already", r.file_id);
+    else spdlog::warn("reclaim of swap file {}: {}", r.file_id, st.ToString());
   }
   return Status::Ok();
 }
@@ -709,14 +710,17 @@ bool Engine::RunDeferredReclaim() {
   }
   Status st = ApplyDelete(r);
   std::lock_guard lk(mu_);
+  DeferredReclaim& d = deferred_reclaims_.front();
   if (st.ok()) {
+    if (d.failed) spdlog::info("deferred reclaim of swap file {}: done", r.file_id);
     deferred_reclaims_.pop_front();
     ++counters_.ops_destaged;
     space_cv_.notify_all();
-  } else if (st.code() != ECANCELED) {
-    // The file stays unlinked in the catalog: the next mount reclaims it.
-    spdlog::warn("deferred reclaim of swap file {}: {}; retried at next mount", r.file_id, st.ToString());
-    deferred_reclaims_.pop_front();
+  } else if (st.code() != ECANCELED && !d.failed) {
+    // Kept and retried (the backing fs may still be full); the file stays
+    // unlinked in the catalog, so a stop before it succeeds is harmless too.
+    spdlog::warn("deferred reclaim of swap file {}: {}; retrying", r.file_id, st.ToString());
+    d.failed = true;
   }
   return st.ok();
 }
@@ -767,7 +771,12 @@ Status Engine::Drain(bool give_up_when_store_full) {
     if (!bg_error_.ok()) return bg_error_;
     if (give_up_when_store_full && store_full_)
       return Status::Error(ENOSPC, "content store full: writes stay in the journal until space is freed");
-    if (!pending() && deferred_reclaims_.empty()) return Status::Ok();
+    if (!pending()) {
+      if (deferred_reclaims_.empty()) return Status::Ok();
+      if (deferred_reclaims_.front().failed)
+        return Status::Error(ENOSPC, "the reclaim of an unlinked swap file is waiting for space on the backing "
+                                     "filesystem (done at the latest at the next mount)");
+    }
     if (stop_) return Status::Error(ECANCELED, "engine stopped");
     SealLocked();
     work_cv_.notify_all();

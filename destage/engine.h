@@ -212,6 +212,7 @@ class Engine {
   struct DeferredReclaim {
     uint64_t after_bucket;  // run once both cursors are past this bucket
     Record record;
+    bool failed = false;    // an attempt failed (logged once); retried when idle
   };
   std::deque<DeferredReclaim> deferred_reclaims_;
   uint64_t next_seq_ = 1;
