@@ -580,10 +580,11 @@ class FioTest : public MountTest {
     EXPECT_EQ(r.status, 0) << "chainswap fsck " << fs().backing() << ": " << Describe(r);
     EXPECT_NE(r.output.find("clean"), std::string::npos) << Describe(r);
     ASSERT_TRUE(fs().Mount());
+    if (HasFailure()) return;
 
     std::fprintf(stderr,
                  "[ info ] %s: %d fio jobs, %llu bytes verified by fio (%llu while writing, %llu + %llu with "
-                 "--verify_only before/after the remount), %lld non-zero blocks mapped at the end, fsck clean\n",
+                 "--verify_only before/after the remount), %lld non-zero blocks mapped at the end, fsck clean; passed\n",
                  label.c_str(), Jobs(jobs),
                  static_cast<unsigned long long>(write.TotalVerified() + mounted.TotalVerified() +
                                                  remounted.TotalVerified()),
