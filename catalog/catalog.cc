@@ -107,7 +107,10 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path, ContentS
                       : sql::Db::Open(path, options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE);
   if (!db.ok()) return db.status();
   if (!options.read_only) {
-    Status st = db->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
+    // No auto-checkpoint: a checkpoint syncs the WAL, and a commit must not
+    // become durable before the store bytes it references (SyncLocked).
+    Status st = db->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0; "
+                         "PRAGMA journal_size_limit=" + std::to_string(kWalCheckpointBytes) + ";");
     if (!st.ok()) return Status::Error(st.code() == EIO ? EUCLEAN : st.code(),
                                        "catalog " + path + ": " + st.message());
   }
@@ -387,6 +390,11 @@ Result<std::shared_ptr<const BlockHasher>> Catalog::HasherForLocked(int64_t dedu
 }
 
 Result<uint64_t> Catalog::AllocSlotLocked() {
+  if (free_slots_.empty() && !pending_free_.empty() && options_.capacity_slots != 0 &&
+      high_water_ >= options_.capacity_slots) {
+    // The store may not grow: make the pending frees durable to reuse them.
+    CS_RETURN_IF_ERROR(SyncLocked());
+  }
   uint64_t slot;
   bool from_free = !free_slots_.empty();
   if (!unpunched_.empty()) {
@@ -747,17 +755,17 @@ std::unique_ptr<Catalog::Reader, std::function<void(Catalog::Reader*)>> Catalog:
 }
 
 void Catalog::PunchFreedLocked() {
-  // Freed slots are reusable now. Their bytes are given back to the backing
-  // fs later (PunchFreeSlotsLocked, at every Sync), so that a slot freed and
-  // reused soon after (random overwrites) costs no fallocate at all.
-  free_slots_.insert(txn_freed_.begin(), txn_freed_.end());
-  unpunched_.insert(txn_freed_.begin(), txn_freed_.end());
+  // Committed, but the commit is not durable yet: until the next Sync the
+  // slot's old bytes may still be what a power cut brings back as
+  // referenced, so it is neither reused nor punched before then.
+  pending_free_.insert(pending_free_.end(), txn_freed_.begin(), txn_freed_.end());
+  if (!pending_free_.empty()) slots_to_release_.store(true, std::memory_order_relaxed);
   PublishUsageLocked();
 }
 
 void Catalog::PublishUsageLocked() {
   pub_used_.store(used_slots_, std::memory_order_relaxed);
-  pub_free_.store(free_slots_.size(), std::memory_order_relaxed);
+  pub_free_.store(free_slots_.size() + pending_free_.size(), std::memory_order_relaxed);
   pub_high_.store(high_water_, std::memory_order_relaxed);
 }
 
@@ -956,18 +964,36 @@ StoreUsage Catalog::Usage() {
 }
 
 Status Catalog::Sync() {
-  {
-    std::lock_guard lk(mu_);
-    PunchFreeSlotsLocked();
-  }
-  CS_RETURN_IF_ERROR(store_->Sync());
   std::lock_guard lk(mu_);
+  return SyncLocked();
+}
+
+Status Catalog::SyncLocked() {
+  // Order (SPEC §5, power cuts): the store's bytes, then the WAL that
+  // references them, both under mu_ so that no commit slips in between.
+  // SQLite never syncs on its own (synchronous=NORMAL, no auto-checkpoint):
+  // a commit becomes durable here and only here.
+  CS_RETURN_IF_ERROR(store_->Sync());
   if (wal_fd_ < 0) wal_fd_ = ::open((path_ + "-wal").c_str(), O_RDWR | O_CLOEXEC);
   if (wal_fd_ >= 0) {
     if (::fdatasync(wal_fd_) != 0) return Status::FromErrno("catalog WAL fdatasync");
-    return Status::Ok();
   }
-  return db_.Exec("PRAGMA wal_checkpoint(PASSIVE)");
+  // Frees are durable now: what stayed free since the previous Sync goes
+  // back to the backing fs; what was freed since becomes reusable (first,
+  // while its bytes are still allocated) and is punched next time.
+  PunchFreeSlotsLocked();
+  free_slots_.insert(pending_free_.begin(), pending_free_.end());
+  unpunched_.insert(pending_free_.begin(), pending_free_.end());
+  pending_free_.clear();
+  slots_to_release_.store(!unpunched_.empty(), std::memory_order_relaxed);
+  PublishUsageLocked();
+  // Keep the WAL short: everything in it is backed by durable store bytes.
+  struct stat st;
+  if (wal_fd_ < 0 || (::fstat(wal_fd_, &st) == 0 && static_cast<uint64_t>(st.st_size) > kWalCheckpointBytes)) {
+    Status cs = db_.Exec("PRAGMA wal_checkpoint(PASSIVE)");
+    if (!cs.ok()) spdlog::warn("catalog checkpoint: {}", cs.ToString());
+  }
+  return Status::Ok();
 }
 
 }  // namespace chainswap

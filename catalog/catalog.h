@@ -38,6 +38,10 @@
 
 namespace chainswap {
 
+// The catalog's WAL is checkpointed (and truncated back to this size) at a
+// Sync once it grows past it.
+inline constexpr uint64_t kWalCheckpointBytes = 4u << 20;
+
 struct CatalogOptions {
   bool dedup_verify = true;      // compare bytes on a hash match (SPEC §4.3)
   uint64_t capacity_slots = 0;   // 0: unlimited (bounded by the backing fs)
@@ -186,6 +190,9 @@ class Catalog {
   Result<std::vector<ChainStats>> Stats();
   Result<std::vector<FileStats>> PerFileStats();
   StoreUsage Usage();
+  // True while freed slots wait for a Sync (to become reusable, or to be
+  // punched): the engine calls Sync when idle so space comes back. Lock-free.
+  bool HasSlotsToRelease() const { return slots_to_release_.load(std::memory_order_relaxed); }
   // Verify bytes on every hash match even with dedup_verify off. Set after a
   // crash: committed catalog rows may reference slots whose bytes never
   // reached the disk (the store is synced only at retirement and fsync), and
@@ -194,9 +201,11 @@ class Catalog {
   // Checks that the store file is long enough for every slot the PAT
   // references: EUCLEAN naming both lengths otherwise.
   Status CheckStoreLength();
-  // Gives freed slots' bytes back to the backing fs (punch), then
-  // fdatasync of the store and of the catalog's WAL: every committed
-  // transaction is durable when this returns OK.
+  // fdatasync of the store, then of the catalog's WAL (both under the
+  // catalog mutex): every committed transaction is durable when this
+  // returns OK, never before the store bytes it references. Then slots
+  // whose frees are now durable become reusable, and free slots left
+  // unused since the previous Sync are punched.
   Status Sync();
 
   // Direct access for offline tools (fsck) that run their own queries.
@@ -217,9 +226,11 @@ class Catalog {
   Status ApplyDeleteLocked(const BlockOp& op, ApplyResult& res);
   Status UnrefLocked(int64_t pblock, int64_t n, ApplyResult& res);
   Result<uint64_t> AllocSlotLocked();
-  // Makes the slots freed by the committed transaction reusable; their
-  // bytes are punched later. REQUIRES: mu_ held, after the commit.
+  // Queues the slots freed by the committed transaction until the next
+  // Sync makes the frees durable. REQUIRES: mu_ held, after the commit.
   void PunchFreedLocked();
+  // Sync with mu_ held (also used by the allocator to recycle pending frees).
+  Status SyncLocked();
   // Punches every free slot whose old bytes are still allocated in the
   // store. REQUIRES: mu_ held.
   void PunchFreeSlotsLocked();
@@ -238,6 +249,7 @@ class Catalog {
   std::unique_ptr<Statements> st_;
   std::set<uint64_t> free_slots_;          // reusable now, lowest first
   std::set<uint64_t> unpunched_;           // free slots not yet punched (subset), reused first
+  std::vector<uint64_t> pending_free_;     // freed by commits not yet synced: not reusable yet
   uint64_t high_water_ = 0;                // first never-used slot
   uint64_t used_slots_ = 0;                // PAT entries
   std::map<int64_t, std::shared_ptr<const BlockHasher>> hashers_;
@@ -249,6 +261,7 @@ class Catalog {
   int wal_fd_ = -1;
   // Committed allocator figures, written under mu_, read without it.
   std::atomic<uint64_t> pub_used_{0}, pub_free_{0}, pub_high_{0};
+  std::atomic<bool> slots_to_release_{false};  // pending_free_ or unpunched_ non-empty
   std::atomic<bool> force_verify_{false};
 
   std::mutex readers_mu_;

@@ -543,6 +543,14 @@ void Engine::DestagerLoop(IoKind kind) {
           lk.lock();
           if (ran) continue;
         }
+        if (!writes && catalog_.HasSlotsToRelease()) {
+          // Idle: make recent frees durable and punch what stays free, so
+          // space comes back without waiting for the next retirement.
+          lk.unlock();
+          Status ss = catalog_.Sync();
+          if (!ss.ok()) spdlog::warn("idle catalog sync: {}", ss.ToString());
+          lk.lock();
+        }
         work_cv_.wait_for(lk, std::chrono::milliseconds(options_.idle_seal_ms));
       }
       next_record = writes ? w_record_ : x_record_;

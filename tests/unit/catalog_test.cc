@@ -385,8 +385,13 @@ TEST_F(CatalogTest, UnpunchedFreeSlotIsReusedBeforeAPunchedOne) {
   int64_t f = NewFile(chain, "a");
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(Apply({WriteOp(f, chain, i, PatternBlock(10 + i))}).ok());
   ASSERT_TRUE(Apply({DeleteOp(f, chain, 0, 1)}).ok());  // slot 0 freed
+  // Not reusable before a Sync has made the free durable: a new block grows the store.
+  ASSERT_TRUE(Apply({WriteOp(f, chain, 7, PatternBlock(19))}).ok());
+  EXPECT_EQ(PblockOf(f, 7), 4);
+  CS_ASSERT_OK(cat().Sync());                            // slot 0 reusable
   CS_ASSERT_OK(cat().Sync());                            // ... and punched
-  ASSERT_TRUE(Apply({DeleteOp(f, chain, 2, 1)}).ok());  // slot 2 freed, not punched
+  ASSERT_TRUE(Apply({DeleteOp(f, chain, 2, 1)}).ok());  // slot 2 freed
+  CS_ASSERT_OK(cat().Sync());                            // reusable, not punched
   ASSERT_TRUE(Apply({WriteOp(f, chain, 8, PatternBlock(20))}).ok());
   EXPECT_EQ(PblockOf(f, 8), 2) << "the unpunched slot first";
   ASSERT_TRUE(Apply({WriteOp(f, chain, 9, PatternBlock(21))}).ok());
@@ -435,12 +440,19 @@ TEST_F(CatalogTest, OverwriteFreesOldBlockAndSlotsAreReusedLowestFirst) {
   EXPECT_EQ(u.used_slots, 2u);
   EXPECT_EQ(u.free_slots, 2u);
   EXPECT_EQ(u.high_water, 4u);
-  // Freed slots keep their bytes until the next Sync (a slot reused soon
-  // after costs no punch); Sync punches them: the store gives the space back.
+  // Freed slots keep their bytes until a Sync has made the frees durable
+  // (before that a power cut could bring the old references back); the
+  // first Sync makes them reusable, still allocated (a slot reused soon
+  // after costs no punch); the next Sync punches what stayed free.
   auto alloc_unsynced = store().AllocatedBytes();
   ASSERT_TRUE(alloc_unsynced.ok());
   EXPECT_EQ(*alloc_unsynced, *alloc_before);
+  EXPECT_TRUE(cat().HasSlotsToRelease());
   CS_ASSERT_OK(cat().Sync());
+  EXPECT_EQ(*store().AllocatedBytes(), *alloc_before);
+  EXPECT_TRUE(cat().HasSlotsToRelease());
+  CS_ASSERT_OK(cat().Sync());
+  EXPECT_FALSE(cat().HasSlotsToRelease());
   auto alloc_after = store().AllocatedBytes();
   ASSERT_TRUE(alloc_after.ok());
   EXPECT_LE(*alloc_after + 2 * kBlockSize, *alloc_before);
