@@ -67,33 +67,12 @@ std::vector<std::string> OptionsFor(int cycle) {
   }
 }
 
-std::vector<uint8_t> RandomBytes(std::mt19937_64& rng, size_t n) {
-  std::vector<uint8_t> v(n);
-  if (rng() % 10 == 0) return v;  // zeros: a write of zeros is a punch
-  for (size_t i = 0; i < n; i += 8) {
-    uint64_t x = rng() | 1;
-    std::memcpy(v.data() + i, &x, std::min<size_t>(8, n - i));
-  }
-  return v;
-}
+using extra::ModelOf;
+using extra::RandomBytes;
 
-// Offset and length of a random write or punch: block-aligned or not.
+// Offset and length of a random write or punch below kSpan.
 std::pair<uint64_t, uint64_t> RandomRange(std::mt19937_64& rng, uint64_t max_len) {
-  if (rng() % 2) {
-    uint64_t blocks = 1 + rng() % (max_len / kBlock);
-    uint64_t off = (rng() % (kSpan / kBlock - blocks + 1)) * kBlock;
-    return {off, blocks * kBlock};
-  }
-  uint64_t len = 1 + rng() % max_len;
-  uint64_t off = rng() % (kSpan - len + 1);
-  return {off, len};
-}
-
-FileModel ModelOf(const std::vector<uint8_t>& bytes) {
-  FileModel m;
-  m.Write(0, bytes);
-  if (bytes.empty()) m.Truncate(0);
-  return m;
+  return extra::RandomRange(rng, kSpan, max_len);
 }
 
 class CrashTest : public extra::DaemonTest {
@@ -187,11 +166,7 @@ class CrashTest : public extra::DaemonTest {
   }
 
   static std::string Describe(const std::vector<uint8_t>& got, const std::vector<uint8_t>& want) {
-    if (got.size() != want.size())
-      return "size " + std::to_string(got.size()) + ", expected " + std::to_string(want.size());
-    for (size_t i = 0; i < got.size(); ++i)
-      if (got[i] != want[i]) return "first difference at byte " + std::to_string(i);
-    return "equal";
+    return extra::DescribeDiff(got, want);
   }
 
   void VerifyAll(int in_doubt_file, const std::optional<FileModel>& alt) {

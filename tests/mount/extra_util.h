@@ -8,7 +8,9 @@
 //                        mountpoint that the test starts with any options,
 //                        stops cleanly, or kills with SIGKILL (then lazily
 //                        unmounts the dead mount) — the fixture's MountedFs
-//                        only mounts with one option set and never crashes.
+//                        only mounts with one option set and never crashes;
+//                        SetExtraEnv() adds environment variables (the
+//                        power-cut test preloads its shim that way).
 //   DaemonTest           gtest fixture: a formatted, *unmounted* MountedFs and a
 //                        Daemon for it; the daemon log is printed on failure.
 //   RawFd                a file descriptor whose close(2) result is ignored
@@ -32,6 +34,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -268,6 +271,9 @@ class Daemon {
 
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
+  // Extra "NAME=value" environment entries for every later Start() (they
+  // override inherited ones of the same name); empty = inherit unchanged.
+  void SetExtraEnv(std::vector<std::string> env) { extra_env_ = std::move(env); }
   const std::string& mnt() const { return mnt_; }
 
   // Starts `chainswapfs BACKING MNT -f [-o opts]` and waits until MNT is
@@ -289,6 +295,19 @@ class Daemon {
     std::vector<char*> ptrs;
     for (auto& s : argv) ptrs.push_back(s.data());
     ptrs.push_back(nullptr);
+    // The environment, built before fork like argv (nothing allocates in the child).
+    std::vector<std::string> env_store;
+    for (char** e = environ; e && *e; ++e) {
+      std::string entry(*e);
+      const std::string name = entry.substr(0, entry.find('=') + 1);
+      bool overridden = false;
+      for (const auto& x : extra_env_) overridden |= x.compare(0, name.size(), name) == 0;
+      if (!overridden) env_store.push_back(std::move(entry));
+    }
+    env_store.insert(env_store.end(), extra_env_.begin(), extra_env_.end());
+    std::vector<char*> envp;
+    for (auto& s : env_store) envp.push_back(s.data());
+    envp.push_back(nullptr);
     const dev_t parent = DevOf(dir_);
     pid_t pid = ::fork();
     if (pid < 0) {
@@ -301,7 +320,7 @@ class Daemon {
       if (devnull >= 0) ::dup2(devnull, 0);
       ::dup2(log_fd, 1);
       ::dup2(log_fd, 2);
-      ::execv(ptrs[0], ptrs.data());
+      ::execve(ptrs[0], ptrs.data(), envp.data());
       static const char msg[] = "exec chainswapfs failed\n";
       (void)!::write(2, msg, sizeof msg - 1);
       ::_exit(127);
@@ -394,6 +413,7 @@ class Daemon {
 
  private:
   std::string dir_, backing_, mnt_, log_;
+  std::vector<std::string> extra_env_;
   pid_t pid_ = -1;
 };
 
@@ -423,6 +443,50 @@ class DaemonTest : public ::testing::Test {
   std::unique_ptr<MountedFs> fs_;
   std::unique_ptr<Daemon> daemon_;
 };
+
+// ------------------------------------------------------- random workloads
+
+// `n` random bytes, never zero — except one time in ten all zeros (a write of
+// zeros is a punch). Shared by the crash and power-cut tests.
+inline std::vector<uint8_t> RandomBytes(std::mt19937_64& rng, size_t n) {
+  std::vector<uint8_t> v(n);
+  if (rng() % 10 == 0) return v;
+  for (size_t i = 0; i < n; i += 8) {
+    uint64_t x = rng() | 1;
+    std::memcpy(v.data() + i, &x, std::min<size_t>(8, n - i));
+  }
+  return v;
+}
+
+// Offset and length of a random write or punch below `span`: block-aligned
+// or not, at most `max_len` bytes.
+inline std::pair<uint64_t, uint64_t> RandomRange(std::mt19937_64& rng, uint64_t span, uint64_t max_len) {
+  if (rng() % 2) {
+    uint64_t blocks = 1 + rng() % (max_len / kBlock);
+    uint64_t off = (rng() % (span / kBlock - blocks + 1)) * kBlock;
+    return {off, blocks * kBlock};
+  }
+  uint64_t len = 1 + rng() % max_len;
+  uint64_t off = rng() % (span - len + 1);
+  return {off, len};
+}
+
+// A model holding exactly `bytes`.
+inline FileModel ModelOf(const std::vector<uint8_t>& bytes) {
+  FileModel m;
+  m.Write(0, bytes);
+  if (bytes.empty()) m.Truncate(0);
+  return m;
+}
+
+// "size X, expected Y" / "first difference at byte N" / "equal".
+inline std::string DescribeDiff(const std::vector<uint8_t>& got, const std::vector<uint8_t>& want) {
+  if (got.size() != want.size())
+    return "size " + std::to_string(got.size()) + ", expected " + std::to_string(want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    if (got[i] != want[i]) return "first difference at byte " + std::to_string(i);
+  return "equal";
+}
 
 // ------------------------------------------------------------------- misc
 
