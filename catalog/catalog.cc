@@ -393,7 +393,7 @@ Result<uint64_t> Catalog::AllocSlotLocked() {
   if (free_slots_.empty() && !pending_free_.empty() && options_.capacity_slots != 0 &&
       high_water_ >= options_.capacity_slots) {
     // The store may not grow: make the pending frees durable to reuse them.
-    CS_RETURN_IF_ERROR(SyncLocked());
+    CS_RETURN_IF_ERROR(SyncLocked(/*idle=*/false));
   }
   uint64_t slot;
   bool from_free = !free_slots_.empty();
@@ -963,12 +963,12 @@ StoreUsage Catalog::Usage() {
                     pub_high_.load(std::memory_order_relaxed), options_.capacity_slots};
 }
 
-Status Catalog::Sync() {
+Status Catalog::Sync(bool idle) {
   std::lock_guard lk(mu_);
-  return SyncLocked();
+  return SyncLocked(idle);
 }
 
-Status Catalog::SyncLocked() {
+Status Catalog::SyncLocked(bool idle) {
   // Order (SPEC §5, power cuts): the store's bytes, then the WAL that
   // references them, both under mu_ so that no commit slips in between.
   // SQLite never syncs on its own (synchronous=NORMAL, no auto-checkpoint):
@@ -988,10 +988,18 @@ Status Catalog::SyncLocked() {
   slots_to_release_.store(!unpunched_.empty(), std::memory_order_relaxed);
   PublishUsageLocked();
   // Keep the WAL short: everything in it is backed by durable store bytes.
+  // When idle, fold it into the database and truncate it to nothing (this
+  // waits for readers to leave the WAL, which is fine when idle).
   struct stat st;
-  if (wal_fd_ < 0 || (::fstat(wal_fd_, &st) == 0 && static_cast<uint64_t>(st.st_size) > kWalCheckpointBytes)) {
-    Status cs = db_.Exec("PRAGMA wal_checkpoint(PASSIVE)");
-    if (!cs.ok()) spdlog::warn("catalog checkpoint: {}", cs.ToString());
+  const uint64_t wal_bytes = wal_fd_ >= 0 && ::fstat(wal_fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  if (idle ? wal_bytes > 0 : (wal_fd_ < 0 || wal_bytes > kWalCheckpointBytes)) {
+    // A reader (say, a long sqlite3 query by an operator) makes TRUNCATE
+    // wait: give up after 50 ms rather than hold the destagers; it is
+    // retried at the next idle sync.
+    if (idle) sqlite3_busy_timeout(db_.get(), 50);
+    Status cs = db_.Exec(idle ? "PRAGMA wal_checkpoint(TRUNCATE)" : "PRAGMA wal_checkpoint(PASSIVE)");
+    if (idle) sqlite3_busy_timeout(db_.get(), 5000);
+    if (!cs.ok() && cs.code() != EBUSY) spdlog::warn("catalog checkpoint: {}", cs.ToString());
   }
   return Status::Ok();
 }

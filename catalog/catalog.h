@@ -205,8 +205,9 @@ class Catalog {
   // catalog mutex): every committed transaction is durable when this
   // returns OK, never before the store bytes it references. Then slots
   // whose frees are now durable become reusable, and free slots left
-  // unused since the previous Sync are punched.
-  Status Sync();
+  // unused since the previous Sync are punched. `idle` (nothing is being
+  // destaged): also checkpoints the WAL and truncates it to zero bytes.
+  Status Sync(bool idle = false);
 
   // Direct access for offline tools (fsck) that run their own queries.
   // REQUIRES: no concurrent use of the catalog.
@@ -230,7 +231,7 @@ class Catalog {
   // Sync makes the frees durable. REQUIRES: mu_ held, after the commit.
   void PunchFreedLocked();
   // Sync with mu_ held (also used by the allocator to recycle pending frees).
-  Status SyncLocked();
+  Status SyncLocked(bool idle);
   // Punches every free slot whose old bytes are still allocated in the
   // store. REQUIRES: mu_ held.
   void PunchFreeSlotsLocked();

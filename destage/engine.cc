@@ -543,11 +543,14 @@ void Engine::DestagerLoop(IoKind kind) {
           lk.lock();
           if (ran) continue;
         }
-        if (!writes && catalog_.HasSlotsToRelease()) {
-          // Idle: make recent frees durable and punch what stays free, so
-          // space comes back without waiting for the next retirement.
+        const uint64_t destaged = counters_.ops_destaged.load(std::memory_order_relaxed);
+        if (!writes && journal_bytes_ == 0 && (catalog_.HasSlotsToRelease() || destaged != idle_synced_ops_)) {
+          // The journal is empty: make recent frees durable, punch what
+          // stays free and shrink the catalog's WAL, so that space comes
+          // back without waiting for more work.
+          idle_synced_ops_ = destaged;
           lk.unlock();
-          Status ss = catalog_.Sync();
+          Status ss = catalog_.Sync(/*idle=*/true);
           if (!ss.ok()) spdlog::warn("idle catalog sync: {}", ss.ToString());
           lk.lock();
         }

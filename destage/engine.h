@@ -223,6 +223,7 @@ class Engine {
   uint64_t w_record_ = 0;      // progress inside bucket w_cursor_ (records)
   uint64_t x_record_ = 0;
   uint64_t staged_write_blocks_ = 0;  // appended, not yet passed by the write destager
+  uint64_t idle_synced_ops_ = 0;      // ops_destaged at the last idle catalog sync
   bool store_full_ = false;           // the write destager hit ENOSPC
   bool stop_ = false;
   Status bg_error_;                   // sticky
