@@ -518,6 +518,7 @@ void Engine::SetBackgroundError(const Status& st) {
 
 void Engine::DestagerLoop(IoKind kind) {
   const bool writes = kind == IoKind::kWrite;
+  bool idle_work_done = false;  // delete destager: idle work ran since the last wait
   for (;;) {
     std::shared_ptr<Bucket> b;
     size_t next_record;
@@ -537,23 +538,29 @@ void Engine::DestagerLoop(IoKind kind) {
         }
         if (b && b->sealed) break;
         b.reset();
-        if (!writes && !deferred_reclaims_.empty()) {
-          lk.unlock();
-          const bool ran = RunDeferredReclaim();
-          lk.lock();
-          if (ran) continue;
+        if (!writes && !idle_work_done) {
+          // Idle work drops mu_: afterwards everything is checked again
+          // (stop, new sealed buckets) before waiting, so no wakeup is lost.
+          idle_work_done = true;
+          if (!deferred_reclaims_.empty()) {
+            lk.unlock();
+            RunDeferredReclaim();
+            lk.lock();
+          }
+          const uint64_t destaged = counters_.ops_destaged.load(std::memory_order_relaxed);
+          if (journal_bytes_ == 0 && (catalog_.HasSlotsToRelease() || destaged != idle_synced_ops_)) {
+            // The journal is empty: make recent frees durable, punch what
+            // stays free and shrink the catalog's WAL, so that space comes
+            // back without waiting for more work.
+            idle_synced_ops_ = destaged;
+            lk.unlock();
+            Status ss = catalog_.Sync(/*idle=*/true);
+            if (!ss.ok()) spdlog::warn("idle catalog sync: {}", ss.ToString());
+            lk.lock();
+          }
+          continue;
         }
-        const uint64_t destaged = counters_.ops_destaged.load(std::memory_order_relaxed);
-        if (!writes && journal_bytes_ == 0 && (catalog_.HasSlotsToRelease() || destaged != idle_synced_ops_)) {
-          // The journal is empty: make recent frees durable, punch what
-          // stays free and shrink the catalog's WAL, so that space comes
-          // back without waiting for more work.
-          idle_synced_ops_ = destaged;
-          lk.unlock();
-          Status ss = catalog_.Sync(/*idle=*/true);
-          if (!ss.ok()) spdlog::warn("idle catalog sync: {}", ss.ToString());
-          lk.lock();
-        }
+        idle_work_done = false;
         work_cv_.wait_for(lk, std::chrono::milliseconds(options_.idle_seal_ms));
       }
       next_record = writes ? w_record_ : x_record_;
