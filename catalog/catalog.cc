@@ -637,6 +637,13 @@ Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
   txn_allocated_.clear();
   txn_new_data_.clear();
   txn_mapped_delta_.clear();
+  // Bound the WAL between retirements: past twice the checkpoint size, sync
+  // (store, then WAL) and checkpoint now; the next commit starts it over.
+  struct stat wst;
+  if (wal_fd_ >= 0 && ::fstat(wal_fd_, &wst) == 0 && static_cast<uint64_t>(wst.st_size) > 2 * kWalCheckpointBytes) {
+    Status ss = SyncLocked(/*idle=*/false);
+    if (!ss.ok()) spdlog::warn("catalog sync: {}", ss.ToString());
+  }
   return res;
 }
 
@@ -988,18 +995,22 @@ Status Catalog::SyncLocked(bool idle) {
   slots_to_release_.store(!unpunched_.empty(), std::memory_order_relaxed);
   PublishUsageLocked();
   // Keep the WAL short: everything in it is backed by durable store bytes.
-  // When idle, fold it into the database and truncate it to nothing (this
-  // waits for readers to leave the WAL, which is fine when idle).
+  // When idle, fold it into the database whatever its size, so the next
+  // transaction starts the WAL over. The file itself is never truncated
+  // below journal_size_limit: those few MiB stay allocated so that deletes
+  // can still commit, and give space back, on a full backing filesystem.
   struct stat st;
   const uint64_t wal_bytes = wal_fd_ >= 0 && ::fstat(wal_fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
   if (idle ? wal_bytes > 0 : (wal_fd_ < 0 || wal_bytes > kWalCheckpointBytes)) {
-    // A reader (say, a long sqlite3 query by an operator) makes TRUNCATE
-    // wait: give up after 50 ms rather than hold the destagers; it is
-    // retried at the next idle sync.
-    if (idle) sqlite3_busy_timeout(db_.get(), 50);
-    Status cs = db_.Exec(idle ? "PRAGMA wal_checkpoint(TRUNCATE)" : "PRAGMA wal_checkpoint(PASSIVE)");
-    if (idle) sqlite3_busy_timeout(db_.get(), 5000);
-    if (!cs.ok() && cs.code() != EBUSY) spdlog::warn("catalog checkpoint: {}", cs.ToString());
+    Status cs = db_.Exec("PRAGMA wal_checkpoint(PASSIVE)");
+    if (!cs.ok()) spdlog::warn("catalog checkpoint: {}", cs.ToString());
+    if (cs.ok() && idle && wal_bytes > kWalCheckpointBytes) {
+      // SQLite starts the WAL over, and cuts the file to journal_size_limit,
+      // only at the next write after a complete checkpoint: make one (a
+      // no-op update) so that an idle WAL does not keep its peak size.
+      Status ws = db_.Exec("UPDATE meta SET value = value WHERE key = 'format'");
+      if (!ws.ok()) spdlog::debug("catalog WAL restart: {}", ws.ToString());
+    }
   }
   return Status::Ok();
 }

@@ -206,7 +206,8 @@ class Catalog {
   // returns OK, never before the store bytes it references. Then slots
   // whose frees are now durable become reusable, and free slots left
   // unused since the previous Sync are punched. `idle` (nothing is being
-  // destaged): also checkpoints the WAL and truncates it to zero bytes.
+  // destaged): also checkpoints the WAL, so the next transaction reuses it
+  // from the start (the file keeps up to kWalCheckpointBytes allocated).
   Status Sync(bool idle = false);
 
   // Direct access for offline tools (fsck) that run their own queries.

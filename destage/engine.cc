@@ -573,6 +573,7 @@ void Engine::DestagerLoop(IoKind kind) {
         (writes ? w_cursor_ : x_cursor_) = b->id + 1;
         (writes ? w_record_ : x_record_) = 0;
         if (writes) store_full_ = false;
+        else delete_blocked_ = false;
       }
     }
     if (st.ok()) {
@@ -585,6 +586,15 @@ void Engine::DestagerLoop(IoKind kind) {
       std::unique_lock lk(mu_);
       if (!store_full_) spdlog::warn("write destager: content store full; retrying after deletes");
       store_full_ = true;
+      work_cv_.wait_for(lk, std::chrono::milliseconds(50));
+      continue;
+    }
+    if (st.code() == ENOSPC) {
+      // The catalog could not grow (backing filesystem full to the last
+      // byte): the delete stays in the journal and is retried.
+      std::unique_lock lk(mu_);
+      if (!delete_blocked_) spdlog::warn("delete destager: {}; retrying", st.ToString());
+      delete_blocked_ = true;
       work_cv_.wait_for(lk, std::chrono::milliseconds(50));
       continue;
     }
@@ -789,6 +799,8 @@ Status Engine::Drain(bool give_up_when_store_full) {
     if (!bg_error_.ok()) return bg_error_;
     if (give_up_when_store_full && store_full_)
       return Status::Error(ENOSPC, "content store full: writes stay in the journal until space is freed");
+    if (give_up_when_store_full && delete_blocked_)
+      return Status::Error(ENOSPC, "backing filesystem full: deletes stay in the journal until space is freed");
     if (!pending()) {
       if (deferred_reclaims_.empty()) return Status::Ok();
       if (deferred_reclaims_.front().failed)
