@@ -110,7 +110,7 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path, ContentS
     // No auto-checkpoint: a checkpoint syncs the WAL, and a commit must not
     // become durable before the store bytes it references (SyncLocked).
     Status st = db->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0; "
-                         "PRAGMA journal_size_limit=" + std::to_string(kWalCheckpointBytes) + ";");
+                         "PRAGMA journal_size_limit=" + std::to_string(kWalReserveBytes) + ";");
     if (!st.ok()) return Status::Error(st.code() == EIO ? EUCLEAN : st.code(),
                                        "catalog " + path + ": " + st.message());
   }
@@ -970,6 +970,12 @@ StoreUsage Catalog::Usage() {
                     pub_high_.load(std::memory_order_relaxed), options_.capacity_slots};
 }
 
+uint64_t Catalog::WalBytes() {
+  std::lock_guard lk(mu_);
+  struct stat st;
+  return wal_fd_ >= 0 && ::fstat(wal_fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
 Status Catalog::Sync(bool idle) {
   std::lock_guard lk(mu_);
   return SyncLocked(idle);
@@ -995,22 +1001,21 @@ Status Catalog::SyncLocked(bool idle) {
   slots_to_release_.store(!unpunched_.empty(), std::memory_order_relaxed);
   PublishUsageLocked();
   // Keep the WAL short: everything in it is backed by durable store bytes.
-  // When idle, fold it into the database whatever its size, so the next
-  // transaction starts the WAL over. The file itself is never truncated
-  // below journal_size_limit: those few MiB stay allocated so that deletes
-  // can still commit, and give space back, on a full backing filesystem.
+  // Under load, a PASSIVE checkpoint past kWalCheckpointBytes (the next
+  // commit starts the WAL over and cuts the file to kWalReserveBytes).
+  // When idle, a TRUNCATE checkpoint folds it all into the database and
+  // empties the file; a reader in the WAL (say, a long sqlite3 query) makes
+  // it give up after 50 ms, and the engine retries a second later.
   struct stat st;
   const uint64_t wal_bytes = wal_fd_ >= 0 && ::fstat(wal_fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-  if (idle ? wal_bytes > 0 : (wal_fd_ < 0 || wal_bytes > kWalCheckpointBytes)) {
-    Status cs = db_.Exec("PRAGMA wal_checkpoint(PASSIVE)");
-    if (!cs.ok()) spdlog::warn("catalog checkpoint: {}", cs.ToString());
-    if (cs.ok() && idle && wal_bytes > kWalCheckpointBytes) {
-      // SQLite starts the WAL over, and cuts the file to journal_size_limit,
-      // only at the next write after a complete checkpoint: make one (a
-      // no-op update) so that an idle WAL does not keep its peak size.
-      Status ws = db_.Exec("UPDATE meta SET value = value WHERE key = 'format'");
-      if (!ws.ok()) spdlog::debug("catalog WAL restart: {}", ws.ToString());
-    }
+  if (idle ? wal_bytes > kWalReserveBytes : (wal_fd_ < 0 || wal_bytes > kWalCheckpointBytes)) {
+    int log_frames = -1, done_frames = -1;
+    if (idle) sqlite3_busy_timeout(db_.get(), 50);
+    const int rc = sqlite3_wal_checkpoint_v2(db_.get(), nullptr,
+                                             idle ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE,
+                                             &log_frames, &done_frames);
+    if (idle) sqlite3_busy_timeout(db_.get(), 5000);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) spdlog::warn("catalog checkpoint: {}", sqlite3_errmsg(db_.get()));
   }
   return Status::Ok();
 }

@@ -38,9 +38,12 @@
 
 namespace chainswap {
 
-// The catalog's WAL is checkpointed (and truncated back to this size) at a
-// Sync once it grows past it.
+// The catalog's WAL is checkpointed at a Sync once it grows past
+// kWalCheckpointBytes; when it starts over, the file is cut back to
+// kWalReserveBytes. When idle, a WAL longer than kWalReserveBytes is folded
+// into the database and emptied.
 inline constexpr uint64_t kWalCheckpointBytes = 4u << 20;
+inline constexpr uint64_t kWalReserveBytes = 1u << 20;
 
 struct CatalogOptions {
   bool dedup_verify = true;      // compare bytes on a hash match (SPEC §4.3)
@@ -206,9 +209,11 @@ class Catalog {
   // returns OK, never before the store bytes it references. Then slots
   // whose frees are now durable become reusable, and free slots left
   // unused since the previous Sync are punched. `idle` (nothing is being
-  // destaged): also checkpoints the WAL, so the next transaction reuses it
-  // from the start (the file keeps up to kWalCheckpointBytes allocated).
+  // destaged): also folds a WAL longer than kWalReserveBytes into the
+  // database and empties it (gives up after 50 ms if a reader is in it).
   Status Sync(bool idle = false);
+  // Size of the WAL file (0 before the first Sync opened it).
+  uint64_t WalBytes();
 
   // Direct access for offline tools (fsck) that run their own queries.
   // REQUIRES: no concurrent use of the catalog.

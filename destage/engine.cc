@@ -548,7 +548,12 @@ void Engine::DestagerLoop(IoKind kind) {
             lk.lock();
           }
           const uint64_t destaged = counters_.ops_destaged.load(std::memory_order_relaxed);
-          if (journal_bytes_ == 0 && (catalog_.HasSlotsToRelease() || destaged != idle_synced_ops_)) {
+          // A WAL left long (a reader kept the checkpoint from finishing) is
+          // retried once a second.
+          const int64_t now = MonoNs();
+          const bool wal_retry = now - idle_wal_try_ns_ > 1'000'000'000 && catalog_.WalBytes() > kWalReserveBytes;
+          if (journal_bytes_ == 0 && (catalog_.HasSlotsToRelease() || destaged != idle_synced_ops_ || wal_retry)) {
+            idle_wal_try_ns_ = now;
             // The journal is empty: make recent frees durable, punch what
             // stays free and shrink the catalog's WAL, so that space comes
             // back without waiting for more work.
