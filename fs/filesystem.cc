@@ -274,7 +274,7 @@ int ChainswapFs::DoSetattr(fuse_ino_t ino, const struct stat& attr, int to_set, 
     std::shared_lock lk(ns_.mu);
     info = f->info;
   }
-  if (to_set & FUSE_SET_ATTR_MODE) info.mode = attr.st_mode & 07777;
+  if (to_set & FUSE_SET_ATTR_MODE) info.mode = attr.st_mode & kFileModeBits;
   if (to_set & FUSE_SET_ATTR_UID) info.uid = attr.st_uid;
   if (to_set & FUSE_SET_ATTR_GID) info.gid = attr.st_gid;
   set_time(FUSE_SET_ATTR_ATIME_NOW, FUSE_SET_ATTR_ATIME, attr.st_atim, &info.atime_ns);
@@ -362,7 +362,7 @@ int ChainswapFs::DoCreate(fuse_ino_t parent, const std::string& name, mode_t mod
   ChainNode* c = ns_.Chain(DedupIdOf(parent));
   if (!c) return ENOENT;
   if (c->files.count(name)) return EEXIST;
-  auto f = catalog_.CreateFile(c->info.dedup_id, name, mode & 07777, uid, gid, NowNs());
+  auto f = catalog_.CreateFile(c->info.dedup_id, name, mode & kFileModeBits, uid, gid, NowNs());
   if (!f.ok()) return ToErrno(f.status(), "create");
   auto node = std::make_shared<FileNode>(*f);
   c->files[name] = node;

@@ -75,6 +75,11 @@ class ChainswapFs {
 
   // Attributes/entry timeouts handed to the kernel.
   static constexpr double kAttrTimeout = 1.0;
+  // Mode bits a swap file may carry: never setuid or setgid (they are
+  // dropped on create and chmod), so there is nothing for the kernel to
+  // clear on write, and the mount can take over that duty
+  // (FUSE_HANDLE_KILLPRIV_V2, see fs/fuse_io.h).
+  static constexpr mode_t kFileModeBits = 01777;
 
  private:
   void FillChainAttr(const ChainNode& c, struct stat* st);   // REQUIRES: ns_.mu held

@@ -17,6 +17,7 @@
 #include "catalog/backing_dir.h"
 #include "destage/engine.h"
 #include "fs/filesystem.h"
+#include "fs/fuse_io.h"
 #include "fs/fuse_ops.h"
 #include "fs/logging.h"
 #include "fs/options.h"
@@ -132,6 +133,7 @@ int Run(MountConfig cfg) {
   int rc = 1;
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, cfg.mountpoint.c_str()) == 0) {
+      InstallKillPrivV2Hooks(se);
       fuse_daemonize(cfg.foreground ? 1 : 0);
       // Opened for real only now, in the process that serves: SQLite locks
       // and threads belong to it.

@@ -59,6 +59,31 @@ TEST_F(NamespaceTest, ChainsHoldOnlySwapFiles) {
   EXPECT_EQ(ListDir(fs().Path("pool")), std::set<std::string>{"vm01.vswp"});
 }
 
+// Swap files never carry setuid/setgid bits (the mount clears privileges on
+// write for the kernel, FUSE_HANDLE_KILLPRIV_V2, and so keeps none to clear):
+// they are dropped on create and chmod; the sticky and rwx bits are kept.
+TEST_F(NamespaceTest, SwapFilesNeverCarrySetuidOrSetgid) {
+  ASSERT_TRUE(fs().MakeChain("pool"));
+  const std::string path = fs().Path("pool", "vm.vswp");
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  Fd fd = Fd::Open(path, O_CREAT | O_RDWR, 06750);
+  ASSERT_TRUE(fd.ok()) << ErrnoName(errno);
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0750u & ~static_cast<unsigned>(mask));
+  ASSERT_TRUE(Succeeds(::chmod(path.c_str(), 06755)));
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  ASSERT_TRUE(Succeeds(::chmod(path.c_str(), 01600)));
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 01600u);
+  // Writes work as before (no privilege check round trip is needed).
+  const auto data = MakeData(77, 4 * kBlock);
+  ASSERT_TRUE(PwriteAll(fd.get(), 0, data));
+  EXPECT_TRUE(FileEquals(path, data));
+}
+
 TEST_F(NamespaceTest, RenameAcrossChainsFailsWithExdev) {
   ASSERT_TRUE(fs().MakeChain("pool-a"));
   ASSERT_TRUE(fs().MakeChain("pool-b"));
