@@ -118,9 +118,9 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path, ContentS
   Status st = CheckAndUpgradeSchema(*db, options.read_only);
   if (!st.ok()) return Status::Error(st.code(), path + ": " + st.message());
   std::unique_ptr<Catalog> cat(new Catalog(std::move(*db), store, options, path));
-  for (Status s : {cat->PrepareStatements(), cat->LoadAllocator()}) {
-    if (!s.ok()) return Status::Error(s.code(), "catalog " + path + ": " + s.message());
-  }
+  Status ps = cat->PrepareStatements();
+  if (ps.ok()) ps = cat->LoadAllocator();  // only with the statements prepared
+  if (!ps.ok()) return Status::Error(ps.code(), "catalog " + path + ": " + ps.message());
   return cat;
 }
 
@@ -632,7 +632,7 @@ Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
   }
   used_slots_ -= res.blocks_freed;
   // Only now may freed slots be punched and handed out again.
-  PunchFreedLocked();
+  ReleaseFreedLocked();
   txn_freed_.clear();
   txn_allocated_.clear();
   txn_new_data_.clear();
@@ -722,7 +722,7 @@ Status Catalog::CloneRange(int64_t src_file, int64_t dst_file, uint64_t src_lba,
     return st;
   }
   used_slots_ -= res.blocks_freed;
-  PunchFreedLocked();
+  ReleaseFreedLocked();
   txn_freed_.clear();
   txn_mapped_delta_.clear();
   return Status::Ok();
@@ -761,7 +761,7 @@ std::unique_ptr<Catalog::Reader, std::function<void(Catalog::Reader*)>> Catalog:
   return {r.release(), give_back};
 }
 
-void Catalog::PunchFreedLocked() {
+void Catalog::ReleaseFreedLocked() {
   // Committed, but the commit is not durable yet: until the next Sync the
   // slot's old bytes may still be what a power cut brings back as
   // referenced, so it is neither reused nor punched before then.

@@ -235,7 +235,7 @@ class Catalog {
   Result<uint64_t> AllocSlotLocked();
   // Queues the slots freed by the committed transaction until the next
   // Sync makes the frees durable. REQUIRES: mu_ held, after the commit.
-  void PunchFreedLocked();
+  void ReleaseFreedLocked();
   // Sync with mu_ held (also used by the allocator to recycle pending frees).
   Status SyncLocked(bool idle);
   // Punches every free slot whose old bytes are still allocated in the

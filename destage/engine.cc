@@ -200,10 +200,12 @@ void Engine::SealLocked() {
 Status Engine::Append(Record r, bool space_exempt) {
   const uint64_t size = r.EncodedSize();
   const uint64_t payload_sum = PayloadChecksum(r);  // outside every lock
-  // Zero blocks are holes: they never need a slot.
+  // Zero blocks are holes: they never need a slot. Scanned once, here,
+  // outside every lock; the staging index takes the flags.
+  const std::vector<uint8_t> zero = ZeroBlockFlags(r);
   uint64_t new_blocks = 0;
-  if (r.kind == RecordKind::kWrite && !space_exempt) {
-    for (uint64_t j = 0; j < r.count; ++j) new_blocks += IsZeroBlock(r.data.get() + j * kBlockSize) ? 0 : 1;
+  if (!space_exempt) {
+    for (uint8_t z : zero) new_blocks += z ? 0 : 1;
   }
   std::lock_guard alk(append_mu_);
   std::unique_lock lk(mu_);
@@ -244,7 +246,7 @@ Status Engine::Append(Record r, bool space_exempt) {
   lk.lock();
   b.appending = false;
   if (st.ok()) {
-    index_.Add(r);
+    index_.Add(r, zero);
     b.bytes += size;
     b.synced = false;
     journal_bytes_ += size;

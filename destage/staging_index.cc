@@ -15,12 +15,21 @@ const StagingIndex::DeleteRange* StagingIndex::Covering(const FileIndex& f, uint
   return &it->second;
 }
 
-void StagingIndex::Add(const Record& r) {
-  std::vector<bool> zero;  // computed before the lock
-  if (r.kind == RecordKind::kWrite) {
-    zero.resize(r.count);
-    for (uint64_t i = 0; i < r.count; ++i) zero[i] = IsZeroBlock(r.data.get() + i * kBlockSize);
+std::vector<uint8_t> ZeroBlockFlags(const Record& r) {
+  std::vector<uint8_t> zero;
+  if (r.kind != RecordKind::kWrite) return zero;
+  zero.resize(r.count);
+  for (uint64_t i = 0; i < r.count; ++i) zero[i] = IsZeroBlock(r.data.get() + i * kBlockSize);
+  return zero;
+}
+
+void StagingIndex::Add(const Record& r, std::span<const uint8_t> zero_flags) {
+  std::vector<uint8_t> scanned;  // before the lock
+  if (r.kind == RecordKind::kWrite && zero_flags.size() != r.count) {
+    scanned = ZeroBlockFlags(r);
+    zero_flags = scanned;
   }
+  std::span<const uint8_t> zero = zero_flags;
   std::unique_lock lk(mu_);
   FileIndex& f = files_[r.file_id];
   const uint64_t end = r.lba + r.count;
@@ -29,7 +38,7 @@ void StagingIndex::Add(const Record& r) {
       auto [it, inserted] = f.writes.try_emplace(r.lba + i);
       if (inserted) ++write_entries_;
       else if (it->second.zero) --f.zero_writes;
-      it->second = WriteEntry{r.seq, r.data, static_cast<uint32_t>(i), zero[i]};
+      it->second = WriteEntry{r.seq, r.data, static_cast<uint32_t>(i), zero[i] != 0};
       if (zero[i]) ++f.zero_writes;
     }
     return;

@@ -22,12 +22,17 @@
 #include <memory>
 #include <optional>
 #include <shared_mutex>
+#include <span>
 #include <utility>
 #include <vector>
 
 #include "destage/journal_format.h"
 
 namespace chainswap {
+
+// One flag per block of a write record's payload: 1 when it is all zeros.
+// Empty for a delete.
+std::vector<uint8_t> ZeroBlockFlags(const Record& r);
 
 class StagingIndex {
  public:
@@ -39,8 +44,10 @@ class StagingIndex {
   };
 
   // Records a journaled op as the latest for its LBAs. REQUIRES: ops arrive
-  // in increasing seq order.
-  void Add(const Record& r);
+  // in increasing seq order. For a write, `zero[i]` says whether block i of
+  // its payload is all zeros (the caller has scanned the payload already,
+  // outside its locks); without it, Add scans the payload itself.
+  void Add(const Record& r, std::span<const uint8_t> zero = {});
 
   // For each LBA of [lba, lba + n): the staged op, or nullopt when the
   // catalog holds the latest state. out is resized to n.

@@ -38,8 +38,8 @@ namespace {
 
 using extra::RawFd;
 
-constexpr uint64_t kSpan = 4 * kMiB;             // offsets stay below this
-constexpr uint64_t kMaxWrite = 192 * kKiB;        // one FUSE request, one journal record
+using extra::kMaxWrite;
+using extra::kSpan;
 constexpr int kCycles = 12;
 constexpr int kKillAfterRemountCycle = 6;         // cycle 5 leaves a large journal
 

@@ -292,10 +292,7 @@ class Daemon {
     for (const auto& a : argv) banner += " " + a;
     banner += "\n";
     (void)!::write(log_fd, banner.data(), banner.size());
-    std::vector<char*> ptrs;
-    for (auto& s : argv) ptrs.push_back(s.data());
-    ptrs.push_back(nullptr);
-    // The environment, built before fork like argv (nothing allocates in the child).
+    // The environment: the inherited one with extra_env_ overriding.
     std::vector<std::string> env_store;
     for (char** e = environ; e && *e; ++e) {
       std::string entry(*e);
@@ -305,27 +302,9 @@ class Daemon {
       if (!overridden) env_store.push_back(std::move(entry));
     }
     env_store.insert(env_store.end(), extra_env_.begin(), extra_env_.end());
-    std::vector<char*> envp;
-    for (auto& s : env_store) envp.push_back(s.data());
-    envp.push_back(nullptr);
     const dev_t parent = DevOf(dir_);
-    pid_t pid = ::fork();
-    if (pid < 0) {
-      ::close(log_fd);
-      return ::testing::AssertionFailure() << "fork: " << std::strerror(errno);
-    }
-    if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-      int devnull = ::open("/dev/null", O_RDONLY);
-      if (devnull >= 0) ::dup2(devnull, 0);
-      ::dup2(log_fd, 1);
-      ::dup2(log_fd, 2);
-      ::execve(ptrs[0], ptrs.data(), envp.data());
-      static const char msg[] = "exec chainswapfs failed\n";
-      (void)!::write(2, msg, sizeof msg - 1);
-      ::_exit(127);
-    }
-    ::close(log_fd);
+    pid_t pid = SpawnLogged(argv, log_fd, &env_store);
+    if (pid < 0) return ::testing::AssertionFailure() << "fork: " << std::strerror(errno);
     pid_ = pid;
     const auto deadline = Clock::now() + timeout;
     for (;;) {
@@ -445,6 +424,12 @@ class DaemonTest : public ::testing::Test {
 };
 
 // ------------------------------------------------------- random workloads
+
+// The random workloads of the crash and power-cut tests stay below kSpan
+// in each file; one write is at most kMaxWrite (one FUSE request, one
+// journal record).
+inline constexpr uint64_t kSpan = 4 * kMiB;
+inline constexpr uint64_t kMaxWrite = 192 * kKiB;
 
 // `n` random bytes, never zero — except one time in ten all zeros (a write of
 // zeros is a punch). Shared by the crash and power-cut tests.

@@ -281,25 +281,12 @@ StartAttempt TryStart(const std::string& backing, const std::string& mnt, const 
     argv.push_back("-o");
     argv.push_back(extra::JoinOptions(opts));
   }
-  std::vector<char*> ptrs;
-  for (auto& s : argv) ptrs.push_back(s.data());
-  ptrs.push_back(nullptr);
   int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log_fd < 0) {
     a.output = "open " + log + ": " + ErrnoName(errno);
     return a;
   }
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, 0);
-    ::dup2(log_fd, 1);
-    ::dup2(log_fd, 2);
-    ::execv(ptrs[0], ptrs.data());
-    ::_exit(127);
-  }
-  ::close(log_fd);
+  pid_t pid = SpawnLogged(argv, log_fd);
   if (pid < 0) {
     a.output = "fork: " + ErrnoName(errno);
     return a;

@@ -555,6 +555,32 @@ std::string MountedFs::DaemonLog() const {
   return ss.str();
 }
 
+pid_t SpawnLogged(const std::vector<std::string>& argv, int log_fd, const std::vector<std::string>* env) {
+  // Everything the child needs is built before fork: it only calls
+  // async-signal-safe functions.
+  Argv args(argv);
+  std::optional<Argv> envs;
+  if (env) envs.emplace(*env);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    // If the test process dies, SIGTERM makes the daemon unmount and exit.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) ::dup2(devnull, 0);
+    ::dup2(log_fd, 1);
+    ::dup2(log_fd, 2);
+    if (envs) ::execve(args.ptrs[0], args.ptrs.data(), envs->ptrs.data());
+    else ::execv(args.ptrs[0], args.ptrs.data());
+    static const char msg[] = "exec failed\n";
+    (void)!::write(2, msg, sizeof msg - 1);
+    ::_exit(127);
+  }
+  const int saved = errno;
+  ::close(log_fd);
+  errno = saved;
+  return pid;
+}
+
 ::testing::AssertionResult MountedFs::Mount() {
   if (!formatted_) return ::testing::AssertionFailure() << "backing directory was not formatted";
   if (mounted()) return ::testing::AssertionFailure() << "already mounted";
@@ -568,25 +594,8 @@ std::string MountedFs::DaemonLog() const {
   std::string banner = "=== " + Join(argv) + "\n";
   (void)!::write(log_fd, banner.data(), banner.size());
   const dev_t parent_dev = DevOf(dir_);
-  Argv args(argv);
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    ::close(log_fd);
-    return ::testing::AssertionFailure() << "fork: " << ErrnoText(errno);
-  }
-  if (pid == 0) {
-    // If the test process dies, SIGTERM makes the daemon unmount and exit.
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, 0);
-    ::dup2(log_fd, 1);
-    ::dup2(log_fd, 2);
-    ::execv(args.ptrs[0], args.ptrs.data());
-    static const char msg[] = "exec chainswapfs failed\n";
-    (void)!::write(2, msg, sizeof msg - 1);
-    ::_exit(127);
-  }
-  ::close(log_fd);
+  pid_t pid = SpawnLogged(argv, log_fd);
+  if (pid < 0) return ::testing::AssertionFailure() << "fork: " << ErrnoText(errno);
   pid_ = pid;
   const auto deadline = Clock::now() + std::chrono::seconds(10);
   for (;;) {

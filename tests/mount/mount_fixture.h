@@ -150,6 +150,11 @@ struct CommandResult {
 // /dev/null; kills it after `timeout`.
 CommandResult RunCommand(const std::vector<std::string>& argv,
                          std::chrono::milliseconds timeout = std::chrono::seconds(60));
+// Starts argv[0] (an absolute path) in the background: stdin /dev/null,
+// stdout and stderr to `log_fd`, SIGTERM when the test process dies. `env`
+// replaces the environment when given ("NAME=value" entries). Closes
+// `log_fd` in the parent. Returns the child's pid, or -1 (errno set).
+pid_t SpawnLogged(const std::vector<std::string>& argv, int log_fd, const std::vector<std::string>* env = nullptr);
 // Runs a shell command line through popen(3) and returns its stdout.
 std::optional<std::string> Popen(const std::string& command, int* status = nullptr);
 

@@ -51,8 +51,8 @@ namespace {
 
 using extra::RawFd;
 
-constexpr uint64_t kSpan = 4 * kMiB;       // offsets stay below this
-constexpr uint64_t kMaxWrite = 192 * kKiB;  // one FUSE request, one journal record
+using extra::kMaxWrite;
+using extra::kSpan;
 constexpr int kDefaultCycles = 8;
 
 int Cycles() {
@@ -346,7 +346,7 @@ TEST_F(PowerCutTest, FsyncedDataSurvivesAndUnsyncedDataIsDropped) {
   const auto a = MakeData(101, 1 * kMiB), b = MakeData(102, 1 * kMiB);
   // fsync makes every file's journal durable at once (the journal is
   // shared), so all fsyncs come before all unsynced writes.
-  AlignedBuf big(a.size());
+  AlignedBuf big(2 * kMiB);  // a, b, then c below
   for (auto& f : files_) {
     std::memcpy(big.data(), a.data(), a.size());
     ASSERT_TRUE(PwriteAll(f.fd.get(), 0, {big.data(), a.size()}));
@@ -382,9 +382,8 @@ TEST_F(PowerCutTest, FsyncedDataSurvivesAndUnsyncedDataIsDropped) {
   std::vector<uint8_t> want = a;
   want.resize(4 * kMiB);
   std::copy(c.begin(), c.end(), want.begin() + 2 * kMiB);
+  std::memcpy(big.data(), c.data(), c.size());
   for (auto& f : files_) {
-    AlignedBuf big(c.size());
-    std::memcpy(big.data(), c.data(), c.size());
     ASSERT_TRUE(PwriteAll(f.fd.get(), 2 * kMiB, {big.data(), c.size()}));
     ASSERT_TRUE(Succeeds(::fdatasync(f.fd.get()))) << f.name;
   }
