@@ -603,27 +603,21 @@ Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
     st = st_->file_meta.Run();
   }
   // New blocks reach the store before the transaction that references them
-  // commits; contiguous slots go out in one pwrite.
+  // commits; contiguous slots go out in one gather write, straight from the
+  // callers' buffers.
   if (st.ok() && !txn_new_data_.empty()) {
-    std::vector<uint8_t> run;
-    uint64_t run_start = 0, run_len = 0;
-    auto flush = [&]() -> Status {
-      if (run_len == 0) return Status::Ok();
-      Status s = store_->WriteSlots(run_start, static_cast<uint32_t>(run_len), run.data());
-      run.clear();
-      run_len = 0;
-      return s;
-    };
+    std::vector<const uint8_t*> run;
+    uint64_t run_start = 0;
     for (auto& [slot, data] : txn_new_data_) {
-      if (run_len && slot != run_start + run_len) {
-        st = flush();
+      if (!run.empty() && slot != run_start + run.size()) {
+        st = store_->WriteSlots(run_start, run);
+        run.clear();
         if (!st.ok()) break;
       }
-      if (run_len == 0) run_start = slot;
-      run.insert(run.end(), data, data + kBlockSize);
-      ++run_len;
+      if (run.empty()) run_start = slot;
+      run.push_back(data);
     }
-    if (st.ok()) st = flush();
+    if (st.ok() && !run.empty()) st = store_->WriteSlots(run_start, run);
   }
   if (st.ok()) st = txn.Commit();
   if (!st.ok()) {
@@ -776,9 +770,11 @@ void Catalog::PublishUsageLocked() {
   pub_high_.store(high_water_, std::memory_order_relaxed);
 }
 
-void Catalog::PunchFreeSlotsLocked() {
+void Catalog::PunchFreeSlotsLocked(uint64_t keep) {
+  if (unpunched_.size() <= keep) return;
+  const auto from = std::next(unpunched_.begin(), static_cast<std::ptrdiff_t>(keep));
   // Adjacent slots go back to the backing fs in one fallocate.
-  auto it = unpunched_.begin();
+  auto it = from;
   while (it != unpunched_.end()) {
     const uint64_t first = *it;
     uint64_t n = 1;
@@ -786,7 +782,7 @@ void Catalog::PunchFreeSlotsLocked() {
     Status ps = store_->PunchSlots(first, n);
     if (!ps.ok()) spdlog::warn("catalog: {}", ps.ToString());
   }
-  unpunched_.clear();
+  unpunched_.erase(from, unpunched_.end());
 }
 
 Status Catalog::ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out) {
@@ -992,9 +988,10 @@ Status Catalog::SyncLocked(bool idle) {
     if (::fdatasync(wal_fd_) != 0) return Status::FromErrno("catalog WAL fdatasync");
   }
   // Frees are durable now: what stayed free since the previous Sync goes
-  // back to the backing fs; what was freed since becomes reusable (first,
-  // while its bytes are still allocated) and is punched next time.
-  PunchFreeSlotsLocked();
+  // back to the backing fs (under load, all but a reserve that the next
+  // overwrites will reuse); what was freed since becomes reusable (first,
+  // while its bytes are still allocated).
+  PunchFreeSlotsLocked(idle ? 0 : kUnpunchedReserveSlots);
   free_slots_.insert(pending_free_.begin(), pending_free_.end());
   unpunched_.insert(pending_free_.begin(), pending_free_.end());
   pending_free_.clear();

@@ -44,6 +44,11 @@ namespace chainswap {
 // into the database and emptied.
 inline constexpr uint64_t kWalCheckpointBytes = 4u << 20;
 inline constexpr uint64_t kWalReserveBytes = 1u << 20;
+// Free slots whose bytes are still allocated in the store are reused before
+// punched ones: an overwrite into them costs the backing fs no new extent.
+// A Sync under load keeps up to this many of them (the lowest, reused
+// first) and punches the rest; an idle Sync punches them all.
+inline constexpr uint64_t kUnpunchedReserveSlots = 4096;  // 16 MiB
 
 struct CatalogOptions {
   bool dedup_verify = true;      // compare bytes on a hash match (SPEC §4.3)
@@ -208,8 +213,9 @@ class Catalog {
   // catalog mutex): every committed transaction is durable when this
   // returns OK, never before the store bytes it references. Then slots
   // whose frees are now durable become reusable, and free slots left
-  // unused since the previous Sync are punched. `idle` (nothing is being
-  // destaged): also folds a WAL longer than kWalReserveBytes into the
+  // unused since the previous Sync are punched beyond the lowest
+  // kUnpunchedReserveSlots. `idle` (nothing is being destaged): punches
+  // them all, and folds a WAL longer than kWalReserveBytes into the
   // database and empties it (gives up after 50 ms if a reader is in it).
   Status Sync(bool idle = false);
   // Size of the WAL file (0 before the first Sync opened it).
@@ -238,9 +244,9 @@ class Catalog {
   void ReleaseFreedLocked();
   // Sync with mu_ held (also used by the allocator to recycle pending frees).
   Status SyncLocked(bool idle);
-  // Punches every free slot whose old bytes are still allocated in the
-  // store. REQUIRES: mu_ held.
-  void PunchFreeSlotsLocked();
+  // Punches the free slots whose old bytes are still allocated in the
+  // store, all but the lowest `keep`. REQUIRES: mu_ held.
+  void PunchFreeSlotsLocked(uint64_t keep);
   // Copies the allocator's committed figures to the pub_* atomics that
   // Usage() reads. REQUIRES: mu_ held, outside a transaction.
   void PublishUsageLocked();

@@ -3,8 +3,11 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "catalog/block.h"
@@ -72,6 +75,32 @@ Status ContentStore::ReadSlots(uint64_t slot, uint32_t count, uint8_t* out) cons
 
 Status ContentStore::WriteSlots(uint64_t slot, uint32_t count, const uint8_t* data) {
   return PwriteFull(fd_, data, size_t{count} * kBlockSize, static_cast<off_t>(slot << kBlockShift));
+}
+
+Status ContentStore::WriteSlots(uint64_t slot, std::span<const uint8_t* const> blocks) {
+  std::array<iovec, 256> iov;
+  off_t off = static_cast<off_t>(slot << kBlockShift);
+  size_t i = 0;
+  while (i < blocks.size()) {
+    const size_t n = std::min(iov.size(), blocks.size() - i);
+    for (size_t k = 0; k < n; ++k) iov[k] = {const_cast<uint8_t*>(blocks[i + k]), kBlockSize};
+    ssize_t w = ::pwritev(fd_, iov.data(), static_cast<int>(n), off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno("content store pwritev");
+    }
+    // A short write ends inside block i + done: finish that one by hand.
+    const size_t done = static_cast<size_t>(w) / kBlockSize;
+    const size_t part = static_cast<size_t>(w) % kBlockSize;
+    off += static_cast<off_t>(done * kBlockSize);
+    i += done;
+    if (part != 0) {
+      CS_RETURN_IF_ERROR(PwriteFull(fd_, blocks[i] + part, kBlockSize - part, off + static_cast<off_t>(part)));
+      off += kBlockSize;
+      ++i;
+    }
+  }
+  return Status::Ok();
 }
 
 Status ContentStore::PunchSlot(uint64_t slot) { return PunchSlots(slot, 1); }

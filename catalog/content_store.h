@@ -38,6 +38,9 @@ class ContentStore {
   Status ReadSlots(uint64_t slot, uint32_t count, uint8_t* out) const;
   // Writes `count` consecutive slots.
   Status WriteSlots(uint64_t slot, uint32_t count, const uint8_t* data);
+  // Writes blocks.size() consecutive slots from `slot` on, slot + i from
+  // blocks[i] (each kBlockSize bytes): a gather write, no copy.
+  Status WriteSlots(uint64_t slot, std::span<const uint8_t* const> blocks);
   // Gives a slot's space back to the backing filesystem.
   Status PunchSlot(uint64_t slot);
   // Punches `count` consecutive slots in one call.

@@ -23,6 +23,13 @@ namespace chainswap {
 
 enum class IoKind { kWrite, kDelete };
 
+// What one slot carries: a content-store I/O request. A write request
+// stores up to kWriteBlocksPerSlot blocks (one catalog transaction, its new
+// blocks written in as few pwrites as their slots allow); a delete request
+// covers up to kDeleteLbasPerSlot LBAs of a range (sparse ranges are cheap).
+inline constexpr uint64_t kWriteBlocksPerSlot = 64;
+inline constexpr uint64_t kDeleteLbasPerSlot = 256;
+
 class LogicalQueue {
  public:
   using SnapshotFn = std::function<DestageSnapshot()>;

@@ -389,7 +389,7 @@ TEST_F(CatalogTest, UnpunchedFreeSlotIsReusedBeforeAPunchedOne) {
   ASSERT_TRUE(Apply({WriteOp(f, chain, 7, PatternBlock(19))}).ok());
   EXPECT_EQ(PblockOf(f, 7), 4);
   CS_ASSERT_OK(cat().Sync());                            // slot 0 reusable
-  CS_ASSERT_OK(cat().Sync());                            // ... and punched
+  CS_ASSERT_OK(cat().Sync(/*idle=*/true));               // ... and punched
   ASSERT_TRUE(Apply({DeleteOp(f, chain, 2, 1)}).ok());  // slot 2 freed
   CS_ASSERT_OK(cat().Sync());                            // reusable, not punched
   ASSERT_TRUE(Apply({WriteOp(f, chain, 8, PatternBlock(20))}).ok());
@@ -398,6 +398,43 @@ TEST_F(CatalogTest, UnpunchedFreeSlotIsReusedBeforeAPunchedOne) {
   EXPECT_EQ(PblockOf(f, 9), 0) << "then the lowest free slot";
   EXPECT_TRUE(ReadBlock(f, 8) == PatternBlock(20));
   EXPECT_TRUE(ReadBlock(f, 9) == PatternBlock(21));
+  ExpectCatalogInvariants(cat(), store());
+}
+
+// Under load a Sync punches only the free slots beyond the reserve (the
+// highest first: allocation reuses the lowest), so that steady random
+// overwrites do not punch a slot and then fill the hole again.
+TEST_F(CatalogTest, SyncUnderLoadKeepsAReserveOfUnpunchedSlots) {
+  int64_t chain = NewChain("pool");
+  int64_t f = NewFile(chain, "a");
+  const uint64_t n = kUnpunchedReserveSlots + 8;
+  std::vector<Block> blocks;
+  blocks.reserve(n);
+  std::vector<BlockOp> ops;
+  for (uint64_t i = 0; i < n; ++i) {
+    blocks.push_back(PatternBlock(1000 + i));
+    ops.push_back(WriteOp(f, chain, i, blocks.back()));
+  }
+  ASSERT_TRUE(cat().ApplyBlockOps(ops).ok());
+  ASSERT_TRUE(Apply({DeleteOp(f, chain, 0, n)}).ok());
+  CS_ASSERT_OK(cat().Sync());  // all n free, reusable, none punched yet
+  auto before = store().AllocatedBytes();
+  ASSERT_TRUE(before.ok());
+  CS_ASSERT_OK(cat().Sync());  // under load: the 8 highest go
+  auto after = store().AllocatedBytes();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(*after + 8 * kBlockSize, *before);
+  Block z;
+  CS_ASSERT_OK(store().ReadSlots(n - 1, 1, z.data()));
+  EXPECT_TRUE(IsZeroBlock(z.data())) << "the highest slot was punched";
+  CS_ASSERT_OK(store().ReadSlots(0, 1, z.data()));
+  EXPECT_TRUE(z == blocks[0]) << "the lowest slot keeps its bytes for reuse";
+  EXPECT_TRUE(cat().HasSlotsToRelease());
+  CS_ASSERT_OK(cat().Sync(/*idle=*/true));  // idle: everything goes back
+  EXPECT_FALSE(cat().HasSlotsToRelease());
+  auto idle = store().AllocatedBytes();
+  ASSERT_TRUE(idle.ok());
+  EXPECT_EQ(*idle, 0u);
   ExpectCatalogInvariants(cat(), store());
 }
 
@@ -443,7 +480,8 @@ TEST_F(CatalogTest, OverwriteFreesOldBlockAndSlotsAreReusedLowestFirst) {
   // Freed slots keep their bytes until a Sync has made the frees durable
   // (before that a power cut could bring the old references back); the
   // first Sync makes them reusable, still allocated (a slot reused soon
-  // after costs no punch); the next Sync punches what stayed free.
+  // after costs no punch); under load they stay so (within the reserve),
+  // and the next idle Sync punches what stayed free.
   auto alloc_unsynced = store().AllocatedBytes();
   ASSERT_TRUE(alloc_unsynced.ok());
   EXPECT_EQ(*alloc_unsynced, *alloc_before);
@@ -452,6 +490,8 @@ TEST_F(CatalogTest, OverwriteFreesOldBlockAndSlotsAreReusedLowestFirst) {
   EXPECT_EQ(*store().AllocatedBytes(), *alloc_before);
   EXPECT_TRUE(cat().HasSlotsToRelease());
   CS_ASSERT_OK(cat().Sync());
+  EXPECT_EQ(*store().AllocatedBytes(), *alloc_before) << "kept within the reserve under load";
+  CS_ASSERT_OK(cat().Sync(/*idle=*/true));
   EXPECT_FALSE(cat().HasSlotsToRelease());
   auto alloc_after = store().AllocatedBytes();
   ASSERT_TRUE(alloc_after.ok());
