@@ -552,20 +552,24 @@ void Engine::DestagerLoop(IoKind kind) {
             RunDeferredReclaim();
             lk.lock();
           }
-          const uint64_t destaged = counters_.ops_destaged.load(std::memory_order_relaxed);
-          // A WAL left long (a reader kept the checkpoint from finishing) is
-          // retried once a second.
-          const int64_t now = MonoNs();
-          const bool wal_retry = now - idle_wal_try_ns_ > 1'000'000'000 && catalog_.WalBytes() > kWalReserveBytes;
-          if (journal_bytes_ == 0 && (catalog_.HasSlotsToRelease() || destaged != idle_synced_ops_ || wal_retry)) {
-            idle_wal_try_ns_ = now;
+          if (journal_bytes_ == 0) {
             // The journal is empty: make recent frees durable, punch what
             // stays free and shrink the catalog's WAL, so that space comes
-            // back without waiting for more work.
-            idle_synced_ops_ = destaged;
+            // back without waiting for more work. The catalog is asked
+            // without mu_ (its lock is a leaf: the write destager holds it
+            // for whole transactions, and appenders wait for mu_).
             lk.unlock();
-            Status ss = catalog_.Sync(/*idle=*/true);
-            if (!ss.ok()) spdlog::warn("idle catalog sync: {}", ss.ToString());
+            const uint64_t destaged = counters_.ops_destaged.load(std::memory_order_relaxed);
+            // A WAL left long (a reader kept the checkpoint from finishing)
+            // is retried once a second.
+            const int64_t now = MonoNs();
+            const bool wal_retry = now - idle_wal_try_ns_ > 1'000'000'000 && catalog_.WalBytes() > kWalReserveBytes;
+            if (catalog_.HasSlotsToRelease() || destaged != idle_synced_ops_ || wal_retry) {
+              idle_wal_try_ns_ = now;
+              idle_synced_ops_ = destaged;
+              Status ss = catalog_.Sync(/*idle=*/true);
+              if (!ss.ok()) spdlog::warn("idle catalog sync: {}", ss.ToString());
+            }
             lk.lock();
           }
           continue;

@@ -223,8 +223,7 @@ class Engine {
   uint64_t w_record_ = 0;      // progress inside bucket w_cursor_ (records)
   uint64_t x_record_ = 0;
   uint64_t staged_write_blocks_ = 0;  // appended, not yet passed by the write destager
-  uint64_t idle_synced_ops_ = 0;      // ops_destaged at the last idle catalog sync
-  int64_t idle_wal_try_ns_ = 0;       // when the last idle catalog sync ran
+
   bool store_full_ = false;           // the write destager hit ENOSPC
   bool delete_blocked_ = false;       // the delete destager hit ENOSPC (logged once)
   bool stop_ = false;
@@ -235,6 +234,9 @@ class Engine {
   double backing_usage_ = 0.0;        // used fraction of the backing fs
 
   std::atomic<bool> stopping_{false};  // mirror of stop_ for lock-free checks
+  // --- owned by the delete destager thread (its idle work) ---
+  uint64_t idle_synced_ops_ = 0;      // ops_destaged at the last idle catalog sync
+  int64_t idle_wal_try_ns_ = 0;       // when the last idle catalog sync ran
   std::thread write_thread_, delete_thread_;
 };
 

@@ -41,9 +41,7 @@ Result<std::shared_ptr<Segment>> Segment::Create(const std::string& dir, uint64_
   std::string path = SegmentPath(dir, id);
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return Status::FromErrno("create journal segment " + path);
-  auto seg = std::shared_ptr<Segment>(new Segment(fd, id, path, 0));
-  CS_RETURN_IF_ERROR(SyncDir(dir));
-  return seg;
+  return std::shared_ptr<Segment>(new Segment(fd, id, dir, path, 0, /*name_durable=*/false));
 }
 
 Result<std::shared_ptr<Segment>> Segment::OpenExisting(const std::string& dir, uint64_t id, bool read_only) {
@@ -55,7 +53,8 @@ Result<std::shared_ptr<Segment>> Segment::OpenExisting(const std::string& dir, u
     ::close(fd);
     return Status::FromErrno("stat " + path);
   }
-  return std::shared_ptr<Segment>(new Segment(fd, id, path, static_cast<uint64_t>(st.st_size)));
+  return std::shared_ptr<Segment>(
+      new Segment(fd, id, dir, path, static_cast<uint64_t>(st.st_size), /*name_durable=*/true));
 }
 
 Status Segment::Append(const uint8_t* header, const uint8_t* payload, size_t payload_len) {
@@ -95,6 +94,10 @@ Status Segment::Append(const uint8_t* header, const uint8_t* payload, size_t pay
 
 Status Segment::Sync() {
   if (::fdatasync(fd_) != 0) return Status::FromErrno("journal fdatasync " + path_);
+  if (!name_durable_.load(std::memory_order_acquire)) {
+    CS_RETURN_IF_ERROR(SyncDir(dir_));
+    name_durable_.store(true, std::memory_order_release);
+  }
   return Status::Ok();
 }
 

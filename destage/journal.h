@@ -8,6 +8,7 @@
 // other segments.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -24,7 +25,8 @@ class Segment {
   Segment(const Segment&) = delete;
   Segment& operator=(const Segment&) = delete;
 
-  // Creates bucket `id` in `dir` (0600) and makes its name durable.
+  // Creates bucket `id` in `dir` (0600). Its name becomes durable with its
+  // first Sync (a directory fsync here would stall the appender).
   static Result<std::shared_ptr<Segment>> Create(const std::string& dir, uint64_t id);
   // Opens an existing bucket for replay and further truncation (or only for
   // reading, as fsck does).
@@ -33,6 +35,8 @@ class Segment {
 
   // Appends header + payload at the end (one pwritev).
   Status Append(const uint8_t* header, const uint8_t* payload, size_t payload_len);
+  // fdatasync; the first successful one also fsyncs the directory, so that
+  // the segment's name is as durable as its records. Thread-safe.
   Status Sync();
   // Reads every intact record; stops at a torn tail, which is cut off (when
   // `cut_torn`) so that later appends never follow garbage. *torn tells
@@ -46,11 +50,14 @@ class Segment {
   const std::string& path() const { return path_; }
 
  private:
-  Segment(int fd, uint64_t id, std::string path, uint64_t end) : fd_(fd), id_(id), path_(std::move(path)), end_(end) {}
+  Segment(int fd, uint64_t id, std::string dir, std::string path, uint64_t end, bool name_durable)
+      : fd_(fd), id_(id), dir_(std::move(dir)), path_(std::move(path)), end_(end), name_durable_(name_durable) {}
   int fd_;
   const uint64_t id_;
+  const std::string dir_;
   const std::string path_;
   uint64_t end_;  // append offset; serialized by the caller
+  std::atomic<bool> name_durable_;  // the directory was fsynced since Create
 };
 
 // Bucket IDs of the segment files in `dir`, ascending. Files that do not look

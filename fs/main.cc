@@ -154,7 +154,7 @@ int Run(MountConfig cfg) {
           fuse_loop_config* lc = fuse_loop_cfg_create();
           fuse_loop_cfg_set_clone_fd(lc, 1);
           fuse_loop_cfg_set_max_threads(lc, cfg.threads);
-          fuse_loop_cfg_set_idle_threads(lc, std::min(4u, cfg.threads));
+          fuse_loop_cfg_set_idle_threads(lc, cfg.threads);
           rc = fuse_session_loop_mt(se, lc);
           fuse_loop_cfg_destroy(lc);
         }
