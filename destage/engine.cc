@@ -107,6 +107,7 @@ Status Engine::Open(std::map<int64_t, ReplayedMeta>* meta) {
         ++skipped;
         continue;
       }
+      StagingIndex::Track(&r);
       index_.Add(r);
       if (r.kind == RecordKind::kWrite) {
         staged_write_blocks_ += r.count;
@@ -204,6 +205,7 @@ Status Engine::Append(Record r, bool space_exempt) {
   // Zero blocks are holes: they never need a slot. Scanned once, here,
   // outside every lock; the staging index takes the flags.
   const std::vector<uint8_t> zero = ZeroBlockFlags(r);
+  StagingIndex::Track(&r);
   uint64_t new_blocks = 0;
   if (!space_exempt) {
     for (uint8_t z : zero) new_blocks += z ? 0 : 1;
@@ -661,7 +663,9 @@ Status Engine::ProcessWrites(const Bucket& b, size_t* next_record) {
       if (r.kind != RecordKind::kWrite) continue;
       const BlockHasher& hasher = *hashers.at(r.dedup_id);
       for (uint64_t n = 0; n < r.count; ++n) {
-        if (!index_.IsLatestWrite(r.file_id, r.lba + n, r.seq)) continue;
+        const bool superseded = r.superseded ? StagingIndex::IsSuperseded(r, n)
+                                              : !index_.IsLatestWrite(r.file_id, r.lba + n, r.seq);
+        if (superseded) continue;
         BlockOp op;
         op.kind = BlockOp::Kind::kWrite;
         op.file_id = r.file_id;
@@ -791,7 +795,7 @@ void Engine::TryRetire() {
       SetBackgroundError(st);
       return;
     }
-    for (const Record& r : b->records) index_.Retire(r);
+    index_.RetireAll(b->records);
     st = b->segment->Remove();
     if (!st.ok()) spdlog::warn("journal: {}", st.ToString());
     std::lock_guard lk(mu_);

@@ -25,6 +25,7 @@
 // segment (a torn tail): it and everything after it are ignored.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -51,6 +52,9 @@ struct Record {
   int64_t mtime_ns = 0;     // after the op
   // Write payload: count * 4096 bytes, shared with the staging index.
   std::shared_ptr<const uint8_t[]> data;
+  // In memory only, never encoded: one bit per block of a write, set by the
+  // staging index once a newer op covers the block (StagingIndex::Track).
+  std::shared_ptr<std::atomic<uint64_t>[]> superseded;
 
   uint64_t EncodedSize() const;
 };

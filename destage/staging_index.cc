@@ -1,6 +1,7 @@
 #include "destage/staging_index.h"
 
 #include <mutex>
+#include <thread>
 
 #include "catalog/block.h"
 
@@ -23,6 +24,17 @@ std::vector<uint8_t> ZeroBlockFlags(const Record& r) {
   return zero;
 }
 
+void StagingIndex::Track(Record* r) {
+  if (r->kind != RecordKind::kWrite || r->count == 0) return;
+  const size_t words = (r->count + 63) / 64;
+  r->superseded = std::shared_ptr<std::atomic<uint64_t>[]>(new std::atomic<uint64_t>[words]);
+  for (size_t i = 0; i < words; ++i) r->superseded[i].store(0, std::memory_order_relaxed);
+}
+
+void StagingIndex::MarkSuperseded(const WriteEntry& e) {
+  if (e.superseded) e.superseded[e.block / 64].fetch_or(uint64_t{1} << (e.block % 64), std::memory_order_release);
+}
+
 void StagingIndex::Add(const Record& r, std::span<const uint8_t> zero_flags) {
   std::vector<uint8_t> scanned;  // before the lock
   if (r.kind == RecordKind::kWrite && zero_flags.size() != r.count) {
@@ -30,15 +42,21 @@ void StagingIndex::Add(const Record& r, std::span<const uint8_t> zero_flags) {
     zero_flags = scanned;
   }
   std::span<const uint8_t> zero = zero_flags;
-  std::unique_lock lk(mu_);
+  adders_waiting_.fetch_add(1, std::memory_order_acq_rel);
+  absl::MutexLock lk(&mu_);
+  adders_waiting_.fetch_sub(1, std::memory_order_acq_rel);
   FileIndex& f = files_[r.file_id];
   const uint64_t end = r.lba + r.count;
   if (r.kind == RecordKind::kWrite) {
     for (uint64_t i = 0; i < r.count; ++i) {
       auto [it, inserted] = f.writes.try_emplace(r.lba + i);
-      if (inserted) ++write_entries_;
-      else if (it->second.zero) --f.zero_writes;
-      it->second = WriteEntry{r.seq, r.data, static_cast<uint32_t>(i), zero[i] != 0};
+      if (inserted) {
+        ++write_entries_;
+      } else {
+        if (it->second.zero) --f.zero_writes;
+        MarkSuperseded(it->second);
+      }
+      it->second = WriteEntry{r.seq, r.data, r.superseded, static_cast<uint32_t>(i), zero[i] != 0};
       if (zero[i]) ++f.zero_writes;
     }
     return;
@@ -50,6 +68,7 @@ void StagingIndex::Add(const Record& r, std::span<const uint8_t> zero_flags) {
   for (auto it = wb; it != we; ++it) {
     --write_entries_;
     if (it->second.zero) --f.zero_writes;
+    MarkSuperseded(it->second);
   }
   f.writes.erase(wb, we);
   // Trim or split overlapping older delete ranges, then insert this one.
@@ -72,7 +91,7 @@ void StagingIndex::Add(const Record& r, std::span<const uint8_t> zero_flags) {
 void StagingIndex::Lookup(int64_t file_id, uint64_t lba, uint64_t n,
                           std::vector<std::optional<Hit>>* out) const {
   out->assign(n, std::nullopt);
-  std::shared_lock lk(mu_);
+  absl::ReaderMutexLock lk(&mu_);
   auto fit = files_.find(file_id);
   if (fit == files_.end()) return;
   const FileIndex& f = fit->second;
@@ -94,7 +113,7 @@ void StagingIndex::Lookup(int64_t file_id, uint64_t lba, uint64_t n,
 }
 
 bool StagingIndex::IsLatestWrite(int64_t file_id, uint64_t lba, uint64_t seq) const {
-  std::shared_lock lk(mu_);
+  absl::ReaderMutexLock lk(&mu_);
   auto fit = files_.find(file_id);
   if (fit == files_.end()) return false;
   auto w = fit->second.writes.find(lba);
@@ -104,7 +123,7 @@ bool StagingIndex::IsLatestWrite(int64_t file_id, uint64_t lba, uint64_t seq) co
 std::vector<std::pair<uint64_t, uint64_t>> StagingIndex::LiveDeleteRanges(int64_t file_id, uint64_t lba,
                                                                           uint64_t end, uint64_t seq) const {
   std::vector<std::pair<uint64_t, uint64_t>> out;
-  std::shared_lock lk(mu_);
+  absl::ReaderMutexLock lk(&mu_);
   uint64_t from = lba;
   auto fit = files_.find(file_id);
   if (fit != files_.end()) {
@@ -118,8 +137,36 @@ std::vector<std::pair<uint64_t, uint64_t>> StagingIndex::LiveDeleteRanges(int64_
   return out;
 }
 
+bool StagingIndex::FullySuperseded(const Record& r) {
+  if (r.kind != RecordKind::kWrite || !r.superseded) return false;
+  for (uint64_t i = 0; i < r.count; ++i)
+    if (!IsSuperseded(r, i)) return false;
+  return true;
+}
+
 void StagingIndex::Retire(const Record& r) {
-  std::unique_lock lk(mu_);
+  if (FullySuperseded(r)) return;  // no entry of its own left: no lock needed
+  absl::MutexLock lk(&mu_);
+  RetireLocked(r);
+}
+
+void StagingIndex::RetireAll(std::span<const Record> records) {
+  constexpr size_t kPerHold = 32;
+  size_t i = 0;
+  while (i < records.size()) {
+    // Appenders first: absl::Mutex lets a releasing thread take the lock
+    // straight back, so a loop of short holds could keep one waiting.
+    while (adders_waiting_.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+    absl::MutexLock lk(&mu_);
+    for (size_t held = 0; i < records.size() && held < kPerHold; ++i) {
+      if (FullySuperseded(records[i])) continue;
+      RetireLocked(records[i]);
+      ++held;
+    }
+  }
+}
+
+void StagingIndex::RetireLocked(const Record& r) {
   auto fit = files_.find(r.file_id);
   if (fit == files_.end()) return;
   FileIndex& f = fit->second;
@@ -145,7 +192,7 @@ void StagingIndex::Retire(const Record& r) {
 
 std::optional<StagingIndex::Footprint> StagingIndex::StagedFootprint(int64_t file_id, size_t max_ranges) const {
   Footprint fp;
-  std::shared_lock lk(mu_);
+  absl::ReaderMutexLock lk(&mu_);
   auto fit = files_.find(file_id);
   if (fit == files_.end()) return fp;
   const FileIndex& f = fit->second;
@@ -175,13 +222,13 @@ std::optional<StagingIndex::Footprint> StagingIndex::StagedFootprint(int64_t fil
 }
 
 uint64_t StagingIndex::StagedWrites(int64_t file_id) const {
-  std::shared_lock lk(mu_);
+  absl::ReaderMutexLock lk(&mu_);
   auto it = files_.find(file_id);
   return it == files_.end() ? 0 : it->second.writes.size();
 }
 
 std::pair<uint64_t, uint64_t> StagingIndex::Size() const {
-  std::shared_lock lk(mu_);
+  absl::ReaderMutexLock lk(&mu_);
   uint64_t ranges = 0;
   for (auto& [id, f] : files_) ranges += f.deletes.size();
   return {write_entries_, ranges};

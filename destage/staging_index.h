@@ -12,16 +12,21 @@
 // always tell whether an op it is about to apply was superseded by a newer
 // one, even if that newer one was already destaged.
 //
-// Thread-safety: all methods are thread-safe (one shared_mutex).
+// Thread-safety: all methods are thread-safe (one reader/writer mutex).
+// Appenders (FUSE workers, latency-critical) take it exclusively; the
+// destagers take it shared, once per block. It is an absl::Mutex because a
+// waiting writer there holds off new readers: with std::shared_mutex
+// (glibc prefers readers) a destager's stream of lookups kept an appender
+// waiting for milliseconds.
 #pragma once
 
 #include <absl/container/flat_hash_map.h>
+#include <absl/synchronization/mutex.h>
 
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
-#include <shared_mutex>
 #include <span>
 #include <utility>
 #include <vector>
@@ -43,6 +48,16 @@ class StagingIndex {
     std::shared_ptr<const uint8_t[]> pin;  // keeps `block` alive
   };
 
+  // Gives a write record its supersession bits (all clear), so that Add of
+  // a newer op flags the blocks it supersedes in the record itself and a
+  // destager can test them without the index lock (IsSuperseded).
+  static void Track(Record* r);
+  // True when block i of a tracked write record has been superseded by a
+  // newer op. Lock-free. REQUIRES: Track(r) before Add(r).
+  static bool IsSuperseded(const Record& r, uint64_t i) {
+    return (r.superseded[i / 64].load(std::memory_order_acquire) >> (i % 64)) & 1;
+  }
+
   // Records a journaled op as the latest for its LBAs. REQUIRES: ops arrive
   // in increasing seq order. For a write, `zero[i]` says whether block i of
   // its payload is all zeros (the caller has scanned the payload already,
@@ -63,6 +78,10 @@ class StagingIndex {
 
   // Removes the entries that `r` put in and that are still its own.
   void Retire(const Record& r);
+  // Retire() of every record of a bucket, a few records per lock hold; an
+  // appender waiting for the lock goes first (a retirement is not urgent,
+  // an acknowledgement is).
+  void RetireAll(std::span<const Record> records);
 
   // Number of staged write blocks of one file.
   uint64_t StagedWrites(int64_t file_id) const;
@@ -86,9 +105,12 @@ class StagingIndex {
   struct WriteEntry {
     uint64_t seq;
     std::shared_ptr<const uint8_t[]> data;
+    std::shared_ptr<std::atomic<uint64_t>[]> superseded;  // the record's bits (may be null)
     uint32_t block;  // index of the block inside data
     bool zero;       // the block is all zeros (a hole once destaged)
   };
+  // Flags e's block in its record as superseded. REQUIRES: mu_ held.
+  static void MarkSuperseded(const WriteEntry& e);
   struct DeleteRange {
     uint64_t end;  // exclusive
     uint64_t seq;
@@ -102,7 +124,13 @@ class StagingIndex {
   // REQUIRES: mu_ held.
   static const DeleteRange* Covering(const FileIndex& f, uint64_t lba, uint64_t* start);
 
-  mutable std::shared_mutex mu_;
+  // Retire() of one record. REQUIRES: mu_ held.
+  void RetireLocked(const Record& r);
+  // True when none of r's entries can still be its own (all superseded).
+  static bool FullySuperseded(const Record& r);
+
+  mutable absl::Mutex mu_;
+  std::atomic<int> adders_waiting_{0};  // Add calls waiting for mu_
   absl::flat_hash_map<int64_t, FileIndex> files_;  // guarded by mu_
   uint64_t write_entries_ = 0;                     // guarded by mu_
 };
