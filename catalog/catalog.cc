@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "catalog/schema.h"
@@ -361,6 +363,36 @@ Status Catalog::DropFile(int64_t file_id) {
     return Status::Error(EBUSY, "swap file still has blocks");
   }
   return Status::Ok();
+}
+
+// ------------------------------------------------------------------ journal
+
+Result<uint64_t> Catalog::JournalRetiredThrough() {
+  std::lock_guard lk(mu_);
+  auto q = sql::Stmt::Prepare(db_, "SELECT value FROM meta WHERE key = 'journal_retired_through'");
+  if (!q.ok()) return q.status();
+  auto r = q->Step();
+  if (!r.ok()) return r.status();
+  if (!*r) return uint64_t{0};
+  const std::string v = q->Text(0);
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long id = std::strtoull(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno != 0)
+    return Status::Error(EUCLEAN, "catalog meta journal_retired_through is malformed: '" + v + "'");
+  return uint64_t{id};
+}
+
+Status Catalog::SetJournalRetiredThrough(uint64_t bucket) {
+  if (options_.read_only) return Status::Error(EROFS, "catalog opened read-only");
+  std::lock_guard lk(mu_);
+  auto q = sql::Stmt::Prepare(db_,
+                              "INSERT INTO meta(key, value) VALUES ('journal_retired_through', ?1) "
+                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+  if (!q.ok()) return q.status();
+  const std::string value = std::to_string(bucket);
+  q->Bind(1, std::string_view(value));
+  return q->Run();
 }
 
 // ------------------------------------------------------------------- blocks

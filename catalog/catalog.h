@@ -163,6 +163,15 @@ class Catalog {
   // Deletes the row of a file. REQUIRES: its LAT is empty (all blocks deleted).
   Status DropFile(int64_t file_id);
 
+  // ---- Journal ---------------------------------------------------------
+  // The newest journal bucket whose effects the catalog holds (meta key
+  // journal_retired_through; 0 when none). A bucket is recorded here, and
+  // the catalog synced, before its segment is deleted: a segment that comes
+  // back after a power cut (its unlink was not durable) is recognized as
+  // retired and never replayed over newer state.
+  Result<uint64_t> JournalRetiredThrough();
+  Status SetJournalRetiredThrough(uint64_t bucket);
+
   // ---- Blocks ----------------------------------------------------------
   // Keyed hasher of a chain (cached). ENOENT for an unknown chain.
   Result<std::shared_ptr<const BlockHasher>> HasherFor(int64_t dedup_id);

@@ -78,6 +78,19 @@ Status Engine::Open(std::map<int64_t, ReplayedMeta>* meta) {
   std::set<int64_t> live;
   for (const FileInfo& f : *files) live.insert(f.file_id);
 
+  // Segments the catalog already holds came back after a power cut lost
+  // their unlink: replaying them would roll newer state back.
+  auto retired = catalog_.JournalRetiredThrough();
+  if (!retired.ok()) return retired.status();
+  next_bucket_ = *retired + 1;  // bucket IDs are never reused
+  while (!ids->empty() && ids->front() <= *retired) {
+    auto seg = Segment::OpenExisting(options_.journal_dir, ids->front());
+    Status rm = seg.ok() ? (*seg)->Remove() : seg.status();
+    if (!rm.ok()) return rm;
+    spdlog::info("journal: removed segment {} (retired already, its deletion was lost)", ids->front());
+    ids->erase(ids->begin());
+  }
+
   uint64_t replayed = 0, skipped = 0;
   for (size_t i = 0; i < ids->size(); ++i) {
     auto seg = Segment::OpenExisting(options_.journal_dir, (*ids)[i]);
@@ -790,7 +803,9 @@ void Engine::TryRetire() {
     std::vector<FileMetaUpdate> mv;
     for (auto& [id, m] : metas) mv.push_back(m);
     auto res = catalog_.ApplyBlockOps({}, mv);
-    Status st = res.ok() ? catalog_.Sync() : res.status();
+    // Recorded before the segment goes (see Catalog::JournalRetiredThrough).
+    Status st = res.ok() ? catalog_.SetJournalRetiredThrough(b->id) : res.status();
+    if (st.ok()) st = catalog_.Sync();
     if (!st.ok()) {
       SetBackgroundError(st);
       return;

@@ -13,7 +13,9 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <future>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <random>
@@ -191,6 +193,10 @@ class ReplayTest : public test::BackingFixture {
     return Journal() + name;
   }
 
+  // As if the crash came before retirement recorded any bucket in the
+  // catalog (Catalog::JournalRetiredThrough): segments put back are live.
+  void ForgetRetirement() { CS_ASSERT_OK(cat().SetJournalRetiredThrough(0)); }
+
   static uint64_t FileSize(const std::string& p) {
     struct stat st;
     EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
@@ -337,8 +343,10 @@ TEST_F(ReplayTest, ReplayIsIdempotent) {
   EXPECT_GE(first.free_slot.size(), 6u) << "the journal freed 8 slots and allocated at most 2";
   EXPECT_EQ(first.lat.size(), NonZeroBlocks(a) + NonZeroBlocks(b));
 
-  // Crash after the catalog committed but before the segments were deleted:
-  // the same journal is replayed again on top of its own effects.
+  // Crash after the catalog committed (and synced) the destaged effects but
+  // before retirement recorded the buckets: the same journal is replayed
+  // again on top of its own effects.
+  ForgetRetirement();
   for (const std::string& s : segs) fs::copy_file(aside / s, Journal() + "/" + s);
   CatalogDump second = replay("second replay");
   ASSERT_FALSE(HasFatalFailure());
@@ -556,6 +564,63 @@ TEST_F(ReplayTest, SeveralSegmentsReplayInOrder) {
   ExpectCatalogInvariants(cat(), store());
 }
 
+// A power cut can lose a segment's unlink (the directory was not synced
+// after it) while the catalog already holds the bucket's effects and newer
+// ones. Such a segment must not be replayed over the newer state, and
+// bucket IDs must never be reused once retired.
+TEST_F(ReplayTest, RetiredSegmentThatComesBackIsNotReplayed) {
+  ModelFile a = NewModelFile("a");
+  const std::vector<uint8_t> old_data = Random(2 * kBlockSize);
+  std::string saved_name;
+  std::vector<char> saved;
+  {
+    auto e = OpenEngine(false);
+    ASSERT_NE(e, nullptr);
+    Write(*e, a, 0, old_data);
+    Crash(e);
+  }
+  {
+    // Keep a copy of bucket 1 as it was before retirement.
+    ASSERT_EQ(JournalFiles().size(), 1u);
+    saved_name = JournalFiles()[0];
+    std::ifstream in(Journal() + "/" + saved_name, std::ios::binary);
+    saved.assign(std::istreambuf_iterator<char>(in), {});
+    ASSERT_FALSE(saved.empty());
+  }
+  const ModelFile before_newer = a;
+  {
+    auto e = OpenEngine(true);
+    ASSERT_NE(e, nullptr);
+    ASSERT_NO_FATAL_FAILURE(StartAndDrain(*e));
+    Write(*e, a, kBlockSize, Random(kBlockSize));  // newer data over the old record's block 1
+    Write(*e, a, 0, Random(3 * kBlockSize));       // ... and a newer size
+    ASSERT_NO_FATAL_FAILURE(StartAndDrain(*e));
+    ASSERT_TRUE(e->Stop().ok());
+  }
+  ASSERT_EQ(Join(JournalFiles()), "");
+  auto through = cat().JournalRetiredThrough();
+  ASSERT_TRUE(through.ok()) << through.status().ToString();
+  EXPECT_GE(*through, 2u);
+  {
+    // The lost unlink: bucket 1 is back.
+    std::ofstream out(Journal() + "/" + saved_name, std::ios::binary);
+    out.write(saved.data(), static_cast<std::streamsize>(saved.size()));
+  }
+  auto e = OpenEngine(true);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(Join(JournalFiles()), "") << "the retired segment is removed, not replayed";
+  EXPECT_EQ(meta_.count(a.ref.file_id), 0u) << "no size rolled back to " << before_newer.size;
+  ExpectReads(*e, a);
+  // New buckets continue after the retired ones.
+  Write(*e, a, 0, Random(kBlockSize));
+  Crash(e);
+  auto ids = ListSegments(Journal());
+  ASSERT_TRUE(ids.ok());
+  ASSERT_EQ(ids->size(), 1u);
+  EXPECT_GT(ids->front(), *through);
+  ExpectCatalogInvariants(cat(), store());
+}
+
 TEST_F(ReplayTest, TornSegmentFollowedByNewerSegmentRefusesToOpen) {
   EngineOptions opts = SmallBuckets();
   ModelFile a = NewModelFile("a");
@@ -702,6 +767,7 @@ TEST_F(ReplayTest, ReclaimReplayedTwiceIsHarmless) {
   }
   CatalogDump first = DumpCatalog(cat());
   ASSERT_EQ(first.files.size(), 1u);
+  ForgetRetirement();  // the crash came before retirement recorded the bucket
   for (const std::string& s : segs) fs::copy_file(aside / s, Journal() + "/" + s);
   auto e = OpenEngine(true);
   ASSERT_NE(e, nullptr);
