@@ -1,6 +1,5 @@
 #include "destage/staging_index.h"
 
-#include <mutex>
 #include <thread>
 
 #include "catalog/block.h"
