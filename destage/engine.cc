@@ -212,12 +212,12 @@ void Engine::SealLocked() {
   }
 }
 
-Status Engine::Append(Record r, bool space_exempt) {
+Status Engine::Append(Record r, bool space_exempt, std::vector<uint8_t> zero) {
   const uint64_t size = r.EncodedSize();
   const uint64_t payload_sum = PayloadChecksum(r);  // outside every lock
   // Zero blocks are holes: they never need a slot. Scanned once, here,
   // outside every lock; the staging index takes the flags.
-  const std::vector<uint8_t> zero = ZeroBlockFlags(r);
+  if (r.kind == RecordKind::kWrite && zero.size() != r.count) zero = ZeroBlockFlags(r);
   StagingIndex::Track(&r);
   uint64_t new_blocks = 0;
   if (!space_exempt) {
@@ -339,18 +339,57 @@ Status Engine::WriteRecords(FileRef f, uint64_t offset, std::span<const uint8_t>
     const size_t take = std::min<size_t>(data.size() - consumed, n * kBlockSize - dst);
     std::memcpy(buf.get() + dst, data.data() + consumed, take);
     consumed += take;
-    Record r;
-    r.kind = RecordKind::kWrite;
-    r.file_id = f.file_id;
-    r.dedup_id = f.dedup_id;
-    r.lba = done_lba;
-    r.count = n;
-    r.file_size = meta.size;
-    r.mtime_ns = meta.mtime_ns;
-    r.data = std::move(buf);
-    CS_RETURN_IF_ERROR(Append(std::move(r), space_exempt));
+    CS_RETURN_IF_ERROR(AppendBlocks(f, done_lba, n, std::move(buf), meta, space_exempt));
     counters_.blocks_written += n;
     done_lba += n;
+  }
+  return Status::Ok();
+}
+
+Status Engine::AppendBlocks(FileRef f, uint64_t lba, uint64_t n, std::shared_ptr<uint8_t[]> buf,
+                            const FileMetaUpdate& meta, bool space_exempt) {
+  // A zero block is a hole once destaged: long runs of them are journaled
+  // as deletes, without their 4 KiB each (guest memory is often zeros).
+  constexpr uint64_t kZeroRunBlocks = 4;
+  std::vector<uint8_t> zero(n);
+  for (uint64_t i = 0; i < n; ++i) zero[i] = IsZeroBlock(buf.get() + i * kBlockSize);
+  auto record = [&](RecordKind kind, uint64_t from, uint64_t to) {
+    Record r;
+    r.kind = kind;
+    r.file_id = f.file_id;
+    r.dedup_id = f.dedup_id;
+    r.lba = lba + from;
+    r.count = to - from;
+    r.file_size = meta.size;
+    r.mtime_ns = meta.mtime_ns;
+    if (kind == RecordKind::kWrite) {
+      // Shares buf (aliasing pointer): no copy of the payload.
+      r.data = std::shared_ptr<const uint8_t[]>(buf, buf.get() + from * kBlockSize);
+      return Append(std::move(r), space_exempt, std::vector<uint8_t>(zero.begin() + from, zero.begin() + to));
+    }
+    return Append(std::move(r), /*space_exempt=*/true);
+  };
+  uint64_t i = 0;
+  while (i < n) {
+    // The next zero run long enough to stand alone, from i on.
+    uint64_t zs = n, ze = n;
+    for (uint64_t k = i; k < n;) {
+      if (!zero[k]) {
+        ++k;
+        continue;
+      }
+      uint64_t e = k;
+      while (e < n && zero[e]) ++e;
+      if (e - k >= kZeroRunBlocks) {
+        zs = k;
+        ze = e;
+        break;
+      }
+      k = e;
+    }
+    if (zs > i) CS_RETURN_IF_ERROR(record(RecordKind::kWrite, i, zs));
+    if (zs < n) CS_RETURN_IF_ERROR(record(RecordKind::kDelete, zs, ze));
+    i = ze;
   }
   return Status::Ok();
 }

@@ -163,8 +163,13 @@ class Engine {
  private:
   struct Bucket;
   // Appends one record. space_exempt: a delete, or a rewrite that replaces a
-  // block (edges of a punch/truncate), never refused for space.
-  Status Append(Record r, bool space_exempt);
+  // block (edges of a punch/truncate), never refused for space. `zero`: the
+  // write's zero-block flags when the caller has them (else scanned here).
+  Status Append(Record r, bool space_exempt, std::vector<uint8_t> zero = {});
+  // Appends blocks [lba, lba + n) of a write held in buf: runs of zero
+  // blocks as delete records, the rest as write records sharing buf.
+  Status AppendBlocks(FileRef f, uint64_t lba, uint64_t n, std::shared_ptr<uint8_t[]> buf,
+                      const FileMetaUpdate& meta, bool space_exempt);
   Status WriteRecords(FileRef f, uint64_t offset, std::span<const uint8_t> data, uint64_t size,
                       const FileMetaUpdate& meta, bool space_exempt);
   Status ReadBlocks(int64_t file_id, uint64_t lba, uint64_t n, uint8_t* out);

@@ -324,6 +324,35 @@ TEST_F(EngineTest, ZeroWholeBlocksDeletesThem) {
   ExpectCatalogInvariants(cat(), store());
 }
 
+// Runs of zero blocks inside a write are journaled as deletes: the journal
+// holds only the non-zero blocks' bytes, reads and the destaged catalog are
+// what the write said, and a short zero run stays inline.
+TEST_F(EngineTest, ZeroRunsInAWriteAreNotJournaledAsBytes) {
+  EngineOptions held;
+  held.start_destagers = false;  // the journal keeps everything until reopened
+  MakeEngine(held);
+  ModelFile f = NewModelFile("a");
+  std::vector<uint8_t> data = Bytes(20 * kBlockSize, 3);
+  std::fill(data.begin() + 4 * kBlockSize, data.begin() + 12 * kBlockSize, 0);   // 8 zero blocks
+  std::fill(data.begin() + 14 * kBlockSize, data.begin() + 16 * kBlockSize, 0);  // 2: below the run length
+  Write(f, 0, data);
+  ExpectMatchesModel(f);
+  // Blocks 0-3 and 12-19 (two short zero blocks inline) as writes, 4-11 as a delete.
+  const uint64_t written = engine_->Stats().journal_bytes;
+  EXPECT_EQ(written, 3 * kRecordHeaderSize + 12 * kBlockSize);
+  // A write of nothing but zeros past the end costs one header.
+  Write(f, 20 * kBlockSize, std::vector<uint8_t>(6 * kBlockSize, 0));
+  EXPECT_EQ(engine_->Stats().journal_bytes, written + kRecordHeaderSize);
+  ExpectMatchesModel(f);
+  MakeEngine();  // replays the journal, then destages it
+  ExpectMatchesModel(f);
+  SETTLE();
+  ExpectMatchesModel(f);
+  EXPECT_EQ(Mapped(f), 10u);
+  EXPECT_EQ(CatalogSize(f), 26u * kBlockSize);
+  ExpectCatalogInvariants(cat(), store());
+}
+
 TEST_F(EngineTest, ZeroPastSizeTouchesNothing) {
   ModelFile f = NewModelFile("a");
   Write(f, 0, Bytes(kBlockSize + 100, 10));
