@@ -5,9 +5,12 @@
 #include "destage/engine.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <future>
 #include <map>
 #include <memory>
@@ -472,6 +475,47 @@ TEST_F(EngineTest, ReclaimDropsEveryBlockAndTheFileRow) {
   ExpectCatalogInvariants(cat(), store());
   // The chain is empty now and can be removed.
   CS_EXPECT_OK(cat().RemoveChain(chain_));
+}
+
+// An unlink whose reclaim record cannot be journaled (a full backing
+// filesystem; here the journal directory cannot take a new segment) is
+// reclaimed from memory once the destagers have passed everything appended
+// before it: the file row goes, its blocks are freed, the rest is intact.
+TEST_F(EngineTest, ReclaimWithoutAJournalRecordRunsFromMemory) {
+  ModelFile a = NewModelFile("a");
+  ModelFile b = NewModelFile("b");
+  Write(a, 0, Bytes(6 * kBlockSize, 21));
+  Write(b, 0, Bytes(2 * kBlockSize, 22));
+  SETTLE();
+  EXPECT_EQ(cat().Usage().used_slots, 8u);
+
+  const std::string journal = backing_->paths().journal;
+  const std::string aside = journal + ".aside";
+  ASSERT_EQ(::rename(journal.c_str(), aside.c_str()), 0);
+  { std::ofstream(journal) << "not a directory"; }
+  auto files = cat().ListFiles();
+  ASSERT_TRUE(files.ok());
+  FileInfo fa = (*files)[0];
+  ASSERT_EQ(fa.file_id, a.ref.file_id);
+  fa.unlinked = true;
+  CS_ASSERT_OK(cat().UpdateFile(fa));
+  CS_EXPECT_OK(engine_->Reclaim(a.ref, a.size));  // the unlink stands even without its record
+
+  auto fut = std::async(std::launch::async, [this] { return engine_->Drain(); });
+  const bool drained = fut.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+  if (!drained) (void)engine_->Stop();
+  Status st = fut.get();
+  ::unlink(journal.c_str());
+  ASSERT_EQ(::rename(aside.c_str(), journal.c_str()), 0);
+  ASSERT_TRUE(drained) << "the deferred reclaim never ran";
+  CS_ASSERT_OK(st);
+  files = cat().ListFiles();
+  ASSERT_TRUE(files.ok());
+  ASSERT_EQ(files->size(), 1u);
+  EXPECT_EQ((*files)[0].file_id, b.ref.file_id);
+  EXPECT_EQ(cat().Usage().used_slots, 2u);
+  ExpectMatchesModel(b);
+  ExpectCatalogInvariants(cat(), store());
 }
 
 TEST_F(EngineTest, WritesInDifferentChainsDoNotShare) {
