@@ -1,5 +1,7 @@
 #include "destage/staging_index.h"
 
+#include <mutex>
+#include <shared_mutex>
 #include <thread>
 
 #include "catalog/block.h"
@@ -42,7 +44,7 @@ void StagingIndex::Add(const Record& r, std::span<const uint8_t> zero_flags) {
   }
   std::span<const uint8_t> zero = zero_flags;
   adders_waiting_.fetch_add(1, std::memory_order_acq_rel);
-  absl::MutexLock lk(&mu_);
+  std::unique_lock lk(mu_);
   adders_waiting_.fetch_sub(1, std::memory_order_acq_rel);
   FileIndex& f = files_[r.file_id];
   const uint64_t end = r.lba + r.count;
@@ -90,7 +92,7 @@ void StagingIndex::Add(const Record& r, std::span<const uint8_t> zero_flags) {
 void StagingIndex::Lookup(int64_t file_id, uint64_t lba, uint64_t n,
                           std::vector<std::optional<Hit>>* out) const {
   out->assign(n, std::nullopt);
-  absl::ReaderMutexLock lk(&mu_);
+  std::shared_lock lk(mu_);
   auto fit = files_.find(file_id);
   if (fit == files_.end()) return;
   const FileIndex& f = fit->second;
@@ -112,7 +114,7 @@ void StagingIndex::Lookup(int64_t file_id, uint64_t lba, uint64_t n,
 }
 
 bool StagingIndex::IsLatestWrite(int64_t file_id, uint64_t lba, uint64_t seq) const {
-  absl::ReaderMutexLock lk(&mu_);
+  std::shared_lock lk(mu_);
   auto fit = files_.find(file_id);
   if (fit == files_.end()) return false;
   auto w = fit->second.writes.find(lba);
@@ -122,7 +124,7 @@ bool StagingIndex::IsLatestWrite(int64_t file_id, uint64_t lba, uint64_t seq) co
 std::vector<std::pair<uint64_t, uint64_t>> StagingIndex::LiveDeleteRanges(int64_t file_id, uint64_t lba,
                                                                           uint64_t end, uint64_t seq) const {
   std::vector<std::pair<uint64_t, uint64_t>> out;
-  absl::ReaderMutexLock lk(&mu_);
+  std::shared_lock lk(mu_);
   uint64_t from = lba;
   auto fit = files_.find(file_id);
   if (fit != files_.end()) {
@@ -145,7 +147,7 @@ bool StagingIndex::FullySuperseded(const Record& r) {
 
 void StagingIndex::Retire(const Record& r) {
   if (FullySuperseded(r)) return;  // no entry of its own left: no lock needed
-  absl::MutexLock lk(&mu_);
+  std::unique_lock lk(mu_);
   RetireLocked(r);
 }
 
@@ -153,10 +155,11 @@ void StagingIndex::RetireAll(std::span<const Record> records) {
   constexpr size_t kPerHold = 32;
   size_t i = 0;
   while (i < records.size()) {
-    // Appenders first: absl::Mutex lets a releasing thread take the lock
-    // straight back, so a loop of short holds could keep one waiting.
+    // Appenders first: a releasing thread can take the lock straight back
+    // before a woken waiter runs, so a loop of short holds could keep one
+    // waiting.
     while (adders_waiting_.load(std::memory_order_acquire) > 0) std::this_thread::yield();
-    absl::MutexLock lk(&mu_);
+    std::unique_lock lk(mu_);
     for (size_t held = 0; i < records.size() && held < kPerHold; ++i) {
       if (FullySuperseded(records[i])) continue;
       RetireLocked(records[i]);
@@ -191,7 +194,7 @@ void StagingIndex::RetireLocked(const Record& r) {
 
 std::optional<StagingIndex::Footprint> StagingIndex::StagedFootprint(int64_t file_id, size_t max_ranges) const {
   Footprint fp;
-  absl::ReaderMutexLock lk(&mu_);
+  std::shared_lock lk(mu_);
   auto fit = files_.find(file_id);
   if (fit == files_.end()) return fp;
   const FileIndex& f = fit->second;
@@ -221,13 +224,13 @@ std::optional<StagingIndex::Footprint> StagingIndex::StagedFootprint(int64_t fil
 }
 
 uint64_t StagingIndex::StagedWrites(int64_t file_id) const {
-  absl::ReaderMutexLock lk(&mu_);
+  std::shared_lock lk(mu_);
   auto it = files_.find(file_id);
   return it == files_.end() ? 0 : it->second.writes.size();
 }
 
 std::pair<uint64_t, uint64_t> StagingIndex::Size() const {
-  absl::ReaderMutexLock lk(&mu_);
+  std::shared_lock lk(mu_);
   uint64_t ranges = 0;
   for (auto& [id, f] : files_) ranges += f.deletes.size();
   return {write_entries_, ranges};

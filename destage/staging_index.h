@@ -14,14 +14,13 @@
 //
 // Thread-safety: all methods are thread-safe (one reader/writer mutex).
 // Appenders (FUSE workers, latency-critical) take it exclusively; the
-// destagers take it shared, once per block. It is an absl::Mutex because a
-// waiting writer there holds off new readers: with std::shared_mutex
-// (glibc prefers readers) a destager's stream of lookups kept an appender
-// waiting for milliseconds.
+// destagers and readers take it shared. A waiting writer holds off new
+// readers (WriterPriorityMutex): with std::shared_mutex (glibc prefers
+// readers) a destager's stream of lookups kept an appender waiting for
+// milliseconds.
 #pragma once
 
 #include <absl/container/flat_hash_map.h>
-#include <absl/synchronization/mutex.h>
 
 #include <cstdint>
 #include <map>
@@ -32,6 +31,7 @@
 #include <vector>
 
 #include "destage/journal_format.h"
+#include "destage/writer_priority_mutex.h"
 
 namespace chainswap {
 
@@ -129,7 +129,7 @@ class StagingIndex {
   // True when none of r's entries can still be its own (all superseded).
   static bool FullySuperseded(const Record& r);
 
-  mutable absl::Mutex mu_;
+  mutable WriterPriorityMutex mu_;
   std::atomic<int> adders_waiting_{0};  // Add calls waiting for mu_
   absl::flat_hash_map<int64_t, FileIndex> files_;  // guarded by mu_
   uint64_t write_entries_ = 0;                     // guarded by mu_
