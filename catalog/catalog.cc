@@ -481,7 +481,7 @@ Status Catalog::UnrefLocked(int64_t pblock, int64_t n, ApplyResult& res) {
 }
 
 Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyResult& res) {
-  if (IsZeroBlock(op.data)) {
+  if (!op.hash && IsZeroBlock(op.data)) {
     BlockOp del = op;
     del.kind = BlockOp::Kind::kDelete;
     del.count = 1;

@@ -84,7 +84,9 @@ struct BlockOp {
   uint64_t lba = 0;
   uint64_t count = 1;              // kDelete only
   const uint8_t* data = nullptr;   // kWrite only: kBlockSize bytes
-  std::optional<BlockHash> hash;   // kWrite: precomputed keyed hash, if any
+  // kWrite: the keyed hash, precomputed by a caller that has found the
+  // block not all zeros (the zero test is then not repeated).
+  std::optional<BlockHash> hash;
 };
 
 // Size/time changes committed in the same transaction as a batch of ops.

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <vector>
 
 #include "catalog/block.h"
 
@@ -74,7 +75,9 @@ Status ContentStore::ReadSlots(uint64_t slot, uint32_t count, uint8_t* out) cons
 }
 
 Status ContentStore::WriteSlots(uint64_t slot, uint32_t count, const uint8_t* data) {
-  return PwriteFull(fd_, data, size_t{count} * kBlockSize, static_cast<off_t>(slot << kBlockShift));
+  std::vector<const uint8_t*> blocks(count);
+  for (uint32_t i = 0; i < count; ++i) blocks[i] = data + size_t{i} * kBlockSize;
+  return WriteSlots(slot, blocks);
 }
 
 Status ContentStore::WriteSlots(uint64_t slot, std::span<const uint8_t* const> blocks) {

@@ -715,9 +715,8 @@ Status Engine::ProcessWrites(const Bucket& b, size_t* next_record) {
       if (r.kind != RecordKind::kWrite) continue;
       const BlockHasher& hasher = *hashers.at(r.dedup_id);
       for (uint64_t n = 0; n < r.count; ++n) {
-        const bool superseded = r.superseded ? StagingIndex::IsSuperseded(r, n)
-                                              : !index_.IsLatestWrite(r.file_id, r.lba + n, r.seq);
-        if (superseded) continue;
+        // Every record the engine holds was tracked (Append, Open).
+        if (StagingIndex::IsSuperseded(r, n)) continue;
         BlockOp op;
         op.kind = BlockOp::Kind::kWrite;
         op.file_id = r.file_id;

@@ -228,7 +228,6 @@ class Engine {
   uint64_t w_record_ = 0;      // progress inside bucket w_cursor_ (records)
   uint64_t x_record_ = 0;
   uint64_t staged_write_blocks_ = 0;  // appended, not yet passed by the write destager
-
   bool store_full_ = false;           // the write destager hit ENOSPC
   bool delete_blocked_ = false;       // the delete destager hit ENOSPC (logged once)
   bool stop_ = false;
