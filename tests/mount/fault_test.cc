@@ -926,6 +926,16 @@ TEST_F(FaultTest, DamageInTheMiddleIsRefusedAndATornTailIsCut) {
     ASSERT_LT(attempt, 5) << "no journal segment of 3 MiB after a kill -9";
     ASSERT_NO_FATAL_FAILURE(BurstThenKill("f" + std::to_string(attempt), 0xF0160000 + attempt, 36 * kMiB + 5 * kBlock));
     segs = Segments();
+    // A segment the catalog already marks retired (the kill came between
+    // that mark and the unlink) is deleted at replay, never read: drop it,
+    // as replay would, and damage a live one.
+    const int64_t retired = fs().QueryInt(
+        "SELECT coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'journal_retired_through'), 0)");
+    while (!segs.empty() &&
+           std::stoll(fsys::path(segs.front()).stem().string().substr(std::strlen("bucket-"))) <= retired) {
+      fsys::remove(segs.front());
+      segs.erase(segs.begin());
+    }
     if (!segs.empty() && fsys::file_size(segs.front()) >= 3 * kMiB) break;
     ASSERT_TRUE(daemon().Start(kJournalOpts));
   }
