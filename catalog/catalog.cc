@@ -190,7 +190,8 @@ Status Catalog::LoadAllocator() {
 Result<std::vector<ChainInfo>> Catalog::ListChains() {
   std::lock_guard lk(mu_);
   auto q = sql::Stmt::Prepare(
-      db_, "SELECT dedup_id, name, mode, uid, gid, mtime_ns, ctime_ns FROM chain ORDER BY dedup_id");
+      db_, "SELECT dedup_id, name, mode, uid, gid, mtime_ns, ctime_ns FROM chain WHERE name IS NOT NULL "
+          "ORDER BY dedup_id");
   if (!q.ok()) return q.status();
   std::vector<ChainInfo> out;
   for (;;) {
@@ -269,23 +270,29 @@ Status Catalog::UpdateChain(const ChainInfo& c) {
   return q->Run();
 }
 
-Status Catalog::RemoveChain(int64_t dedup_id) {
+Result<bool> Catalog::RemoveChain(int64_t dedup_id) {
   std::lock_guard lk(mu_);
   sql::Transaction txn(db_);
   CS_RETURN_IF_ERROR(txn.Begin());
-  auto cnt = sql::Stmt::Prepare(db_, "SELECT count(*) FROM swap_file WHERE dedup_id = ?1");
+  auto cnt = sql::Stmt::Prepare(db_,
+                                "SELECT count(*), count(name) FROM swap_file WHERE dedup_id = ?1");
   if (!cnt.ok()) return cnt.status();
   cnt->Bind(1, dedup_id);
   auto r = cnt->Step();
   if (!r.ok()) return r.status();
-  if (cnt->Int(0) != 0) return Status::Error(ENOTEMPTY, "chain still has swap files");
-  auto del = sql::Stmt::Prepare(db_, "DELETE FROM chain WHERE dedup_id = ?1");
-  if (!del.ok()) return del.status();
-  del->Bind(1, dedup_id);
-  CS_RETURN_IF_ERROR(del->Run());
+  if (cnt->Int(1) != 0) return Status::Error(ENOTEMPTY, "chain still has swap files");
+  const bool drop = cnt->Int(0) == 0;
+  // With unlinked files still being reclaimed, the row (and its seed) stays,
+  // nameless, until the last of them is dropped.
+  auto q = sql::Stmt::Prepare(db_, drop ? "DELETE FROM chain WHERE dedup_id = ?1"
+                                        : "UPDATE chain SET name = NULL WHERE dedup_id = ?1");
+  if (!q.ok()) return q.status();
+  q->Bind(1, dedup_id);
+  CS_RETURN_IF_ERROR(q->Run());
+  if (db_.Changes() == 0) return Status::Error(ENOENT, "no chain with dedup ID " + std::to_string(dedup_id));
   CS_RETURN_IF_ERROR(txn.Commit());
-  hashers_.erase(dedup_id);
-  return Status::Ok();
+  if (drop) hashers_.erase(dedup_id);
+  return drop;
 }
 
 Result<FileInfo> Catalog::CreateFile(int64_t dedup_id, const std::string& name, uint32_t mode,
@@ -347,20 +354,34 @@ Status Catalog::RenameFile(int64_t file_id, const std::string& new_name,
 
 Status Catalog::DropFile(int64_t file_id) {
   std::lock_guard lk(mu_);
+  sql::Transaction txn(db_);
+  CS_RETURN_IF_ERROR(txn.Begin());
+  auto chain = sql::Stmt::Prepare(db_, "SELECT dedup_id FROM swap_file WHERE file_id = ?1");
+  if (!chain.ok()) return chain.status();
+  chain->Bind(1, file_id);
+  auto found = chain->Step();
+  if (!found.ok()) return found.status();
+  if (!*found) return Status::Error(ENOENT, "no swap file " + std::to_string(file_id));
+  const int64_t dedup_id = chain->Int(0);
   auto q = sql::Stmt::Prepare(
       db_, "DELETE FROM swap_file WHERE file_id = ?1 AND NOT EXISTS "
            "(SELECT 1 FROM lat WHERE file_id = ?1)");
   if (!q.ok()) return q.status();
   q->Bind(1, file_id);
   CS_RETURN_IF_ERROR(q->Run());
-  if (db_.Changes() == 0) {
-    auto q2 = sql::Stmt::Prepare(db_, "SELECT 1 FROM swap_file WHERE file_id = ?1");
-    if (!q2.ok()) return q2.status();
-    q2->Bind(1, file_id);
-    auto r = q2->Step();
-    if (!r.ok()) return r.status();
-    if (!*r) return Status::Error(ENOENT, "no swap file " + std::to_string(file_id));
-    return Status::Error(EBUSY, "swap file still has blocks");
+  if (db_.Changes() == 0) return Status::Error(EBUSY, "swap file still has blocks");
+  // The last file of a removed chain takes the chain's row with it.
+  auto c = sql::Stmt::Prepare(db_,
+                              "DELETE FROM chain WHERE dedup_id = ?1 AND name IS NULL AND NOT EXISTS "
+                              "(SELECT 1 FROM swap_file WHERE dedup_id = ?1)");
+  if (!c.ok()) return c.status();
+  c->Bind(1, dedup_id);
+  CS_RETURN_IF_ERROR(c->Run());
+  const bool chain_dropped = db_.Changes() != 0;
+  CS_RETURN_IF_ERROR(txn.Commit());
+  if (chain_dropped) {
+    hashers_.erase(dedup_id);
+    spdlog::info("removed chain (dedup ID {}): its last swap file is reclaimed", dedup_id);
   }
   return Status::Ok();
 }

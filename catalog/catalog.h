@@ -146,6 +146,8 @@ class Catalog {
                                                const CatalogOptions& options);
 
   // ---- Namespace -------------------------------------------------------
+  // The chain directories (removed chains whose files are still being
+  // reclaimed are not listed).
   Result<std::vector<ChainInfo>> ListChains();
   // Every swap file, including unlinked ones still being reclaimed.
   Result<std::vector<FileInfo>> ListFiles();
@@ -153,8 +155,11 @@ class Catalog {
   Result<ChainInfo> CreateChain(const std::string& name, uint32_t mode, uint32_t uid,
                                 uint32_t gid, int64_t now_ns);
   Status UpdateChain(const ChainInfo& chain);  // name, mode, owner, times
-  // ENOTEMPTY while the chain has files (unlinked ones included).
-  Status RemoveChain(int64_t dedup_id);
+  // Removes a chain directory: ENOTEMPTY while it has linked files. Its row
+  // goes at once when it has no files at all (returns true); with unlinked
+  // files still being reclaimed it stays, nameless (a new chain may take the
+  // name at once), until DropFile drops the last of them (returns false).
+  Result<bool> RemoveChain(int64_t dedup_id);
   Result<FileInfo> CreateFile(int64_t dedup_id, const std::string& name, uint32_t mode,
                               uint32_t uid, uint32_t gid, int64_t now_ns);
   // Persists name/size/mode/owner/times of `file` (mapped_blocks is the
@@ -162,7 +167,9 @@ class Catalog {
   Status UpdateFile(const FileInfo& file);
   // Atomically renames `file_id` and, if `replaced_id` is set, unlinks it.
   Status RenameFile(int64_t file_id, const std::string& new_name, std::optional<int64_t> replaced_id);
-  // Deletes the row of a file. REQUIRES: its LAT is empty (all blocks deleted).
+  // Deletes the row of a file, and the row of its chain when the chain was
+  // removed and this was its last file. ENOENT when there is no such file,
+  // EBUSY while its LAT still has entries.
   Status DropFile(int64_t file_id);
 
   // ---- Journal ---------------------------------------------------------

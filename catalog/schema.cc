@@ -1,28 +1,19 @@
 #include "catalog/schema.h"
 
+#include <spdlog/spdlog.h>
+
 #include <string>
 
 namespace chainswap {
 
 namespace {
 
-// Version 1. Comments here are the reference for docs/FORMAT.md.
-constexpr const char* kSchemaV1 = R"sql(
+// Comments here are the reference for docs/FORMAT.md.
+// Tables unchanged since version 1.
+constexpr const char* kTables = R"sql(
 CREATE TABLE meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
-);
-
--- One row per chain (the dedup domain). hash_seed keys the chain's block hash.
-CREATE TABLE chain (
-  dedup_id   INTEGER PRIMARY KEY AUTOINCREMENT,
-  name       TEXT NOT NULL UNIQUE,
-  hash_seed  BLOB NOT NULL,
-  mode       INTEGER NOT NULL,
-  uid        INTEGER NOT NULL,
-  gid        INTEGER NOT NULL,
-  mtime_ns   INTEGER NOT NULL,
-  ctime_ns   INTEGER NOT NULL
 );
 
 -- One row per swap file. name is NULL once the file is unlinked and its
@@ -61,13 +52,36 @@ CREATE TABLE pat (
 -- The chain hash table: (chain, hash) -> physical block. Not unique: a
 -- verified collision stores the second block under the same hash.
 CREATE INDEX chain_hash_index ON pat(dedup_id, hash);
-CREATE VIEW chain_hash AS SELECT dedup_id, hash, pblock FROM pat;
 
 -- Content-store slots below the high-water mark that hold no block.
 CREATE TABLE free_slot (
   slot INTEGER PRIMARY KEY
 );
 
+)sql";
+
+// The chain table, version 2 (version 1: name TEXT NOT NULL UNIQUE).
+constexpr const char* kChainTable = R"sql(
+-- One row per chain (the dedup domain). hash_seed keys the chain's block hash.
+-- name is NULL once the chain directory is removed (rmdir) while swap files
+-- of it are still being reclaimed (unlinked, maybe still open): the row and
+-- its seed outlive every file, journal record and block of the chain, and
+-- go with the row of its last file (Catalog::DropFile).
+CREATE TABLE chain (
+  dedup_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+  name       TEXT UNIQUE,
+  hash_seed  BLOB NOT NULL,
+  mode       INTEGER NOT NULL,
+  uid        INTEGER NOT NULL,
+  gid        INTEGER NOT NULL,
+  mtime_ns   INTEGER NOT NULL,
+  ctime_ns   INTEGER NOT NULL
+);
+)sql";
+
+// The views, version 2 (removed chains are not shown).
+constexpr const char* kViews = R"sql(
+CREATE VIEW chain_hash AS SELECT dedup_id, hash, pblock FROM pat;
 CREATE VIEW file_stats AS
 SELECT f.file_id                                   AS file_id,
        c.dedup_id                                  AS dedup_id,
@@ -79,7 +93,7 @@ SELECT f.file_id                                   AS file_id,
        CAST(coalesce((SELECT sum(4096.0 / p.refcount) FROM lat l JOIN pat p ON p.pblock = l.pblock
                       WHERE l.file_id = f.file_id), 0) AS INTEGER) AS stored_bytes
 FROM swap_file f JOIN chain c ON c.dedup_id = f.dedup_id
-WHERE f.name IS NOT NULL;
+WHERE f.name IS NOT NULL AND c.name IS NOT NULL;
 
 CREATE VIEW chain_stats AS
 SELECT c.dedup_id                                                    AS dedup_id,
@@ -95,22 +109,48 @@ SELECT c.dedup_id                                                    AS dedup_id
        CASE WHEN (SELECT count(*) FROM pat p WHERE p.dedup_id = c.dedup_id) = 0 THEN NULL
             ELSE round(coalesce((SELECT sum(mapped_blocks) FROM swap_file f WHERE f.dedup_id = c.dedup_id), 0) * 1.0
                        / (SELECT count(*) FROM pat p WHERE p.dedup_id = c.dedup_id), 3) END AS dedup_ratio
-FROM chain c;
+FROM chain c
+WHERE c.name IS NOT NULL;
 )sql";
+
+constexpr const char* kDropViews = "DROP VIEW IF EXISTS chain_hash; DROP VIEW IF EXISTS file_stats; "
+                                   "DROP VIEW IF EXISTS chain_stats;";
+
+// Version 1 -> 2: the chain name becomes nullable (a removed chain keeps its
+// row while its files are reclaimed). SQLite cannot change a column
+// constraint in place: the table is rebuilt (sqlite.org/lang_altertable.html,
+// "making other kinds of table schema changes"). REQUIRES: inside a
+// transaction, foreign keys off.
+Status UpgradeV1ToV2(sql::Db& db) {
+  std::string create_new = kChainTable;
+  const std::string from = "CREATE TABLE chain (";
+  create_new.replace(create_new.find(from), from.size(), "CREATE TABLE chain_v2 (");
+  CS_RETURN_IF_ERROR(db.Exec(kDropViews));
+  CS_RETURN_IF_ERROR(db.Exec(create_new));
+  CS_RETURN_IF_ERROR(db.Exec("INSERT INTO chain_v2(dedup_id, name, hash_seed, mode, uid, gid, mtime_ns, ctime_ns) "
+                             "SELECT dedup_id, name, hash_seed, mode, uid, gid, mtime_ns, ctime_ns FROM chain"));
+  // swap_file's foreign key names "chain": it points at the new table once
+  // that takes the name (foreign keys are off, so the drop checks nothing).
+  CS_RETURN_IF_ERROR(db.Exec("DROP TABLE chain"));
+  CS_RETURN_IF_ERROR(db.Exec("ALTER TABLE chain_v2 RENAME TO chain"));
+  return db.Exec(kViews);
+}
 
 }  // namespace
 
 Status CreateSchema(sql::Db& db) {
   sql::Transaction txn(db);
   CS_RETURN_IF_ERROR(txn.Begin());
-  CS_RETURN_IF_ERROR(db.Exec(kSchemaV1));
+  CS_RETURN_IF_ERROR(db.Exec(kTables));
+  CS_RETURN_IF_ERROR(db.Exec(kChainTable));
+  CS_RETURN_IF_ERROR(db.Exec(kViews));
   CS_RETURN_IF_ERROR(db.Exec(std::string("INSERT INTO meta(key, value) VALUES ('format', '") +
                              kFormatMagic + "')"));
   CS_RETURN_IF_ERROR(db.Exec("PRAGMA user_version = " + std::to_string(kSchemaVersion)));
   return txn.Commit();
 }
 
-Status CheckAndUpgradeSchema(sql::Db& db, bool /*read_only*/) {
+Status CheckAndUpgradeSchema(sql::Db& db, bool read_only) {
   auto magic = sql::Stmt::Prepare(db, "SELECT value FROM meta WHERE key = 'format'");
   if (!magic.ok()) {
     return Status::Error(EUCLEAN, "not a chainswap catalog (" + magic.status().message() + ")");
@@ -131,8 +171,29 @@ Status CheckAndUpgradeSchema(sql::Db& db, bool /*read_only*/) {
                                      std::to_string(kSchemaVersion) + "); upgrade chainswap");
   }
   if (v < 1) return Status::Error(EUCLEAN, "catalog schema version " + std::to_string(v) + " is invalid");
-  // Future: step-by-step upgrades from v to kSchemaVersion go here.
-  return Status::Ok();
+  if (v == kSchemaVersion) return Status::Ok();
+  // Older versions are compatible for reading: read-only opens (fsck, stats)
+  // leave them as they are; a mount upgrades them, step by step, in one
+  // transaction.
+  if (read_only) return Status::Ok();
+  CS_RETURN_IF_ERROR(db.Exec("PRAGMA foreign_keys=OFF"));  // no effect inside a transaction
+  Status st = [&]() -> Status {
+    sql::Transaction txn(db);
+    CS_RETURN_IF_ERROR(txn.Begin());
+    if (v < 2) CS_RETURN_IF_ERROR(UpgradeV1ToV2(db));
+    auto fk = sql::Stmt::Prepare(db, "PRAGMA foreign_key_check");
+    if (!fk.ok()) return fk.status();
+    auto bad = fk->Step();
+    if (!bad.ok()) return bad.status();
+    if (*bad) return Status::Error(EUCLEAN, "catalog upgrade: foreign key check failed in table " + fk->Text(0));
+    CS_RETURN_IF_ERROR(db.Exec("PRAGMA user_version = " + std::to_string(kSchemaVersion)));
+    return txn.Commit();
+  }();
+  Status on = db.Exec("PRAGMA foreign_keys=ON");
+  if (!st.ok()) return Status::Error(st.code(), "catalog upgrade from schema version " + std::to_string(v) +
+                                                    " to " + std::to_string(kSchemaVersion) + ": " + st.message());
+  spdlog::info("catalog upgraded from schema version {} to {}", v, kSchemaVersion);
+  return on;
 }
 
 }  // namespace chainswap

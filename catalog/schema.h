@@ -3,15 +3,17 @@
 // Version history (PRAGMA user_version):
 //   1: chain, swap_file, lat, pat (+ chain_hash_index), free_slot, meta;
 //      views chain_hash, file_stats, chain_stats.
+//   2: chain.name nullable (NULL: the chain directory was removed while its
+//      files are still reclaimed); the views leave removed chains out.
 // A database newer than kSchemaVersion is refused; older ones are upgraded
-// step by step by UpgradeSchema().
+// step by step by CheckAndUpgradeSchema() when opened read-write.
 #pragma once
 
 #include "catalog/sqlite.h"
 
 namespace chainswap {
 
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 inline constexpr const char* kFormatMagic = "chainswap-catalog";
 
 // Creates every table, index and view of the current version in an empty

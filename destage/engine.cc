@@ -43,7 +43,8 @@ struct Engine::Bucket {
   uint64_t write_bytes = 0;   // logical bytes of write records
   uint64_t delete_bytes = 0;  // logical bytes of delete records (bounded ranges only)
   bool sealed = false;
-  bool synced = true;
+  bool retired = false;         // its effects are durable in the catalog; segment deleted
+  uint64_t durable_bytes = 0;   // prefix of the segment a successful fdatasync covered
   bool appending = false;       // an append is writing to the segment
   bool seal_requested = false;  // seal once that append completes
 };
@@ -264,7 +265,6 @@ Status Engine::Append(Record r, bool space_exempt, std::vector<uint8_t> zero) {
   if (st.ok()) {
     index_.Add(r, zero);
     b.bytes += size;
-    b.synced = false;
     journal_bytes_ += size;
     if (r.kind == RecordKind::kWrite) {
       staged_write_blocks_ += r.count;
@@ -509,17 +509,45 @@ Status Engine::CloneBlocks(FileRef src, FileRef dst, uint64_t src_lba, uint64_t 
 }
 
 Status Engine::Sync() {
-  std::vector<std::shared_ptr<Segment>> segs;
+  // What this caller needs durable: every record acknowledged before it
+  // called (b->bytes counts only appends whose write returned).
+  std::vector<std::pair<std::shared_ptr<Bucket>, uint64_t>> need;
   {
     std::lock_guard lk(mu_);
-    for (auto& b : buckets_) {
-      if (!b->synced) {
-        b->synced = true;
-        segs.push_back(b->segment);
+    if (!journal_error_.ok()) return journal_error_;
+    for (auto& b : buckets_)
+      if (b->durable_bytes < b->bytes) need.emplace_back(b, b->bytes);
+  }
+  {
+    // One round of fdatasyncs at a time. A caller that waited here finds
+    // what the round before it covered and syncs only the rest; the
+    // watermark moves only after an fdatasync succeeded, so no caller
+    // returns while the fdatasync it relies on is still running.
+    std::lock_guard sl(sync_mu_);
+    for (auto& [b, target] : need) {
+      uint64_t upto;
+      {
+        std::lock_guard lk(mu_);
+        if (!journal_error_.ok()) return journal_error_;
+        if (b->retired || b->durable_bytes >= target) continue;
+        upto = b->bytes;  // covers appends since the caller's snapshot too
       }
+      Status st = b->segment->Sync();
+      std::lock_guard lk(mu_);
+      if (!st.ok()) {
+        // Sticky: after a failed fdatasync the kernel may have dropped the
+        // dirty pages, and a retry would "succeed" on data that is gone.
+        if (journal_error_.ok()) {
+          journal_error_ = Status::Error(EIO, "journal fdatasync failed (" + st.ToString() +
+                                                  "); writes acknowledged since the last successful fsync may "
+                                                  "not be durable; every fsync fails until a remount");
+          spdlog::error("{}", journal_error_.message());
+        }
+        return journal_error_;
+      }
+      b->durable_bytes = std::max(b->durable_bytes, upto);
     }
   }
-  for (auto& s : segs) CS_RETURN_IF_ERROR(s->Sync());
   // The catalog holds the namespace (a file created since the last sync):
   // journal records of a file whose row was lost would be skipped at replay.
   return catalog_.Sync();
@@ -680,7 +708,7 @@ Status Engine::ProcessWrites(const Bucket& b, size_t* next_record) {
   constexpr uint64_t kBatchBlocks = 4096;
   std::vector<BlockOp> ops;
   std::vector<size_t> stripes;
-  std::map<int64_t, std::shared_ptr<const BlockHasher>> hashers;
+  HasherCache hashers;
   size_t i = *next_record;
   while (i < b.records.size()) {
     if (stopping_.load(std::memory_order_relaxed)) return Status::Error(ECANCELED, "stopping");
@@ -694,11 +722,6 @@ Status Engine::ProcessWrites(const Bucket& b, size_t* next_record) {
         blocks += r.count;
         ++records;
         stripes.push_back(static_cast<uint64_t>(r.file_id) % stripes_.size());
-        if (!hashers.count(r.dedup_id)) {
-          auto h = catalog_.HasherFor(r.dedup_id);
-          if (!h.ok()) return h.status();
-          hashers.emplace(r.dedup_id, *h);
-        }
       }
       ++j;
     }
@@ -713,17 +736,30 @@ Status Engine::ProcessWrites(const Bucket& b, size_t* next_record) {
     for (size_t k = i; k < j; ++k) {
       const Record& r = b.records[k];
       if (r.kind != RecordKind::kWrite) continue;
-      const BlockHasher& hasher = *hashers.at(r.dedup_id);
+      const BlockHasher* hasher = nullptr;
       for (uint64_t n = 0; n < r.count; ++n) {
         // Every record the engine holds was tracked (Append, Open).
         if (StagingIndex::IsSuperseded(r, n)) continue;
+        if (!hasher) {
+          // Looked up only for a record with a live block: a chain's row
+          // outlives every file of it, so a chain that is gone means the
+          // file is gone too (reclaimed), and the record is obsolete.
+          auto h = HasherFor(r.dedup_id, &hashers);
+          if (!h.ok() && h.status().code() == ENOENT) {
+            spdlog::debug("write destager: skipping a record of swap file {}: {}", r.file_id,
+                          h.status().ToString());
+            break;
+          }
+          if (!h.ok()) return h.status();
+          hasher = *h;
+        }
         BlockOp op;
         op.kind = BlockOp::Kind::kWrite;
         op.file_id = r.file_id;
         op.dedup_id = r.dedup_id;
         op.lba = r.lba + n;
         op.data = r.data.get() + n * kBlockSize;
-        if (!IsZeroBlock(op.data)) op.hash = hasher.Hash(op.data);
+        if (!IsZeroBlock(op.data)) op.hash = hasher->Hash(op.data);
         ops.push_back(op);
       }
     }
@@ -750,6 +786,16 @@ Status Engine::ProcessWrites(const Bucket& b, size_t* next_record) {
     staged_write_blocks_ -= std::min(staged_write_blocks_, blocks);
   }
   return Status::Ok();
+}
+
+Result<const BlockHasher*> Engine::HasherFor(int64_t dedup_id, HasherCache* cache) {
+  auto it = cache->find(dedup_id);
+  if (it == cache->end()) {
+    auto h = catalog_.HasherFor(dedup_id);
+    if (!h.ok()) return h.status();
+    it = cache->emplace(dedup_id, *h).first;
+  }
+  return it->second.get();
 }
 
 Status Engine::ProcessDeletes(const Bucket& b, size_t* next_record) {
@@ -852,6 +898,7 @@ void Engine::TryRetire() {
     st = b->segment->Remove();
     if (!st.ok()) spdlog::warn("journal: {}", st.ToString());
     std::lock_guard lk(mu_);
+    b->retired = true;
     journal_bytes_ -= std::min(journal_bytes_, b->bytes);
     buckets_.pop_front();
     space_cv_.notify_all();
@@ -909,6 +956,7 @@ EngineStats Engine::Stats() {
       if (b->id >= std::min(w_cursor_, x_cursor_)) s.pending_records += b->records.size();
     }
     if (!bg_error_.ok()) s.error = bg_error_.ToString();
+    if (!journal_error_.ok()) s.error += (s.error.empty() ? "" : "; ") + journal_error_.ToString();
   }
   s.writes_absorbed = counters_.writes_absorbed;
   s.ops_destaged = counters_.ops_destaged;

@@ -139,8 +139,11 @@ class Engine {
   Status CloneBlocks(FileRef src, FileRef dst, uint64_t src_lba, uint64_t dst_lba, uint64_t count,
                      const FileMetaUpdate& meta);
 
-  // Makes every acknowledged op durable: journal segments, then the
-  // catalog (namespace changes) and the store.
+  // Makes every op acknowledged before the call durable: journal segments,
+  // then the catalog (namespace changes) and the store. Returns only once an
+  // fdatasync that started after those appends has succeeded (concurrent
+  // callers share rounds). After a failed journal fdatasync, returns EIO
+  // from then on (sticky until the next mount).
   Status Sync();
   // First offset >= `offset` that may hold data (SEEK_DATA), or nullopt.
   Result<std::optional<uint64_t>> NextData(FileRef f, uint64_t offset, uint64_t size);
@@ -180,6 +183,10 @@ class Engine {
   void RefreshBackingLocked();
   void DestagerLoop(IoKind kind);
   Status ProcessWrites(const Bucket& b, size_t* next_record);
+  // The keyed hasher of a chain, through a per-batch cache. ENOENT once the
+  // chain is gone (then so are all its files: their records are obsolete).
+  using HasherCache = std::map<int64_t, std::shared_ptr<const BlockHasher>>;
+  Result<const BlockHasher*> HasherFor(int64_t dedup_id, HasherCache* cache);
   Status ProcessDeletes(const Bucket& b, size_t* next_record);
   // Applies one delete record to the catalog (the parts no newer write
   // superseded), then drops the file when the record says so.
@@ -206,6 +213,8 @@ class Engine {
   std::mutex append_mu_;
   // Serializes retirement.
   std::mutex retire_mu_;
+  // One round of journal fdatasyncs at a time (Sync); taken before mu_.
+  std::mutex sync_mu_;
 
   std::mutex mu_;
   std::condition_variable work_cv_;   // destagers wait for sealed buckets
@@ -232,6 +241,7 @@ class Engine {
   bool delete_blocked_ = false;       // the delete destager hit ENOSPC (logged once)
   bool stop_ = false;
   Status bg_error_;                   // sticky
+  Status journal_error_;              // a journal fdatasync failed: sticky, every Sync reports it
   int64_t last_append_ns_ = 0;
   int64_t backing_checked_ns_ = 0;
   uint64_t backing_free_ = UINT64_MAX;

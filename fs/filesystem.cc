@@ -42,7 +42,7 @@ constexpr const char* kDestageNames[] = {"w_bucket", "x_bucket", "queue_slots", 
                                          "journal_bytes", "journal_limit", "buckets", "pending_records",
                                          "staged_write_blocks", "writes_absorbed", "ops_destaged",
                                          "ops_per_sec", "blocks_stored", "blocks_deduped", "blocks_freed",
-                                         "enospc", "store_usage"};
+                                         "enospc", "store_usage", "error"};
 
 // Value of one destage figure, or nullopt for an unknown name.
 std::optional<std::string> DestageValue(const PublishedStats& p, const std::string& key) {
@@ -63,6 +63,9 @@ std::optional<std::string> DestageValue(const PublishedStats& p, const std::stri
   if (key == "blocks_deduped") return num(s.blocks_deduped);
   if (key == "blocks_freed") return num(s.blocks_freed);
   if (key == "enospc") return num(s.enospc);
+  // A sticky error (destage stopped by an I/O error of the backing store,
+  // or a failed journal fdatasync), or "none".
+  if (key == "error") return s.error.empty() ? std::string("none") : s.error;
   char buf[32];
   if (key == "ops_per_sec") {
     std::snprintf(buf, sizeof buf, "%.1f", p.ops_per_sec);
@@ -127,7 +130,7 @@ Status ChainswapFs::Load(const std::map<int64_t, ReplayedMeta>& replayed) {
   }
   spdlog::info("loaded {} chain(s) and {} swap file(s)", chains->size(), files->size() - orphans.size());
   for (auto& n : orphans) {
-    spdlog::info("reclaiming blocks of unlinked swap file {}", n->info.file_id);
+    spdlog::info("reclaiming blocks of unlinked swap file {}", n->file_id);
     MaybeReclaim(n);
   }
   return Status::Ok();
@@ -155,7 +158,7 @@ void ChainswapFs::FillChainAttr(const ChainNode& c, struct stat* st) {
   st->st_ctim = ToTimespec(c.info.ctime_ns);
 }
 
-void ChainswapFs::FillFileAttr(const FileNode& f, struct stat* st) {
+void ChainswapFs::FillFileAttr(const FileNode& f, uint64_t mapped_blocks, struct stat* st) {
   std::memset(st, 0, sizeof(*st));
   st->st_ino = FileIno(f.info.file_id);
   st->st_mode = S_IFREG | (f.info.mode & 07777);
@@ -165,7 +168,7 @@ void ChainswapFs::FillFileAttr(const FileNode& f, struct stat* st) {
   st->st_size = static_cast<off_t>(f.info.size);
   st->st_blksize = kBlockSize;
   const uint64_t max_blocks = (f.info.size + kBlockSize - 1) / kBlockSize;
-  st->st_blocks = static_cast<blkcnt_t>(std::min(f.info.mapped_blocks, max_blocks) * (kBlockSize / 512));
+  st->st_blocks = static_cast<blkcnt_t>(std::min(mapped_blocks, max_blocks) * (kBlockSize / 512));
   st->st_atim = ToTimespec(f.info.atime_ns);
   st->st_mtim = ToTimespec(f.info.mtime_ns);
   st->st_ctim = ToTimespec(f.info.ctime_ns);
@@ -205,10 +208,10 @@ int ChainswapFs::DoLookup(fuse_ino_t parent, const std::string& name, fuse_entry
     if (it == c->files.end()) return ENOENT;
     file = it->second;
   }
-  uint64_t mapped = MappedBlocks(file->info.file_id);
+  // file_id never changes: readable without the lock.
+  const uint64_t mapped = MappedBlocks(file->file_id);
   std::shared_lock lk(ns_.mu);
-  file->info.mapped_blocks = mapped;
-  FillFileAttr(*file, &e->attr);
+  FillFileAttr(*file, mapped, &e->attr);
   e->ino = e->attr.st_ino;
   return 0;
 }
@@ -232,10 +235,9 @@ int ChainswapFs::DoGetattr(fuse_ino_t ino, struct stat* st) {
     f = ns_.File(FileIdOf(ino));
   }
   if (!f) return ENOENT;
-  uint64_t mapped = MappedBlocks(f->info.file_id);
-  std::unique_lock lk(ns_.mu);
-  f->info.mapped_blocks = mapped;
-  FillFileAttr(*f, st);
+  const uint64_t mapped = MappedBlocks(f->file_id);
+  std::shared_lock lk(ns_.mu);
+  FillFileAttr(*f, mapped, st);
   return 0;
 }
 
@@ -248,16 +250,22 @@ int ChainswapFs::DoSetattr(fuse_ino_t ino, const struct stat& attr, int to_set, 
   if (ino == kRootIno) return EPERM;
   if (IsChainIno(ino)) {
     if (to_set & FUSE_SET_ATTR_SIZE) return EISDIR;
-    std::unique_lock lk(ns_.mu);
-    ChainNode* c = ns_.Chain(DedupIdOf(ino));
-    if (!c) return ENOENT;
-    ChainInfo info = c->info;
+    std::lock_guard change(ns_.change_mu);
+    ChainInfo info;
+    {
+      std::shared_lock lk(ns_.mu);
+      ChainNode* c = ns_.Chain(DedupIdOf(ino));
+      if (!c) return ENOENT;
+      info = c->info;
+    }
     if (to_set & FUSE_SET_ATTR_MODE) info.mode = attr.st_mode & 07777;
     if (to_set & FUSE_SET_ATTR_UID) info.uid = attr.st_uid;
     if (to_set & FUSE_SET_ATTR_GID) info.gid = attr.st_gid;
     set_time(FUSE_SET_ATTR_MTIME_NOW, FUSE_SET_ATTR_MTIME, attr.st_mtim, &info.mtime_ns);
     info.ctime_ns = now;
     if (int e = ToErrno(catalog_.UpdateChain(info), "setattr")) return e;
+    std::unique_lock lk(ns_.mu);
+    ChainNode* c = ns_.Chain(info.dedup_id);  // change_mu kept it
     c->info = info;
     FillChainAttr(*c, out);
     return 0;
@@ -285,18 +293,16 @@ int ChainswapFs::DoSetattr(fuse_ino_t ino, const struct stat& attr, int to_set, 
     uint64_t new_size = static_cast<uint64_t>(attr.st_size);
     if (!(to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))) info.mtime_ns = now;
     FileMetaUpdate meta{info.file_id, new_size, info.mtime_ns, info.ctime_ns};
-    FileRef ref{info.file_id, info.dedup_id};
-    if (int e = ToErrno(engine_.Truncate(ref, info.size, new_size, meta), "truncate")) return e;
+    if (int e = ToErrno(ResizeLocked(*f, info.size, meta), "truncate")) return e;
     info.size = new_size;
   }
   if (int e = ToErrno(catalog_.UpdateFile(info), "setattr")) return e;
-  uint64_t mapped = MappedBlocks(info.file_id);
+  const uint64_t mapped = MappedBlocks(info.file_id);
   std::unique_lock lk(ns_.mu);
   info.name = f->info.name;          // a concurrent rename may have changed these
   info.unlinked = f->info.unlinked;
   f->info = info;
-  f->info.mapped_blocks = mapped;
-  FillFileAttr(*f, out);
+  FillFileAttr(*f, mapped, out);
   return 0;
 }
 
@@ -304,10 +310,14 @@ int ChainswapFs::DoMkdir(fuse_ino_t parent, const std::string& name, mode_t mode
                          gid_t gid, fuse_entry_param* e) {
   if (parent != kRootIno) return EPERM;  // chains hold swap files only
   if (!ValidName(name)) return EINVAL;
-  std::unique_lock lk(ns_.mu);
-  if (ns_.chain_by_name.count(name)) return EEXIST;
+  std::lock_guard change(ns_.change_mu);
+  {
+    std::shared_lock lk(ns_.mu);
+    if (ns_.chain_by_name.count(name)) return EEXIST;
+  }
   auto c = catalog_.CreateChain(name, mode & 07777, uid, gid, NowNs());
   if (!c.ok()) return ToErrno(c.status(), "mkdir");
+  std::unique_lock lk(ns_.mu);
   ChainNode& node = ns_.chains[c->dedup_id];
   node.info = *c;
   ns_.chain_by_name[name] = c->dedup_id;
@@ -327,28 +337,27 @@ int ChainswapFs::DoRmdir(fuse_ino_t parent, const std::string& name) {
     if (!c) return ENOENT;
     return c->files.count(name) ? ENOTDIR : ENOENT;
   }
-  std::unique_lock lk(ns_.mu);
-  auto it = ns_.chain_by_name.find(name);
-  if (it == ns_.chain_by_name.end()) return ENOENT;
-  int64_t id = it->second;
-  if (!ns_.Chain(id)->files.empty()) return ENOTEMPTY;
-  Status st = catalog_.RemoveChain(id);
-  if (st.code() == ENOTEMPTY) {
-    // Only unlinked files whose blocks are still being reclaimed remain:
-    // wait for the delete destager, then retry.
-    lk.unlock();
-    Status ds = engine_.Drain();
-    if (!ds.ok()) return ToErrno(ds, "rmdir");
-    lk.lock();
-    it = ns_.chain_by_name.find(name);
-    if (it == ns_.chain_by_name.end() || it->second != id) return ENOENT;
+  std::lock_guard change(ns_.change_mu);
+  int64_t id;
+  {
+    std::shared_lock lk(ns_.mu);
+    auto it = ns_.chain_by_name.find(name);
+    if (it == ns_.chain_by_name.end()) return ENOENT;
+    id = it->second;
+    // As on ext4, unlinked files (still open, or still being reclaimed) do
+    // not keep a directory from going: the catalog keeps the chain's row
+    // and seed, nameless, until the last of them is reclaimed.
     if (!ns_.Chain(id)->files.empty()) return ENOTEMPTY;
-    st = catalog_.RemoveChain(id);
   }
-  if (int e = ToErrno(st, "rmdir")) return e;
-  ns_.chains.erase(id);
-  ns_.chain_by_name.erase(it);
-  spdlog::info("removed chain '{}' (dedup ID {})", name, id);
+  auto dropped = catalog_.RemoveChain(id);
+  if (int e = ToErrno(dropped.status(), "rmdir")) return e;
+  {
+    std::unique_lock lk(ns_.mu);
+    ns_.chains.erase(id);
+    ns_.chain_by_name.erase(name);
+  }
+  spdlog::info("removed chain '{}' (dedup ID {}){}", name, id,
+               *dropped ? "" : "; its row stays until its unlinked files are reclaimed");
   return 0;
 }
 
@@ -358,19 +367,24 @@ int ChainswapFs::DoCreate(fuse_ino_t parent, const std::string& name, mode_t mod
   if (!IsChainIno(parent)) return ENOTDIR;
   if (!S_ISREG(mode)) return EPERM;      // swap files are regular files
   if (!ValidName(name)) return EINVAL;
-  std::unique_lock lk(ns_.mu);
-  ChainNode* c = ns_.Chain(DedupIdOf(parent));
-  if (!c) return ENOENT;
-  if (c->files.count(name)) return EEXIST;
-  auto f = catalog_.CreateFile(c->info.dedup_id, name, mode & kFileModeBits, uid, gid, NowNs());
+  std::lock_guard change(ns_.change_mu);
+  {
+    std::shared_lock lk(ns_.mu);
+    ChainNode* c = ns_.Chain(DedupIdOf(parent));
+    if (!c) return ENOENT;
+    if (c->files.count(name)) return EEXIST;
+  }
+  auto f = catalog_.CreateFile(DedupIdOf(parent), name, mode & kFileModeBits, uid, gid, NowNs());
   if (!f.ok()) return ToErrno(f.status(), "create");
+  std::unique_lock lk(ns_.mu);
+  ChainNode* c = ns_.Chain(DedupIdOf(parent));  // change_mu kept it
   auto node = std::make_shared<FileNode>(*f);
   c->files[name] = node;
   ns_.files[f->file_id] = node;
   c->info.mtime_ns = c->info.ctime_ns = f->mtime_ns;
   std::memset(e, 0, sizeof(*e));
   e->attr_timeout = e->entry_timeout = kAttrTimeout;
-  FillFileAttr(*node, &e->attr);
+  FillFileAttr(*node, 0, &e->attr);
   e->ino = e->attr.st_ino;
   return 0;
 }
@@ -389,16 +403,21 @@ int ChainswapFs::DoUnlink(fuse_ino_t parent, const std::string& name) {
   if (!IsChainIno(parent)) return ENOTDIR;
   std::shared_ptr<FileNode> node;
   {
-    std::unique_lock lk(ns_.mu);
-    ChainNode* c = ns_.Chain(DedupIdOf(parent));
-    if (!c) return ENOENT;
-    auto it = c->files.find(name);
-    if (it == c->files.end()) return ENOENT;
-    node = it->second;
-    FileInfo unlinked = node->info;
+    std::lock_guard change(ns_.change_mu);
+    FileInfo unlinked;
+    {
+      std::shared_lock lk(ns_.mu);
+      ChainNode* c = ns_.Chain(DedupIdOf(parent));
+      if (!c) return ENOENT;
+      auto it = c->files.find(name);
+      if (it == c->files.end()) return ENOENT;
+      node = it->second;
+      unlinked = node->info;
+    }
     unlinked.unlinked = true;
     if (int e = ToErrno(catalog_.UpdateFile(unlinked), "unlink")) return e;
-    DetachLocked(*c, node);
+    std::unique_lock lk(ns_.mu);
+    DetachLocked(*ns_.Chain(DedupIdOf(parent)), node);  // change_mu kept both
   }
   MaybeReclaim(node);
   return 0;
@@ -410,13 +429,18 @@ void ChainswapFs::MaybeReclaim(const std::shared_ptr<FileNode>& node) {
     if (!node->info.unlinked || node->open_count > 0 || node->reclaiming) return;
     node->reclaiming = true;
   }
-  FileRef ref{node->info.file_id, node->info.dedup_id};
+  FileRef ref{node->file_id, node->dedup_id};
   Status st;
   {
     // Queued to the delete destager: returns at once, space comes back in
     // the background.
     std::unique_lock io(node->io);
-    st = engine_.Reclaim(ref, node->info.size);
+    uint64_t size;
+    {
+      std::shared_lock lk(ns_.mu);
+      size = node->info.size;
+    }
+    st = engine_.Reclaim(ref, size);
   }
   std::unique_lock lk(ns_.mu);
   if (!st.ok()) {
@@ -433,66 +457,114 @@ int ChainswapFs::DoRename(fuse_ino_t parent, const std::string& name, fuse_ino_t
   if (!ValidName(newname)) return EINVAL;
   if (parent == kRootIno || newparent == kRootIno) {
     if (parent != newparent) return EPERM;  // chains stay at the root, files in chains
-    std::unique_lock lk(ns_.mu);
-    auto it = ns_.chain_by_name.find(name);
-    if (it == ns_.chain_by_name.end()) return ENOENT;
-    if (name == newname) return 0;
-    int64_t id = it->second;
-    auto dst = ns_.chain_by_name.find(newname);
-    if (dst != ns_.chain_by_name.end()) {
-      if (flags & RENAME_NOREPLACE) return EEXIST;
-      if (!ns_.Chain(dst->second)->files.empty()) return ENOTEMPTY;
-      if (int e = ToErrno(catalog_.RemoveChain(dst->second), "rename")) return e;
-      ns_.chains.erase(dst->second);
-      ns_.chain_by_name.erase(dst);
+    std::lock_guard change(ns_.change_mu);
+    ChainInfo info;
+    std::optional<int64_t> replaced_chain;
+    {
+      std::shared_lock lk(ns_.mu);
+      auto it = ns_.chain_by_name.find(name);
+      if (it == ns_.chain_by_name.end()) return ENOENT;
+      if (name == newname) return 0;
+      auto dst = ns_.chain_by_name.find(newname);
+      if (dst != ns_.chain_by_name.end()) {
+        if (flags & RENAME_NOREPLACE) return EEXIST;
+        if (!ns_.Chain(dst->second)->files.empty()) return ENOTEMPTY;
+        replaced_chain = dst->second;
+      }
+      info = ns_.Chain(it->second)->info;
     }
-    ChainNode* c = ns_.Chain(id);
-    ChainInfo info = c->info;
+    if (replaced_chain) {
+      if (int e = ToErrno(catalog_.RemoveChain(*replaced_chain).status(), "rename")) return e;
+      std::unique_lock lk(ns_.mu);
+      ns_.chains.erase(*replaced_chain);
+      ns_.chain_by_name.erase(newname);
+    }
     info.name = newname;
     info.ctime_ns = NowNs();
     if (int e = ToErrno(catalog_.UpdateChain(info), "rename")) return e;
-    c->info = info;
+    std::unique_lock lk(ns_.mu);
+    ns_.Chain(info.dedup_id)->info = info;  // change_mu kept it
     ns_.chain_by_name.erase(name);
-    ns_.chain_by_name[newname] = id;
+    ns_.chain_by_name[newname] = info.dedup_id;
     return 0;
   }
   if (!IsChainIno(parent) || !IsChainIno(newparent)) return ENOTDIR;
   std::shared_ptr<FileNode> replaced;
   {
-    std::unique_lock lk(ns_.mu);
-    ChainNode* src = ns_.Chain(DedupIdOf(parent));
-    ChainNode* dst = ns_.Chain(DedupIdOf(newparent));
-    if (!src || !dst) return ENOENT;
-    auto it = src->files.find(name);
-    if (it == src->files.end()) return ENOENT;
-    if (src != dst) return EXDEV;  // different dedup domains
-    if (name == newname) return 0;
-    auto node = it->second;
-    auto t = dst->files.find(newname);
+    std::lock_guard change(ns_.change_mu);
+    std::shared_ptr<FileNode> node;
     std::optional<int64_t> replaced_id;
-    if (t != dst->files.end()) {
-      if (flags & RENAME_NOREPLACE) return EEXIST;
-      replaced = t->second;
-      replaced_id = replaced->info.file_id;
+    {
+      std::shared_lock lk(ns_.mu);
+      ChainNode* src = ns_.Chain(DedupIdOf(parent));
+      ChainNode* dst = ns_.Chain(DedupIdOf(newparent));
+      if (!src || !dst) return ENOENT;
+      auto it = src->files.find(name);
+      if (it == src->files.end()) return ENOENT;
+      if (src != dst) return EXDEV;  // different dedup domains
+      if (name == newname) return 0;
+      node = it->second;
+      auto t = dst->files.find(newname);
+      if (t != dst->files.end()) {
+        if (flags & RENAME_NOREPLACE) return EEXIST;
+        replaced = t->second;
+        replaced_id = replaced->file_id;
+      }
     }
-    if (int e = ToErrno(catalog_.RenameFile(node->info.file_id, newname, replaced_id), "rename")) return e;
-    if (replaced) DetachLocked(*dst, replaced);
-    src->files.erase(it);
+    if (int e = ToErrno(catalog_.RenameFile(node->file_id, newname, replaced_id), "rename")) return e;
+    std::unique_lock lk(ns_.mu);
+    ChainNode* chain = ns_.Chain(DedupIdOf(parent));  // change_mu kept it
+    if (replaced) DetachLocked(*chain, replaced);
+    chain->files.erase(name);
     node->info.name = newname;
     node->info.ctime_ns = NowNs();
-    dst->files[newname] = node;
+    chain->files[newname] = node;
   }
   if (replaced) MaybeReclaim(replaced);
   return 0;
 }
 
-int ChainswapFs::DoOpen(fuse_ino_t ino, int /*flags*/) {
+int ChainswapFs::DoOpen(fuse_ino_t ino, int flags) {
   if (!IsFileIno(ino)) return EISDIR;
-  std::unique_lock lk(ns_.mu);
-  auto f = ns_.File(FileIdOf(ino));
-  if (!f || f->reclaiming) return ENOENT;
-  ++f->open_count;
+  std::shared_ptr<FileNode> f;
+  {
+    std::unique_lock lk(ns_.mu);
+    f = ns_.File(FileIdOf(ino));
+    if (!f || f->reclaiming) return ENOENT;
+    ++f->open_count;
+  }
+  // With atomic O_TRUNC (libfuse asks for it by default), the kernel leaves
+  // the truncation of `open(O_TRUNC)`, `: > file` and `cp` onto an existing
+  // file to the open; the permission checks are the kernel's.
+  if (flags & O_TRUNC) {
+    if (int e = TruncateOnOpen(f)) {
+      DoRelease(ino);
+      return e;
+    }
+  }
   return 0;
+}
+
+int ChainswapFs::TruncateOnOpen(const std::shared_ptr<FileNode>& f) {
+  std::unique_lock io(f->io);
+  uint64_t size;
+  {
+    std::shared_lock lk(ns_.mu);
+    size = f->info.size;
+  }
+  const int64_t now = NowNs();
+  if (size != 0) {
+    FileMetaUpdate meta{f->file_id, 0, now, now};
+    if (int e = ToErrno(ResizeLocked(*f, size, meta), "open(O_TRUNC)")) return e;
+  }
+  std::unique_lock lk(ns_.mu);
+  f->info.size = 0;
+  f->info.mtime_ns = f->info.ctime_ns = now;
+  return 0;
+}
+
+Status ChainswapFs::ResizeLocked(FileNode& f, uint64_t old_size, const FileMetaUpdate& meta) {
+  return engine_.Truncate(FileRef{f.file_id, f.dedup_id}, old_size, meta.size, meta);
 }
 
 int ChainswapFs::DoRelease(fuse_ino_t ino) {
@@ -520,7 +592,7 @@ int ChainswapFs::DoRead(fuse_ino_t ino, uint64_t off, size_t size, uint8_t* out,
   {
     std::shared_lock lk(ns_.mu);
     fsize = f->info.size;
-    ref = {f->info.file_id, f->info.dedup_id};
+    ref = {f->file_id, f->dedup_id};
   }
   auto r = engine_.Read(ref, off, size, fsize, out);
   if (!r.ok()) return ToErrno(r.status(), "read");
@@ -542,7 +614,7 @@ int ChainswapFs::DoWrite(fuse_ino_t ino, uint64_t off, const char* buf, size_t s
   {
     std::shared_lock lk(ns_.mu);
     fsize = f->info.size;
-    ref = {f->info.file_id, f->info.dedup_id};
+    ref = {f->file_id, f->dedup_id};
   }
   const int64_t now = NowNs();
   const uint64_t new_size = std::max<uint64_t>(fsize, off + size);
@@ -576,7 +648,7 @@ int ChainswapFs::DoFallocate(fuse_ino_t ino, int mode, off_t off, off_t len) {
   {
     std::shared_lock lk(ns_.mu);
     fsize = f->info.size;
-    ref = {f->info.file_id, f->info.dedup_id};
+    ref = {f->file_id, f->dedup_id};
   }
   const uint64_t end = static_cast<uint64_t>(off) + static_cast<uint64_t>(len);
   const uint64_t new_size = keep ? fsize : std::max(fsize, end);
@@ -609,7 +681,7 @@ int ChainswapFs::DoReaddir(fuse_ino_t ino, std::vector<DirEntry>* out) {
   if (!c) return ENOENT;
   out->push_back({".", ino, S_IFDIR});
   out->push_back({"..", kRootIno, S_IFDIR});
-  for (auto& [name, node] : c->files) out->push_back({name, FileIno(node->info.file_id), S_IFREG});
+  for (auto& [name, node] : c->files) out->push_back({name, FileIno(node->file_id), S_IFREG});
   return 0;
 }
 
@@ -712,13 +784,13 @@ int ChainswapFs::DoCopyFileRange(fuse_ino_t in, uint64_t off_in, fuse_ino_t out,
     dst = ns_.File(FileIdOf(out));
   }
   if (!src || !dst) return EBADF;
-  if (src->info.dedup_id != dst->info.dedup_id) return EXDEV;  // different dedup domains
+  if (src->dedup_id != dst->dedup_id) return EXDEV;  // different dedup domains
   // io locks in file ID order (no deadlock between two opposite copies).
   std::shared_lock<std::shared_mutex> src_lock;
   std::unique_lock<std::shared_mutex> dst_lock;
   if (src == dst) {
     dst_lock = std::unique_lock(dst->io);
-  } else if (src->info.file_id < dst->info.file_id) {
+  } else if (src->file_id < dst->file_id) {
     src_lock = std::shared_lock(src->io);
     dst_lock = std::unique_lock(dst->io);
   } else {
@@ -731,8 +803,8 @@ int ChainswapFs::DoCopyFileRange(fuse_ino_t in, uint64_t off_in, fuse_ino_t out,
     std::shared_lock lk(ns_.mu);
     src_size = src->info.size;
     dst_size = dst->info.size;
-    sref = {src->info.file_id, src->info.dedup_id};
-    dref = {dst->info.file_id, dst->info.dedup_id};
+    sref = {src->file_id, src->dedup_id};
+    dref = {dst->file_id, dst->dedup_id};
   }
   if (off_in >= src_size) return 0;
   len = static_cast<size_t>(std::min<uint64_t>(len, src_size - off_in));
@@ -787,7 +859,7 @@ int ChainswapFs::DoLseek(fuse_ino_t ino, off_t off, int whence, off_t* out) {
   {
     std::shared_lock lk(ns_.mu);
     fsize = f->info.size;
-    ref = {f->info.file_id, f->info.dedup_id};
+    ref = {f->file_id, f->dedup_id};
   }
   if (off < 0 || static_cast<uint64_t>(off) >= fsize) return ENXIO;
   if (whence == SEEK_HOLE) {

@@ -83,9 +83,14 @@ class ChainswapFs {
 
  private:
   void FillChainAttr(const ChainNode& c, struct stat* st);   // REQUIRES: ns_.mu held
-  void FillFileAttr(const FileNode& f, struct stat* st);     // REQUIRES: ns_.mu held
+  void FillFileAttr(const FileNode& f, uint64_t mapped_blocks, struct stat* st);  // REQUIRES: ns_.mu held
   void FillRootAttr(struct stat* st);                        // REQUIRES: ns_.mu held
   uint64_t MappedBlocks(int64_t file_id);
+  // Truncates a file to 0 for an open with O_TRUNC (takes f's io lock).
+  int TruncateOnOpen(const std::shared_ptr<FileNode>& f);
+  // Changes the size of `f` from old_size to meta.size through the engine.
+  // REQUIRES: f.io held exclusively.
+  Status ResizeLocked(FileNode& f, uint64_t old_size, const FileMetaUpdate& meta);
   // Reclaims an unlinked file's blocks unless it is still open.
   void MaybeReclaim(const std::shared_ptr<FileNode>& node);
   // Unlinks `node` from its chain (REQUIRES: ns_.mu held exclusively).

@@ -8,11 +8,19 @@
 //   swap file (ID f)     f + 1        (f < kChainInoBase - 1)
 //
 // Thread-safety and lock order:
-//   Namespace::mu_ (shared_mutex) guards the maps and every field of
-//   ChainNode/FileNode marked "guarded by Namespace::mu_".
+//   Namespace::change_mu serializes namespace changes (mkdir, rmdir, create,
+//   unlink, rename, chain setattr). It is held across the catalog write of
+//   the change, which may wait behind a destage transaction; nothing on the
+//   data path takes it.
+//   Namespace::mu (shared_mutex) guards the maps and every field of
+//   ChainNode/FileNode marked "guarded by Namespace::mu". It is never held
+//   across catalog or engine I/O: a change takes it exclusively only to
+//   publish what the catalog already holds, so lookups, getattr, reads and
+//   writes of every chain never wait behind a neighbour's namespace change.
 //   FileNode::io serializes data operations on one file: held exclusively by
 //   writes, punches, truncates and reclaim, shared by reads.
-//   Order: FileNode::io before Namespace::mu_; never hold mu_ across engine I/O.
+//   Order: change_mu before mu; FileNode::io before mu; change_mu and io are
+//   never held together.
 #pragma once
 
 #ifndef FUSE_USE_VERSION
@@ -22,6 +30,7 @@
 
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <shared_mutex>
 #include <string>
@@ -42,9 +51,12 @@ inline int64_t DedupIdOf(fuse_ino_t ino) { return static_cast<int64_t>(ino - kCh
 inline int64_t FileIdOf(fuse_ino_t ino) { return static_cast<int64_t>(ino - 1); }
 
 struct FileNode {
-  explicit FileNode(FileInfo i) : info(std::move(i)) {}
+  explicit FileNode(FileInfo i) : file_id(i.file_id), dedup_id(i.dedup_id), info(std::move(i)) {}
+  const int64_t file_id;    // immutable: read without a lock
+  const int64_t dedup_id;   // immutable: read without a lock
   std::shared_mutex io;     // see the lock order above
-  FileInfo info;            // guarded by Namespace::mu_ (size also needs io held exclusively to change)
+  FileInfo info;            // guarded by Namespace::mu (size also needs io held exclusively to change);
+                            // info.mapped_blocks is not kept here (asked at each getattr)
   uint32_t open_count = 0;  // guarded by Namespace::mu_
   bool reclaiming = false;  // guarded by Namespace::mu_
 };
@@ -55,6 +67,7 @@ struct ChainNode {
 };
 
 struct Namespace {
+  std::mutex change_mu;
   std::shared_mutex mu;
   std::map<int64_t, ChainNode> chains;                               // by dedup ID
   std::map<std::string, int64_t> chain_by_name;

@@ -229,8 +229,8 @@ int CmdChain(const std::string& action, const std::string& backing, const std::s
   if (!chains.ok()) return Fail(chains.status());
   for (const auto& c : *chains) {
     if (c.name != name) continue;
-    Status st = cat.RemoveChain(c.dedup_id);
-    if (!st.ok()) return Fail(st);
+    auto removed = cat.RemoveChain(c.dedup_id);
+    if (!removed.ok()) return Fail(removed.status());
     std::printf("removed chain %s\n", name.c_str());
     return 0;
   }

@@ -88,7 +88,7 @@ TEST_F(CatalogTest, ChainsGetDistinctDedupIds) {
 
 TEST_F(CatalogTest, DedupIdsAreNotReusedAfterRemove) {
   int64_t a = NewChain("a");
-  CS_ASSERT_OK(cat().RemoveChain(a));
+  CS_ASSERT_OK(cat().RemoveChain(a).status());
   int64_t b = NewChain("b");
   EXPECT_NE(a, b) << "a removed chain's dedup ID was handed out again";
   // And the name of a removed chain can be taken again.
@@ -226,18 +226,33 @@ TEST_F(CatalogTest, DropFileWithBlocksIsEbusy) {
 TEST_F(CatalogTest, RemoveChainWithFilesIsEnotempty) {
   int64_t chain = NewChain("pool");
   int64_t f = NewFile(chain, "a");
-  CS_EXPECT_ERRNO(cat().RemoveChain(chain), ENOTEMPTY);
-  // An unlinked file still being reclaimed keeps the chain as well.
+  CS_EXPECT_ERRNO(cat().RemoveChain(chain).status(), ENOTEMPTY);
+  // Once only an unlinked file (still being reclaimed) is left, the chain is
+  // removed by name at once; its row and seed stay until that file goes.
   CS_ASSERT_OK(cat().RenameFile(NewFile(chain, "b"), "b", f));  // unlinks f
   auto files = cat().ListFiles();
   ASSERT_TRUE(files.ok());
   ASSERT_EQ(files->size(), 2u);
   CS_ASSERT_OK(cat().DropFile((*files)[1].file_id));
   ASSERT_EQ(QueryInt(db(), "SELECT count(*) FROM swap_file WHERE name IS NULL"), 1);
-  CS_EXPECT_ERRNO(cat().RemoveChain(chain), ENOTEMPTY);
-  CS_ASSERT_OK(cat().DropFile(f));
-  CS_EXPECT_OK(cat().RemoveChain(chain));
+  auto removed = cat().RemoveChain(chain);
+  ASSERT_TRUE(removed.ok()) << removed.status().ToString();
+  EXPECT_FALSE(*removed) << "the row must stay while a file of the chain is reclaimed";
   auto chains = cat().ListChains();
+  ASSERT_TRUE(chains.ok());
+  EXPECT_TRUE(chains->empty());
+  EXPECT_TRUE(cat().HasherFor(chain).ok()) << "the seed outlives the chain's files";
+  EXPECT_EQ(QueryInt(db(), "SELECT count(*) FROM chain_stats"), 0);
+  int64_t again = NewChain("pool");  // the name is free at once
+  EXPECT_NE(again, chain);
+  CS_ASSERT_OK(cat().DropFile(f));
+  EXPECT_EQ(QueryInt(db(), "SELECT count(*) FROM chain WHERE dedup_id = " + std::to_string(chain)), 0)
+      << "the last file's drop takes the removed chain's row with it";
+  CS_EXPECT_ERRNO(cat().HasherFor(chain).status(), ENOENT);
+  auto gone = cat().RemoveChain(again);
+  ASSERT_TRUE(gone.ok());
+  EXPECT_TRUE(*gone);
+  chains = cat().ListChains();
   ASSERT_TRUE(chains.ok());
   EXPECT_TRUE(chains->empty());
 }

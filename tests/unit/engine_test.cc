@@ -474,7 +474,7 @@ TEST_F(EngineTest, ReclaimDropsEveryBlockAndTheFileRow) {
   EXPECT_EQ(test::QueryInt(db(), "SELECT count(*) FROM pat"), 0);
   ExpectCatalogInvariants(cat(), store());
   // The chain is empty now and can be removed.
-  CS_EXPECT_OK(cat().RemoveChain(chain_));
+  CS_EXPECT_OK(cat().RemoveChain(chain_).status());
 }
 
 // An unlink whose reclaim record cannot be journaled (a full backing
