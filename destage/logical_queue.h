@@ -12,10 +12,10 @@
 // Thread-safety: all methods are thread-safe.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <mutex>
+
+#include "catalog/mutex.h"
 
 #include "destage/slot_policy.h"
 
@@ -37,24 +37,26 @@ class LogicalQueue {
 
   // Blocks until this request's turn and returns the number of slots granted
   // (1 <= granted <= want, bounded by the kind's share).
-  uint32_t Acquire(IoKind kind, uint64_t want);
-  void Release(IoKind kind, uint32_t slots);
+  uint32_t Acquire(IoKind kind, uint64_t want) EXCLUDES(mu_);
+  void Release(IoKind kind, uint32_t slots) EXCLUDES(mu_);
 
   uint32_t n() const { return cfg_.n; }
-  uint32_t delete_slots() const;   // current D
-  uint64_t policy_changes() const;
+  uint32_t delete_slots() const EXCLUDES(mu_);   // current D
+  uint64_t policy_changes() const EXCLUDES(mu_);
 
  private:
   const SlotPolicyConfig cfg_;
   const SnapshotFn snapshot_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  uint32_t d_;                 // guarded by mu_
-  uint32_t in_use_write_ = 0;  // guarded by mu_
-  uint32_t in_use_delete_ = 0; // guarded by mu_
-  uint64_t next_ticket_ = 0;   // guarded by mu_
-  uint64_t serving_ = 0;       // guarded by mu_
-  uint64_t changes_ = 0;       // guarded by mu_
+  // A leaf: the snapshot (which takes the destagers' and the journal's
+  // locks) is taken before it.
+  mutable Mutex mu_;
+  CondVar cv_{&mu_};
+  uint32_t d_ GUARDED_BY(mu_);
+  uint32_t in_use_write_ GUARDED_BY(mu_) = 0;
+  uint32_t in_use_delete_ GUARDED_BY(mu_) = 0;
+  uint64_t next_ticket_ GUARDED_BY(mu_) = 0;
+  uint64_t serving_ GUARDED_BY(mu_) = 0;
+  uint64_t changes_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace chainswap

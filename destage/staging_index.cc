@@ -44,7 +44,7 @@ void StagingIndex::Add(const Record& r, std::span<const uint8_t> zero_flags) {
   }
   std::span<const uint8_t> zero = zero_flags;
   adders_waiting_.fetch_add(1, std::memory_order_acq_rel);
-  std::unique_lock lk(mu_);
+  WriterLock lk(&mu_);
   adders_waiting_.fetch_sub(1, std::memory_order_acq_rel);
   FileIndex& f = files_[r.file_id];
   const uint64_t end = r.lba + r.count;
@@ -92,7 +92,7 @@ void StagingIndex::Add(const Record& r, std::span<const uint8_t> zero_flags) {
 void StagingIndex::Lookup(int64_t file_id, uint64_t lba, uint64_t n,
                           std::vector<std::optional<Hit>>* out) const {
   out->assign(n, std::nullopt);
-  std::shared_lock lk(mu_);
+  ReaderLock lk(&mu_);
   auto fit = files_.find(file_id);
   if (fit == files_.end()) return;
   const FileIndex& f = fit->second;
@@ -114,7 +114,7 @@ void StagingIndex::Lookup(int64_t file_id, uint64_t lba, uint64_t n,
 }
 
 bool StagingIndex::IsLatestWrite(int64_t file_id, uint64_t lba, uint64_t seq) const {
-  std::shared_lock lk(mu_);
+  ReaderLock lk(&mu_);
   auto fit = files_.find(file_id);
   if (fit == files_.end()) return false;
   auto w = fit->second.writes.find(lba);
@@ -124,7 +124,7 @@ bool StagingIndex::IsLatestWrite(int64_t file_id, uint64_t lba, uint64_t seq) co
 std::vector<std::pair<uint64_t, uint64_t>> StagingIndex::LiveDeleteRanges(int64_t file_id, uint64_t lba,
                                                                           uint64_t end, uint64_t seq) const {
   std::vector<std::pair<uint64_t, uint64_t>> out;
-  std::shared_lock lk(mu_);
+  ReaderLock lk(&mu_);
   uint64_t from = lba;
   auto fit = files_.find(file_id);
   if (fit != files_.end()) {
@@ -147,7 +147,7 @@ bool StagingIndex::FullySuperseded(const Record& r) {
 
 void StagingIndex::Retire(const Record& r) {
   if (FullySuperseded(r)) return;  // no entry of its own left: no lock needed
-  std::unique_lock lk(mu_);
+  WriterLock lk(&mu_);
   RetireLocked(r);
 }
 
@@ -159,7 +159,7 @@ void StagingIndex::RetireAll(std::span<const Record> records) {
     // before a woken waiter runs, so a loop of short holds could keep one
     // waiting.
     while (adders_waiting_.load(std::memory_order_acquire) > 0) std::this_thread::yield();
-    std::unique_lock lk(mu_);
+    WriterLock lk(&mu_);
     for (size_t held = 0; i < records.size() && held < kPerHold; ++i) {
       if (FullySuperseded(records[i])) continue;
       RetireLocked(records[i]);
@@ -194,7 +194,7 @@ void StagingIndex::RetireLocked(const Record& r) {
 
 std::optional<StagingIndex::Footprint> StagingIndex::StagedFootprint(int64_t file_id, size_t max_ranges) const {
   Footprint fp;
-  std::shared_lock lk(mu_);
+  ReaderLock lk(&mu_);
   auto fit = files_.find(file_id);
   if (fit == files_.end()) return fp;
   const FileIndex& f = fit->second;
@@ -224,13 +224,13 @@ std::optional<StagingIndex::Footprint> StagingIndex::StagedFootprint(int64_t fil
 }
 
 uint64_t StagingIndex::StagedWrites(int64_t file_id) const {
-  std::shared_lock lk(mu_);
+  ReaderLock lk(&mu_);
   auto it = files_.find(file_id);
   return it == files_.end() ? 0 : it->second.writes.size();
 }
 
 std::pair<uint64_t, uint64_t> StagingIndex::Size() const {
-  std::shared_lock lk(mu_);
+  ReaderLock lk(&mu_);
   uint64_t ranges = 0;
   for (auto& [id, f] : files_) ranges += f.deletes.size();
   return {write_entries_, ranges};

@@ -15,23 +15,22 @@
 // Thread-safety: all methods are thread-safe (one reader/writer mutex).
 // Appenders (FUSE workers, latency-critical) take it exclusively; the
 // destagers and readers take it shared. A waiting writer holds off new
-// readers (WriterPriorityMutex): with std::shared_mutex (glibc prefers
-// readers) a destager's stream of lookups kept an appender waiting for
-// milliseconds.
+// readers (SharedMutex, catalog/mutex.h): with std::shared_mutex (glibc
+// prefers readers) a destager's stream of lookups kept an appender waiting
+// for milliseconds. Its lock is a leaf: nothing is called with it held.
 #pragma once
-
-#include <absl/container/flat_hash_map.h>
 
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
 #include <span>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "destage/journal_format.h"
-#include "destage/writer_priority_mutex.h"
+#include "catalog/mutex.h"
 
 namespace chainswap {
 
@@ -62,7 +61,7 @@ class StagingIndex {
   // in increasing seq order. For a write, `zero[i]` says whether block i of
   // its payload is all zeros (the caller has scanned the payload already,
   // outside its locks); without it, Add scans the payload itself.
-  void Add(const Record& r, std::span<const uint8_t> zero = {});
+  void Add(const Record& r, std::span<const uint8_t> zero = {}) EXCLUDES(mu_);
 
   // For each LBA of [lba, lba + n): the staged op, or nullopt when the
   // catalog holds the latest state. out is resized to n.
@@ -109,7 +108,8 @@ class StagingIndex {
     uint32_t block;  // index of the block inside data
     bool zero;       // the block is all zeros (a hole once destaged)
   };
-  // Flags e's block in its record as superseded. REQUIRES: mu_ held.
+  // Flags e's block in its record as superseded (an atomic in the record:
+  // called with mu_ held, which it needs for nothing else).
   static void MarkSuperseded(const WriteEntry& e);
   struct DeleteRange {
     uint64_t end;  // exclusive
@@ -121,18 +121,19 @@ class StagingIndex {
     uint64_t zero_writes = 0;                 // entries of `writes` with zero set
   };
 
-  // REQUIRES: mu_ held.
+  // The delete range of f covering lba, if any (f is a value the caller
+  // reads under mu_).
   static const DeleteRange* Covering(const FileIndex& f, uint64_t lba, uint64_t* start);
 
-  // Retire() of one record. REQUIRES: mu_ held.
-  void RetireLocked(const Record& r);
+  // Retire() of one record.
+  void RetireLocked(const Record& r) REQUIRES(mu_);
   // True when none of r's entries can still be its own (all superseded).
   static bool FullySuperseded(const Record& r);
 
-  mutable WriterPriorityMutex mu_;
-  std::atomic<int> adders_waiting_{0};  // Add calls waiting for mu_
-  absl::flat_hash_map<int64_t, FileIndex> files_;  // guarded by mu_
-  uint64_t write_entries_ = 0;                     // guarded by mu_
+  mutable SharedMutex mu_;
+  std::atomic<int> adders_waiting_{0};  // Add calls waiting for mu_ (read lock-free by RetireAll)
+  std::unordered_map<int64_t, FileIndex> files_ GUARDED_BY(mu_);
+  uint64_t write_entries_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace chainswap

@@ -21,12 +21,6 @@
 
 namespace chainswap {
 
-struct DirEntry {
-  std::string name;
-  fuse_ino_t ino;
-  mode_t type;
-};
-
 // Maps a Status to the errno answered at the FUSE edge, logging real faults.
 int ToErrno(const Status& st, const char* op);
 
@@ -82,9 +76,9 @@ class ChainswapFs {
   static constexpr mode_t kFileModeBits = 01777;
 
  private:
-  void FillChainAttr(const ChainNode& c, struct stat* st);   // REQUIRES: ns_.mu held
-  void FillFileAttr(const FileNode& f, uint64_t mapped_blocks, struct stat* st);  // REQUIRES: ns_.mu held
-  void FillRootAttr(struct stat* st);                        // REQUIRES: ns_.mu held
+  void FillChainAttr(const ChainInfo& c, struct stat* st);
+  void FillFileAttr(const FileInfo& f, uint64_t mapped_blocks, struct stat* st);
+  void FillRootAttr(struct stat* st);
   uint64_t MappedBlocks(int64_t file_id);
   // Truncates a file to 0 for an open with O_TRUNC (takes f's io lock).
   int TruncateOnOpen(const std::shared_ptr<FileNode>& f);
@@ -93,8 +87,6 @@ class ChainswapFs {
   Status ResizeLocked(FileNode& f, uint64_t old_size, const FileMetaUpdate& meta);
   // Reclaims an unlinked file's blocks unless it is still open.
   void MaybeReclaim(const std::shared_ptr<FileNode>& node);
-  // Unlinks `node` from its chain (REQUIRES: ns_.mu held exclusively).
-  void DetachLocked(ChainNode& chain, const std::shared_ptr<FileNode>& node);
 
   BackingDir& backing_;
   Catalog& catalog_;

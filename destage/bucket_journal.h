@@ -1,0 +1,185 @@
+// The bucket journal (SPEC §5): the write-back journal as a sequence of
+// buckets, one segment file each, and everything about getting a record
+// into it and making it durable:
+//
+//   admission  a writer waits while the journal is over its limit, and is
+//              refused (ENOSPC) when the content store could not take the
+//              blocks it stages, or (EIO) once destage has stopped;
+//   append     a sequence number, the segment write, the staging index;
+//   sealing    a bucket is sealed at its size, on demand, or when idle, and
+//              only sealed buckets are handed to the destagers;
+//   fsync      a durable watermark per bucket, advanced only after an
+//              fdatasync succeeded; a failed one is sticky;
+//   replay     Open rebuilds the buckets and the staging index from the
+//              segment files;
+//   retirement Retire drops the oldest bucket once the destagers (which
+//              decide when) have made its effects durable in the catalog.
+//
+// It does not apply anything to the catalog: destage/destagers.h does.
+//
+// Thread-safety: all public methods are thread-safe. Locks, in order:
+// append_mu_ (one append at a time, so sequence order = file order) and
+// sync_mu_ (one round of fdatasyncs at a time) are each taken before mu_,
+// never together; mu_ guards the bucket list and the figures below and is
+// never held across file I/O: the segment write, the fdatasync and the
+// statvfs all run without it. The staging index's lock is a leaf.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "catalog/catalog.h"
+#include "catalog/mutex.h"
+#include "catalog/status.h"
+#include "destage/journal.h"
+#include "destage/staging_index.h"
+
+namespace chainswap {
+
+// Size and mtime of a file as its newest journal record left it.
+struct ReplayedMeta {
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+};
+
+struct JournalOptions {
+  std::string dir;                        // BACKING/journal
+  uint64_t bucket_bytes = 16ull << 20;    // seal a bucket at this size
+  uint64_t limit = 256ull << 20;          // writers wait above this
+  uint64_t backing_reserve = 64ull << 20; // keep this much of the backing fs free
+};
+
+// A bucket: one segment and its records in sequence order. Records are
+// appended under BucketJournal::mu_ while the bucket is open; once `sealed`
+// is set (under that lock) they never change, and the destagers read them
+// without a lock. The other fields are BucketJournal's, under its mu_.
+struct Bucket {
+  uint64_t id = 0;
+  std::shared_ptr<Segment> segment;
+  std::vector<Record> records;
+  uint64_t bytes = 0;           // appended and written (an fdatasync after covers them)
+  uint64_t durable_bytes = 0;   // prefix of the segment a successful fdatasync covered
+  uint64_t write_bytes = 0;     // logical bytes of write records
+  uint64_t delete_bytes = 0;    // logical bytes of delete records (bounded ranges only)
+  bool sealed = false;
+  bool retired = false;         // its effects are durable in the catalog; segment deleted
+  bool appending = false;       // an append is writing to the segment
+  bool seal_requested = false;  // seal once that append completes
+};
+
+struct JournalFigures {
+  uint64_t journal_bytes = 0, limit = 0;
+  uint64_t buckets = 0;            // unretired
+  uint64_t next_bucket = 0;        // ID the next bucket will get
+  double backing_usage = 0;        // used fraction of the backing fs
+  std::string error;               // sticky errors, if any
+};
+
+class BucketJournal {
+ public:
+  BucketJournal(Catalog& catalog, StagingIndex& index, JournalOptions options);
+  BucketJournal(const BucketJournal&) = delete;
+  BucketJournal& operator=(const BucketJournal&) = delete;
+
+  // Replays the journal (SPEC §5 crash safety): removes segments the catalog
+  // already retired, reads every other segment in order, cuts a torn tail,
+  // rebuilds buckets and the staging index (records of reclaimed files are
+  // skipped), and reports the newest size of every file with records in
+  // *meta. Returns the ID of the oldest bucket (or of the next one). EUCLEAN
+  // for a journal damaged in the middle.
+  Result<uint64_t> Open(std::map<int64_t, ReplayedMeta>* meta) EXCLUDES(mu_);
+
+  // Appends one record after admission. space_exempt: a delete, or a rewrite
+  // that replaces a block, never refused for space. `zero`: the write's
+  // zero-block flags when the caller has them (else scanned here).
+  Status Append(Record r, bool space_exempt, std::vector<uint8_t> zero = {}) EXCLUDES(append_mu_, mu_);
+  // A sequence number for an op that could not be journaled (a reclaim run
+  // from memory), and the newest bucket holding records: the op must be
+  // applied only after the destagers passed that bucket.
+  std::pair<uint64_t, uint64_t> TakeSequence() EXCLUDES(mu_);
+
+  // Makes every record appended before the call durable (see Engine::Sync).
+  Status Sync() EXCLUDES(sync_mu_, mu_);
+
+  // Seals the open bucket (once its running append is in) and wakes the
+  // destagers.
+  void Seal() EXCLUDES(mu_);
+  // The oldest sealed bucket with ID >= cursor. Seals an open bucket that
+  // has been idle for idle_seal. Waits up to `wait` for one when there is
+  // none (returns nullptr then, or when stopping).
+  std::shared_ptr<const Bucket> NextSealed(uint64_t cursor, std::chrono::milliseconds idle_seal,
+                                           std::chrono::milliseconds wait) EXCLUDES(mu_);
+  // Wakes every waiting destager.
+  void Wake();
+
+  // The oldest unretired bucket if it is sealed and older than `before`.
+  std::shared_ptr<const Bucket> RetirementCandidate(uint64_t before) EXCLUDES(mu_);
+  // Drops the oldest bucket (its effects are durable in the catalog, and
+  // the catalog records it as retired): the staging index forgets its
+  // records, its segment is deleted, its bytes leave the journal.
+  void Retire(const std::shared_ptr<const Bucket>& b) EXCLUDES(mu_);
+
+  // True while a bucket older than `target` has records to destage.
+  bool PendingBefore(uint64_t target) EXCLUDES(mu_);
+  // Logical bytes to write and delete in bucket `id` (for the slot policy).
+  std::pair<uint64_t, uint64_t> PendingBytes(uint64_t id) EXCLUDES(mu_);
+  // Records in buckets with ID >= from (not yet passed by both destagers).
+  uint64_t RecordsFrom(uint64_t from) EXCLUDES(mu_);
+
+  // Destage feedback for admission.
+  // The write destager has n fewer staged blocks to store.
+  void WriteBlocksDestaged(uint64_t n) EXCLUDES(mu_);
+  // The write destager found the store full (writers are refused until it
+  // stored again).
+  void SetStoreFull(bool full) EXCLUDES(mu_);
+  bool store_full() EXCLUDES(mu_);
+  // Destage stopped on an error: writers get EIO from now on. Sticky.
+  void SetDestageError(const Status& st) EXCLUDES(mu_);
+  Status destage_error() EXCLUDES(mu_);
+  // Stopping: waiting writers go ahead (their records stay in the journal),
+  // waiting destagers return.
+  void SetStopping() EXCLUDES(mu_);
+  bool stopping() EXCLUDES(mu_);
+
+  JournalFigures Figures() EXCLUDES(mu_);
+  uint64_t staged_write_blocks() EXCLUDES(mu_);
+
+ private:
+  Status CheckSpaceLocked(uint64_t new_blocks) REQUIRES(mu_);
+  void SealLocked() REQUIRES(mu_);
+  // Re-reads the backing fs's free space when the cached figure is older
+  // than 100 ms (one statvfs, under mu_: it does not block on the disk).
+  void RefreshBackingLocked() REQUIRES(mu_);
+  void AccountLocked(Bucket& b, const Record& r) REQUIRES(mu_);
+
+  Catalog& catalog_;
+  StagingIndex& index_;  // thread-safe itself
+  const JournalOptions options_;
+
+  Mutex append_mu_ ACQUIRED_BEFORE(mu_);
+  Mutex sync_mu_ ACQUIRED_BEFORE(mu_);
+  Mutex mu_;
+  CondVar work_cv_{&mu_};   // destagers wait for sealed buckets
+  CondVar space_cv_{&mu_};  // writers wait for journal space
+
+  std::deque<std::shared_ptr<Bucket>> buckets_ GUARDED_BY(mu_);  // unretired, oldest first
+  uint64_t next_seq_ GUARDED_BY(mu_) = 1;
+  uint64_t next_bucket_ GUARDED_BY(mu_) = 1;
+  uint64_t journal_bytes_ GUARDED_BY(mu_) = 0;
+  uint64_t staged_write_blocks_ GUARDED_BY(mu_) = 0;  // appended, not yet passed by the write destager
+  int64_t last_append_ns_ GUARDED_BY(mu_) = 0;
+  int64_t backing_checked_ns_ GUARDED_BY(mu_) = 0;
+  uint64_t backing_free_ GUARDED_BY(mu_) = UINT64_MAX;
+  double backing_usage_ GUARDED_BY(mu_) = 0.0;
+  bool store_full_ GUARDED_BY(mu_) = false;
+  bool stopping_ GUARDED_BY(mu_) = false;
+  Status destage_error_ GUARDED_BY(mu_);  // sticky
+  Status sync_error_ GUARDED_BY(mu_);     // a journal fdatasync failed: sticky
+};
+
+}  // namespace chainswap

@@ -1,0 +1,153 @@
+// The two destagers (SPEC §5): background threads that take the bucket
+// journal's sealed buckets oldest first and apply them to the catalog —
+// the write destager the writes, the delete destager the deletes (and the
+// reclaims of unlinked files) — each skipping ops a newer op superseded, in
+// batches sized by the logical queue. A bucket retires (the journal drops
+// it) once both have passed it and the catalog holds its effects durably.
+//
+// An op whose target no longer exists is obsolete, never an error: a chain's
+// row outlives every record of its files, so a missing chain means the file
+// was reclaimed. Only a real I/O error of the backing store stops destage
+// (sticky: BucketJournal::SetDestageError, shown in stats and xattrs); a
+// full store or backing fs only pauses it.
+//
+// Threads: cs-destage-w and cs-destage-x run Loop(); retirement runs on
+// whichever destager passes a bucket last; Drain may be called from any
+// thread.
+//
+// Thread-safety: all public methods are thread-safe. Locks, in order:
+// retire_mu_ (one retirement at a time), then the file stripes (write
+// destager: every stripe of a batch, in increasing index order; delete
+// destager: one at a time), then mu_ (cursors, deferred reclaims); the
+// journal's, the staging index's, the logical queue's and the catalog's
+// locks are leaves below them. mu_ is never held across catalog or file
+// I/O; the stripes are (they order a file's check-and-apply), but no
+// request path takes them.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <thread>
+
+#include "catalog/catalog.h"
+#include "catalog/mutex.h"
+#include "destage/bucket_journal.h"
+#include "destage/logical_queue.h"
+#include "destage/staging_index.h"
+
+namespace chainswap {
+
+struct EngineCounters {
+  std::atomic<uint64_t> blocks_written{0};   // whole blocks acknowledged
+  std::atomic<uint64_t> blocks_stored{0};    // new blocks in the content store
+  std::atomic<uint64_t> blocks_deduped{0};   // writes matched to an existing block
+  std::atomic<uint64_t> blocks_freed{0};     // blocks whose refcount fell to 0
+  std::atomic<uint64_t> collisions{0};       // verified hash collisions
+  std::atomic<uint64_t> writes_absorbed{0};  // staged write blocks superseded before destage
+  std::atomic<uint64_t> ops_destaged{0};     // records fully handled by a destager
+  std::atomic<uint64_t> enospc{0};           // writes refused for lack of space
+};
+
+struct DestagerOptions {
+  SlotPolicyConfig queue;      // N, D_min, thresholds
+  uint32_t idle_seal_ms = 20;  // seal a non-empty bucket after this idle time
+};
+
+class Destagers {
+ public:
+  Destagers(Catalog& catalog, StagingIndex& index, BucketJournal& journal, EngineCounters& counters,
+            DestagerOptions options);
+  ~Destagers();  // stops the threads
+  Destagers(const Destagers&) = delete;
+  Destagers& operator=(const Destagers&) = delete;
+
+  // Both cursors start at `first_bucket` (BucketJournal::Open's answer).
+  void Reset(uint64_t first_bucket) EXCLUDES(mu_);
+  // Starts the two threads (after fuse_daemonize: threads do not survive
+  // its fork).
+  void Start();
+  // Stops and joins the threads (the journal is told to stop first).
+  void Join();
+  bool running() const { return write_thread_.joinable(); }
+
+  // Blocks until every bucket sealed so far is retired and every deferred
+  // reclaim ran. With give_up_when_store_full, returns ENOSPC instead of
+  // waiting while destage waits for space (used by Stop: the journal keeps
+  // the rest). ECANCELED when stopping.
+  Status Drain(bool give_up_when_store_full = false) EXCLUDES(mu_);
+
+  // A reclaim that could not be journaled (backing fs full): run from
+  // memory once both destagers passed bucket `after_bucket`.
+  void DeferReclaim(Record r, uint64_t after_bucket) EXCLUDES(mu_);
+
+  // What the logical queue's policy looks at.
+  DestageSnapshot Snapshot() EXCLUDES(mu_);
+  uint32_t queue_slots() const { return queue_.n(); }
+  uint32_t delete_slots() const { return queue_.delete_slots(); }
+  uint64_t policy_changes() const { return queue_.policy_changes(); }
+  // Next bucket of each destager.
+  std::pair<uint64_t, uint64_t> Cursors() EXCLUDES(mu_);
+
+ private:
+  void Loop(IoKind kind) EXCLUDES(mu_);
+  Status ProcessWrites(const Bucket& b, size_t* next_record) EXCLUDES(mu_);
+  Status ProcessDeletes(const Bucket& b, size_t* next_record) EXCLUDES(mu_);
+  // Applies one delete record to the catalog (the parts no newer write
+  // superseded), then drops the file when the record says so.
+  Status ApplyDelete(const Record& r) EXCLUDES(mu_);
+  // Delete destager, when it has no sealed bucket: runs the oldest deferred
+  // reclaim once both destagers have passed every bucket appended before
+  // it. True when one ran.
+  bool RunDeferredReclaim() EXCLUDES(mu_);
+  // Delete destager, idle with an empty journal: makes recent frees durable
+  // so space comes back, and shrinks the catalog's WAL.
+  void IdleCatalogSync();
+  void TryRetire() EXCLUDES(mu_);
+  // The keyed hasher of a chain, through a per-batch cache. ENOENT once the
+  // chain is gone (then so are all its files: their records are obsolete).
+  using HasherCache = std::map<int64_t, std::shared_ptr<const BlockHasher>>;
+  Result<const BlockHasher*> HasherFor(int64_t dedup_id, HasherCache* cache);
+  Mutex& Stripe(int64_t file_id) { return stripes_[static_cast<uint64_t>(file_id) % stripes_.size()]; }
+
+  Catalog& catalog_;
+  StagingIndex& index_;      // thread-safe itself
+  BucketJournal& journal_;   // thread-safe itself
+  EngineCounters& counters_;
+  const DestagerOptions options_;
+  LogicalQueue queue_;       // thread-safe itself
+
+  Mutex retire_mu_ ACQUIRED_BEFORE(mu_);
+  // Serialize the check-and-apply of one file (by file ID modulo 64) so a
+  // superseded op can never be applied after the op that superseded it.
+  // The analysis does not follow array elements: their order (after
+  // retire_mu_, before mu_, increasing index) is by convention.
+  std::array<Mutex, 64> stripes_;
+
+  Mutex mu_;
+  CondVar progress_cv_{&mu_};  // Drain waits for retirement and reclaims
+  uint64_t w_cursor_ GUARDED_BY(mu_) = 1;  // first bucket the write destager has not passed
+  uint64_t x_cursor_ GUARDED_BY(mu_) = 1;  // first bucket the delete destager has not passed
+  uint64_t w_record_ GUARDED_BY(mu_) = 0;  // progress inside bucket w_cursor_ (records)
+  uint64_t x_record_ GUARDED_BY(mu_) = 0;
+  bool delete_blocked_ GUARDED_BY(mu_) = false;  // the delete destager hit ENOSPC (logged once)
+  struct DeferredReclaim {
+    uint64_t after_bucket;  // run once both cursors are past this bucket
+    Record record;
+    bool failed = false;    // an attempt failed (logged once); retried when idle
+  };
+  std::deque<DeferredReclaim> deferred_reclaims_ GUARDED_BY(mu_);
+
+  // Mirror of the journal's stopping flag, read lock-free between batches.
+  std::atomic<bool> stopping_{false};
+  // Owned by the delete destager thread (its idle work): no lock.
+  uint64_t idle_synced_ops_ = 0;  // ops_destaged at the last idle catalog sync
+  int64_t idle_wal_try_ns_ = 0;   // when the last idle catalog sync ran
+  std::thread write_thread_, delete_thread_;
+};
+
+}  // namespace chainswap
