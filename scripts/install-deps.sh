@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Installs every Debian package chainswap's build, tests and demo use.
-# With --bench, also what the side-by-side benchmarks use (zfs-fuse, fio).
+# With --bench, also what the side-by-side benchmarks use (zfs-fuse, fio,
+# gcc for passthrough_ll, git for the version in the results' header).
 # Does nothing when they are all present. Needs root (apt-get).
+#
+#   --list   prints the package list, one a line, and installs nothing
+#            (scripts/check-install.sh reads it; --list --bench adds the
+#            benchmark packages)
 set -euo pipefail
 
 PACKAGES=(
@@ -14,8 +19,22 @@ PACKAGES=(
   attr util-linux coreutils procps fio
   clang-14 libclang-rt-14-dev
 )
-if [ "${1:-}" = "--bench" ]; then
-  PACKAGES+=(zfs-fuse fio gcc linux-perf)
+BENCH_PACKAGES=(zfs-fuse fio gcc linux-perf git)
+
+bench=0 list=0
+for arg in "$@"; do
+  case $arg in
+    --bench) bench=1 ;;
+    --list) list=1 ;;
+    *) echo "usage: $0 [--bench] [--list]" >&2; exit 2 ;;
+  esac
+done
+if [ $bench = 1 ]; then
+  PACKAGES+=("${BENCH_PACKAGES[@]}")
+fi
+if [ $list = 1 ]; then
+  printf '%s\n' "${PACKAGES[@]}" | awk '!seen[$0]++'
+  exit 0
 fi
 
 missing=()

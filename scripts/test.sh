@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The README's test command: installs what is missing, builds, and runs every
-# test (unit tests and tests that mount through /dev/fuse), in the normal
-# build and under AddressSanitizer+UBSan and ThreadSanitizer, then a short
-# libFuzzer run of the journal reader.
+# The README's test command: installs what is missing, builds, checks that
+# the install script covers every package the build, tests and scripts use
+# (scripts/check-install.sh), compiles the library and binaries with clang's
+# thread-safety analysis (build-tsa, no tests), and runs every test (unit
+# tests and tests that mount through /dev/fuse), in the normal build and
+# under AddressSanitizer+UBSan and ThreadSanitizer, then a short libFuzzer
+# run of the journal reader.
 # SANITIZERS="" skips the sanitizer builds (quick local runs only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,17 +15,28 @@ if [ ! -e /dev/fuse ]; then
   exit 1
 fi
 
-run_suite() {
+build() {
   local dir=$1; shift
   echo "== build $dir $*"
   BUILD_DIR=$dir ./scripts/build.sh "$@"
-  echo "== test $dir"
-  ctest --test-dir "$dir" --output-on-failure -j1
+}
+run_tests() {
+  echo "== test $1"
+  ctest --test-dir "$1" --output-on-failure -j1
 }
 
-run_suite build
+build build
+echo "== check-install build"
+./scripts/check-install.sh build
+# Compile only: clang-14's -Wthread-safety as errors over the library and
+# binary targets (Debug: no optimizer, assertions compiled in).
+CC=clang-14 CXX=clang++-14 BUILD_TYPE=Debug \
+  build build-tsa -DCHAINSWAP_THREAD_SAFETY=ON -DCHAINSWAP_BUILD_TESTS=OFF
+
+run_tests build
 for san in ${SANITIZERS-address thread}; do
-  run_suite "build-$san" -DCHAINSWAP_SANITIZE="$san"
+  build "build-$san" -DCHAINSWAP_SANITIZE="$san"
+  run_tests "build-$san"
 done
 
 # A short libFuzzer run of every on-disk parser (FUZZ_SECONDS=0 skips it).
