@@ -150,7 +150,12 @@ Status CreateSchema(sql::Db& db) {
   return txn.Commit();
 }
 
-Status CheckAndUpgradeSchema(sql::Db& db, bool read_only) {
+namespace {
+
+// The schema version of a chainswap catalog; EUCLEAN for anything else.
+// Its statements are finalized on return (an open one would keep the
+// upgrade's DROP TABLE from running).
+Result<int64_t> SchemaVersion(sql::Db& db) {
   auto magic = sql::Stmt::Prepare(db, "SELECT value FROM meta WHERE key = 'format'");
   if (!magic.ok()) {
     return Status::Error(EUCLEAN, "not a chainswap catalog (" + magic.status().message() + ")");
@@ -164,7 +169,15 @@ Status CheckAndUpgradeSchema(sql::Db& db, bool read_only) {
   if (!ver.ok()) return ver.status();
   auto vrow = ver->Step();
   if (!vrow.ok()) return vrow.status();
-  int64_t v = ver->Int(0);
+  return ver->Int(0);
+}
+
+}  // namespace
+
+Status CheckAndUpgradeSchema(sql::Db& db, bool read_only) {
+  auto version = SchemaVersion(db);
+  if (!version.ok()) return version.status();
+  const int64_t v = *version;
   if (v > kSchemaVersion) {
     return Status::Error(EPROTO, "catalog schema version " + std::to_string(v) +
                                      " is newer than this chainswap supports (" +
