@@ -20,6 +20,7 @@
 #include "fs/fuse_io.h"
 #include "fs/fuse_ops.h"
 #include "fs/logging.h"
+#include "fs/memory_guard.h"
 #include "fs/options.h"
 
 using namespace chainswap;
@@ -80,6 +81,22 @@ Result<Served> OpenServed(const MountConfig& cfg, const EngineOptions& base) {
   return s;
 }
 
+// Protection from the OOM killer and from reclaim of the daemon's own pages
+// (fs/memory_guard.h), in the serving process before it starts threads.
+void GuardMemory(const MountConfig& cfg) {
+  if (cfg.oom_score_adj) {
+    Status st = ProtectFromOomKiller(*cfg.oom_score_adj);
+    if (st.ok()) spdlog::info("oom_score_adj {}", *cfg.oom_score_adj);
+    else spdlog::warn("{}; the OOM killer may pick this daemon", st.ToString());
+  }
+  if (cfg.mlock) {
+    auto locked = LockMemory();
+    if (locked.ok()) spdlog::info("memory locked in RAM: {} KiB now, more as it is touched", locked->locked_kib);
+    else spdlog::warn("memory not locked ({}); under memory pressure requests may wait for the daemon's own page-ins",
+                      locked.status().ToString());
+  }
+}
+
 int Run(MountConfig cfg) {
   if (!MakeAbsolute(&cfg.backing, "backing directory") || !MakeAbsolute(&cfg.mountpoint, "mountpoint"))
     return 1;
@@ -137,6 +154,7 @@ int Run(MountConfig cfg) {
       fuse_daemonize(cfg.foreground ? 1 : 0);
       // Opened for real only now, in the process that serves: SQLite locks
       // and threads belong to it.
+      GuardMemory(cfg);
       auto served = OpenServed(cfg, eopts);
       if (!served.ok()) {
         spdlog::error("cannot serve {}: {}", cfg.backing, served.status().ToString());

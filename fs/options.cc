@@ -80,6 +80,23 @@ void ParseOption(const std::string& o, ParseResult& r) {
     try { c.pressure_low = std::stod(vl); } catch (...) { r.errors.push_back("pressure_low=" + std::string(vl) + ": expected a fraction"); }
   } else if (const char* vh = value("pressure_high")) {
     try { c.pressure_high = std::stod(vh); } catch (...) { r.errors.push_back("pressure_high=" + std::string(vh) + ": expected a fraction"); }
+  } else if (o == "mlock") {
+    c.mlock = true;
+  } else if (o == "no_mlock" || o == "mlock=0" || o == "mlock=off") {
+    c.mlock = false;
+  } else if (const char* vo = value("oom_score_adj")) {
+    if (std::string(vo) == "keep") {
+      c.oom_score_adj.reset();
+    } else {
+      try {
+        size_t pos = 0;
+        int adj = std::stoi(vo, &pos);
+        if (vo[pos] != '\0' || adj < -1000 || adj > 1000) throw std::out_of_range("oom_score_adj");
+        c.oom_score_adj = adj;
+      } catch (...) {
+        r.errors.push_back("oom_score_adj=" + std::string(vo) + ": expected -1000..1000 or keep");
+      }
+    }
   } else if (const char* v3 = value("threads")) {
     try {
       size_t pos = 0;
@@ -151,6 +168,9 @@ std::string MountUsage(const std::string& prog) {
          "  -o capacity=SIZE   limit the content store (e.g. 64G); default: the backing fs\n"
          "  -o log_level=LEVEL trace, debug, info (default), warn, error, off\n"
          "  -o threads=N       maximum FUSE worker threads (default 8)\n"
+         "  -o oom_score_adj=N the daemon's OOM score adjustment, -1000..1000 (default -1000:\n"
+         "                     never chosen by the OOM killer), or keep (inherit it)\n"
+         "  -o no_mlock        do not lock the daemon's memory in RAM (default: locked)\n"
          "destage engine:\n"
          "  -o bucket_size=SIZE      journal bucket (segment) size (default 16M)\n"
          "  -o journal_limit=SIZE    writes wait above this much journal (default 256M)\n"

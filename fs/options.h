@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,10 @@ struct MountConfig {
   double pressure_high = 0.9;            // pressure_high=
   uint32_t delete_slots_fixed = 0;       // delete_slots_fixed= (0: adaptive policy)
   uint32_t idle_seal_ms = 20;            // idle_seal_ms= (seal an idle bucket after)
+  // Memory pressure (docs/OPERATIONS.md): the daemon serves the swap of
+  // guests exactly when the host is short of memory.
+  std::optional<int> oom_score_adj = -1000;  // oom_score_adj=N (-1000..1000) or =keep (nullopt)
+  bool mlock = true;                         // mlock / no_mlock
   std::vector<std::string> fuse_options;  // passed to libfuse as -o
 };
 
