@@ -180,11 +180,17 @@ Status BucketJournal::Append(Record r, bool space_exempt, std::vector<uint8_t> z
     space_cv_.WaitFor(std::chrono::milliseconds(100));
   }
   if (buckets_.empty() || buckets_.back()->sealed) {
-    auto seg = Segment::Create(options_.dir, next_bucket_);
+    // The segment file is created without mu_ (a create is disk I/O);
+    // append_mu_ keeps other appenders out, and only appenders add buckets.
+    const uint64_t id = next_bucket_;
+    lk.Unlock();
+    auto seg = Segment::Create(options_.dir, id);
+    lk.Lock();
     if (!seg.ok()) return seg.status();
     auto b = std::make_shared<Bucket>();
-    b->id = next_bucket_++;
+    b->id = id;
     b->segment = *seg;
+    next_bucket_ = id + 1;
     buckets_.push_back(std::move(b));
   }
   std::shared_ptr<Bucket> bp = buckets_.back();
