@@ -4,18 +4,13 @@
 #include <sys/statvfs.h>
 
 #include <algorithm>
-#include <ctime>
 #include <set>
+
+#include "destage/clock.h"
 
 namespace chainswap {
 
 namespace {
-
-int64_t MonoNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
 
 // Deletes of unbounded ranges (truncate, reclaim) count as at most this
 // many blocks in a bucket's pending delete bytes (the slot policy's input).
