@@ -5,8 +5,8 @@
 // The daemon runs with tests/powercut/sync_shadow.cc preloaded (LD_PRELOAD,
 // through the environment; see that file for the exact model). The shim
 // keeps a shadow copy of the backing directory holding only what a power cut
-// would leave: each file's content as of its last fsync/fdatasync, names as
-// of their directory's last fsync (or the file's own fsync, as Linux
+// would leave: each file's content as of the start of its last
+// fsync/fdatasync that returned 0, names as of their directory's last fsync (or the file's own fsync, as Linux
 // journaling filesystems do), unlinks and renames at once. "Cutting the
 // power" = kill -9 of the daemon, lazy unmount, then the backing directory
 // is replaced by the shadow (SQLite's -shm dropped: it is rebuilt at open)
@@ -26,10 +26,19 @@
 // CHAINSWAP_POWERCUT_CYCLES=<n> sets the number of cuts (soaks),
 // CHAINSWAP_SHADOW_NAMES=strict uses POSIX directory semantics (a new file
 // is not named after a cut unless its directory was fsynced),
-// CHAINSWAP_SHADOW_VERBOSE=1 logs every modelled sync into the daemon log.
+// CHAINSWAP_SHADOW_VERBOSE=1 logs every modelled sync into the daemon log,
+// CHAINSWAP_POWERCUT_SYNC_DELAY_US=<us> sets how long each journal fdatasync
+// takes in ConcurrentFsyncsLoseNoFsyncedWrite (default 20 ms).
+//
+// ConcurrentFsyncsLoseNoFsyncedWrite: several threads write and fsync at
+// once; for each thread, what it wrote before an fsync that returned 0 must
+// survive. FailedJournalSyncFailsEveryLaterFsyncUntilRemount: the shim fails
+// the journal's fdatasync; every later fsync of that mount must fail too.
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -147,6 +156,7 @@ class PowerCutTest : public extra::DaemonTest {
     const char* names = std::getenv("CHAINSWAP_SHADOW_NAMES");
     env.push_back(std::string("CHAINSWAP_SHADOW_NAMES=") + (names && *names ? names : "linux"));
     if (const char* v = std::getenv("CHAINSWAP_SHADOW_VERBOSE"); v && *v) env.push_back("CHAINSWAP_SHADOW_VERBOSE=1");
+    env.insert(env.end(), shim_extra_env_.begin(), shim_extra_env_.end());
     // An ASan daemon refuses a preloaded library ahead of its runtime; the
     // shim is not instrumented and only calls libc, so the order is harmless.
     if (std::string(CHAINSWAP_SANITIZE_MODE) == "address") {
@@ -181,7 +191,7 @@ class PowerCutTest : public extra::DaemonTest {
     if (auto r = Shell({"cp", "-a", "--sparse=always", Shadow(), b}); !r) return r;
     // SQLite rebuilds the shared-memory index from the WAL at open; the
     // shim's own bookkeeping is not part of the backing directory.
-    if (auto r = Shell({"rm", "-rf", b + "/catalog.db-shm", b + "/.pending"}); !r) return r;
+    if (auto r = Shell({"rm", "-rf", b + "/catalog.db-shm", b + "/.pending", b + "/.failed"}); !r) return r;
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(b, ec))  // a copy the kill interrupted
       if (e.path().filename().string().rfind(".tmp-", 0) == 0) std::filesystem::remove(e.path(), ec);
@@ -312,6 +322,9 @@ class PowerCutTest : public extra::DaemonTest {
   void CheckAfterCut() {
     VerifyAll();
     ASSERT_FALSE(HasFatalFailure());
+    CheckCatalogAfterCut();
+  }
+  void CheckCatalogAfterCut() {
     ASSERT_TRUE(WaitUntil([&] { return extra::DestageIdle(fs().mnt()); })) << extra::DestageSummary(fs().mnt());
     EXPECT_TRUE(fs().CatalogInvariantsHold());
     CommandResult r = extra::Cli({"fsck", fs().backing(), "--read-only"});
@@ -319,6 +332,7 @@ class PowerCutTest : public extra::DaemonTest {
   }
 
   std::mt19937_64 rng_;
+  std::vector<std::string> shim_extra_env_;  // e.g. the shim's delay or failure injection
   std::vector<PcFile> files_;
   AlignedBuf buf_{kMaxWrite + kBlock};
   Figures figures_;
@@ -537,6 +551,490 @@ TEST_F(PowerCutTest, RandomCutsLoseNoFsyncedWrite) {
                static_cast<unsigned long long>(figures_.pending_ops),
                static_cast<unsigned long long>(figures_.guaranteed_bytes),
                static_cast<unsigned long long>(figures_.uncertain_bytes));
+}
+
+// ------------------------------------------------------ concurrent fsyncs
+
+// Journal fdatasyncs in the shim sleep this long by default in
+// ConcurrentFsyncsLoseNoFsyncedWrite (CHAINSWAP_POWERCUT_SYNC_DELAY_US), so
+// that syncs overlap and cuts land inside them.
+constexpr long kDefaultSyncDelayUs = 20000;
+constexpr int kDefaultConcurrentCycles = 8;
+constexpr uint64_t kConcurrentMaxWrite = 128 * kKiB;
+
+// One writer thread's share of a file: a block-aligned byte range that only
+// this thread writes (the threads sharing a file never touch each other's
+// blocks, so each range has an exact model).
+struct Region {
+  std::string name;  // "thread N on FILE [a, b)"
+  int file = 0;
+  uint64_t base = 0, len = 0;
+  std::vector<uint8_t> durable;  // as of this thread's last fsync that returned 0
+  struct Write {
+    uint64_t off;  // absolute
+    std::vector<uint8_t> data;
+  };
+  std::vector<Write> pending;  // this thread's writes since that fsync started
+  int fsyncs = 0;              // this thread's fsyncs that returned 0 since the last check
+  int64_t last_fsync_us = -1;  // how long the last of them took
+  bool cut_by_it = false;      // the cut was triggered by that fsync returning fast
+};
+
+// What a writer thread did before the cut.
+struct ThreadLog {
+  struct Step {
+    bool fsync = false;
+    uint64_t off = 0;
+    std::vector<uint8_t> data;
+    int64_t took_us = 0;  // fsync: how long it took
+  };
+  std::vector<Step> done;        // calls that returned success, in order
+  std::optional<Step> inflight;  // the call the cut interrupted
+  std::string error;             // a failure before the cut
+  bool killed = false;           // this thread's last fsync returned fast and cut the power
+};
+
+// How the power is cut in one cycle of ConcurrentFsyncsLoseNoFsyncedWrite.
+struct CutPlan {
+  std::atomic<bool> cutting{false};  // set before the daemon is killed
+  // Set: the first writer whose fsync (with writes of its own before it)
+  // returns in less than `fast` kills the daemon at once (SIGKILL): such an
+  // fsync did no journal fdatasync of its own (each takes the shim's delay),
+  // so its writes were covered by another thread's sync, which must have
+  // *returned* for them to be durable. Otherwise the main thread cuts at a
+  // random moment.
+  pid_t kill_on_fast_fsync = -1;
+  std::chrono::microseconds fast{0};
+  std::atomic<int> fast_cuts{0};
+  std::atomic<int> fast_fsyncs{0};  // fsyncs after writes that returned in less than `fast`
+};
+
+// Writes and fsyncs its region of `fd` until a call fails after the cut;
+// sometimes pauses between a write and the next call (so that other
+// threads' fsyncs start in between).
+void RunWriter(int fd, const Region& r, uint64_t seed, CutPlan* plan, ThreadLog* log) {
+  std::mt19937_64 wr(seed);
+  AlignedBuf wbuf(kConcurrentMaxWrite + kBlock);
+  const std::atomic<bool>& cutting = plan->cutting;
+  bool wrote = false;  // since this thread's last fsync
+  for (int k = 0; k < 1000000; ++k) {
+    if (wr() % 3 == 0) {
+      const bool data_only = wr() % 2;
+      const auto t0 = std::chrono::steady_clock::now();
+      const int rc = data_only ? ::fdatasync(fd) : ::fsync(fd);
+      const int e = errno;
+      const auto took = std::chrono::steady_clock::now() - t0;
+      if (rc == 0) {
+        const int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(took).count();
+        if (wrote && took < plan->fast) ++plan->fast_fsyncs;
+        bool killed = false;
+        if (plan->kill_on_fast_fsync > 0 && wrote && took < plan->fast && !plan->cutting.exchange(true)) {
+          ::kill(plan->kill_on_fast_fsync, SIGKILL);
+          killed = true;
+          ++plan->fast_cuts;
+        }
+        log->done.push_back({true, 0, {}, us});
+        log->killed = killed;
+        wrote = false;
+        continue;
+      }
+      if (cutting) log->inflight = ThreadLog::Step{true, 0, {}};
+      else log->error = r.name + ": " + (data_only ? "fdatasync" : "fsync") + " failed before the cut: " + ErrnoName(e);
+      return;
+    }
+    auto [off, len] = extra::RandomRange(wr, r.len, kConcurrentMaxWrite);
+    off += r.base;
+    auto data = extra::RandomBytes(wr, len);
+    std::memcpy(wbuf.data(), data.data(), len);
+    const ssize_t n = ::pwrite(fd, wbuf.data(), len, static_cast<off_t>(off));
+    const int e = errno;
+    if (n == static_cast<ssize_t>(len)) {
+      log->done.push_back({false, off, std::move(data)});
+      wrote = true;
+      if (wr() % 2) std::this_thread::sleep_for(std::chrono::microseconds(wr() % 10000));
+      continue;
+    }
+    if (n >= 0) log->error = r.name + ": short write: " + std::to_string(n) + " of " + std::to_string(len);
+    else if (cutting) log->inflight = ThreadLog::Step{false, off, std::move(data)};
+    else log->error = r.name + ": pwrite failed before the cut: " + ErrnoName(e);
+    return;
+  }
+  log->error = r.name + ": ran out of ops before the cut";
+}
+
+std::string Hex(uint8_t v) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "0x%02x", v);
+  return buf;
+}
+
+// Region `r` of a file read after a cut: every byte is the value it had at
+// the thread's last fsync that returned 0, or one a write since then put
+// there (applied in the thread's order, any of them may have landed).
+::testing::AssertionResult CheckRegion(const Region& r, const std::vector<uint8_t>& actual, uint64_t* guaranteed,
+                                       uint64_t* uncertain) {
+  const uint64_t nblocks = (r.len + kBlock - 1) / kBlock;
+  std::vector<std::vector<uint32_t>> touch(nblocks);
+  for (uint32_t k = 0; k < r.pending.size(); ++k) {
+    const auto& w = r.pending[k];
+    for (uint64_t b = (w.off - r.base) / kBlock; b < (w.off - r.base + w.data.size() + kBlock - 1) / kBlock; ++b)
+      touch[b].push_back(k);
+  }
+  for (uint64_t i = 0; i < r.len; ++i) {
+    const uint8_t got = actual[r.base + i], base = r.durable[i];
+    bool touched = false, by_write = false;
+    for (uint32_t k : touch[i / kBlock]) {
+      const auto& w = r.pending[k];
+      const uint64_t abs = r.base + i;
+      if (abs >= w.off && abs < w.off + w.data.size()) {
+        touched = true;
+        by_write |= w.data[abs - w.off] == got;
+      }
+    }
+    ++*(touched ? uncertain : guaranteed);
+    if (got == base || by_write) continue;
+    return ::testing::AssertionFailure()
+           << r.name << ": byte " << r.base + i << " reads " << Hex(got) << " after the cut; it was " << Hex(base)
+           << " when this thread's last fsync that returned 0 was called, and "
+           << (touched ? "none of the thread's later writes put that value there"
+                       : "no later write touched it: a write acknowledged before an fsync that returned 0 is lost")
+           << " [" << r.fsyncs << " fsyncs of this thread returned 0 in the cycle before the cut, the last one in "
+           << r.last_fsync_us << " us" << (r.cut_by_it ? ", which cut the power as it returned" : "") << "; "
+           << r.pending.size() << " writes since]";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Threads write and fsync concurrently — two each on their own file (one
+// O_DIRECT, one buffered) and two on one shared file (disjoint halves, one
+// descriptor each) — and the power is cut at a random moment. For each
+// thread, every write it issued before one of its fsyncs started must read
+// back once that fsync returned 0, whatever the other threads' fsyncs were
+// doing. The shim delays every fdatasync of a journal segment
+// (CHAINSWAP_SHADOW_SYNC_DELAY_US) and makes a sync durable only when it
+// returns 0 (as of its start), so one thread's fsync that returns while
+// another thread's fdatasync of the same segment is still running is caught
+// when the cut lands inside that fdatasync. One cycle in four cuts at a
+// random moment (30-430 ms in); the others as soon as an fsync that follows
+// writes of its thread returns in less than the delay (it did no journal
+// fdatasync of its own, so its writes are durable only if a sync that
+// covered them has already returned), or at a random moment 0.2-1.2 s in if
+// none does. The trigger only chooses the moment; the check after the cut
+// is the same.
+TEST_F(PowerCutTest, ConcurrentFsyncsLoseNoFsyncedWrite) {
+  const uint64_t seed = extra::TestSeed();
+  int cycles = kDefaultConcurrentCycles;
+  if (const char* c = std::getenv("CHAINSWAP_POWERCUT_CYCLES"); c && *c) cycles = std::max(1, std::atoi(c));
+  long delay_us = kDefaultSyncDelayUs;
+  if (const char* d = std::getenv("CHAINSWAP_POWERCUT_SYNC_DELAY_US"); d && *d) delay_us = std::atol(d);
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (CHAINSWAP_TEST_SEED=" + std::to_string(seed) + " repeats this run)");
+  RecordProperty("seed", std::to_string(seed));
+  std::fprintf(stderr, "[ info ] ConcurrentFsyncs seed %llu, %d cycles, journal fdatasync delay %ld us\n",
+               static_cast<unsigned long long>(seed), cycles, delay_us);
+  rng_.seed(seed);
+  shim_extra_env_ = {"CHAINSWAP_SHADOW_SYNC_DELAY_US=" + std::to_string(delay_us)};
+
+  struct CFile {
+    std::string name;
+    bool direct;
+    uint64_t size;
+  };
+  const std::vector<CFile> cfiles = {
+      {"own0.vswp", true, 2 * kMiB}, {"own1.vswp", false, 2 * kMiB}, {"shared.vswp", true, 4 * kMiB}};
+  std::vector<Region> regions(4);
+  const int region_file[4] = {0, 1, 2, 2};
+  const uint64_t region_base[4] = {0, 0, 0, 2 * kMiB};
+  for (int t = 0; t < 4; ++t) {
+    Region& r = regions[t];
+    r.file = region_file[t];
+    r.base = region_base[t];
+    r.len = 2 * kMiB;
+    r.durable.assign(r.len, 0);
+    r.name = "thread " + std::to_string(t) + " on " + cfiles[r.file].name + " [" + std::to_string(r.base) + ", " +
+             std::to_string(r.base + r.len) + ")";
+  }
+  auto path = [&](int file) { return fs().Path("pool", cfiles[file].name); };
+
+  ASSERT_TRUE(ResetShadow());
+  ASSERT_TRUE(Start(OptionsFor(0)));
+  ASSERT_TRUE(fs().MakeChain("pool"));
+  for (int i = 0; i < 3; ++i) {  // each file exists durably at its full size, zeros
+    RawFd fd = RawFd::Open(path(i), O_CREAT | O_RDWR);
+    ASSERT_TRUE(fd.ok()) << path(i) << ": " << ErrnoName(errno);
+    ASSERT_TRUE(Succeeds(::ftruncate(fd.get(), static_cast<off_t>(cfiles[i].size))));
+    ASSERT_TRUE(Succeeds(::fsync(fd.get())));
+  }
+
+  uint64_t guaranteed = 0, uncertain = 0, returned_fsyncs = 0, inflight_fsyncs = 0, writes = 0;
+  int cuts_inside_fsync = 0, fast_cuts = 0, fast_fsyncs = 0;
+  int64_t fsync_us = 0;
+  auto verify = [&](int cut_cycle) {
+    SCOPED_TRACE("checking after the cut that ended cycle " + std::to_string(cut_cycle));
+    for (int i = 0; i < 3; ++i) {
+      std::vector<uint8_t> actual;
+      ASSERT_TRUE(ReadFile(path(i), &actual, /*direct=*/true)) << cfiles[i].name << " after the cut";
+      ASSERT_EQ(actual.size(), cfiles[i].size) << cfiles[i].name << ": no write changes the size";
+      for (auto& r : regions) {
+        if (r.file != i) continue;
+        ASSERT_TRUE(CheckRegion(r, actual, &guaranteed, &uncertain));
+        r.durable.assign(actual.begin() + static_cast<ptrdiff_t>(r.base),
+                         actual.begin() + static_cast<ptrdiff_t>(r.base + r.len));
+        r.pending.clear();
+        r.fsyncs = 0;
+        r.last_fsync_us = -1;
+        r.cut_by_it = false;
+      }
+    }
+  };
+
+  for (int cycle = 0; cycle < cycles; ++cycle) {
+    SCOPED_TRACE("cycle " + std::to_string(cycle));
+    if (cycle > 0) {
+      ASSERT_TRUE(Start(OptionsFor(cycle)));
+      verify(cycle - 1);
+      ASSERT_FALSE(HasFatalFailure());
+    }
+    std::vector<RawFd> fds;
+    for (auto& r : regions) {
+      fds.push_back(RawFd::Open(path(r.file), O_RDWR | (cfiles[r.file].direct ? O_DIRECT : 0)));
+      ASSERT_TRUE(fds.back().ok()) << r.name << ": open: " << ErrnoName(errno);
+    }
+    std::vector<ThreadLog> logs(regions.size());
+    CutPlan plan;
+    uint64_t cut_after_ms = 30 + rng_() % 400;
+    if (cycle % 4 != 0) {  // cut right after a suspiciously fast fsync, if there is one
+      cut_after_ms = 200 + rng_() % 1000;
+      plan.kill_on_fast_fsync = daemon().pid();
+      plan.fast = std::chrono::microseconds(delay_us);
+    }
+    std::vector<std::thread> threads;
+    for (size_t t = 0; t < regions.size(); ++t) {
+      const uint64_t tseed = rng_();
+      threads.emplace_back([&, t, tseed] { RunWriter(fds[t].get(), regions[t], tseed, &plan, &logs[t]); });
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(cut_after_ms);
+    while (!plan.cutting && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    plan.cutting = true;
+    auto cut = PowerCut();  // kills the daemon (if a writer has not): every thread's next call fails
+    for (auto& th : threads) th.join();
+    fds.clear();
+    ASSERT_TRUE(cut);
+    bool any_fsync_inflight = false;
+    for (size_t t = 0; t < regions.size(); ++t) {
+      ASSERT_TRUE(logs[t].error.empty()) << logs[t].error;
+      Region& r = regions[t];
+      for (auto& step : logs[t].done) {
+        if (step.fsync) {  // everything this thread wrote before it is durable
+          for (const auto& w : r.pending)
+            std::copy(w.data.begin(), w.data.end(), r.durable.begin() + static_cast<ptrdiff_t>(w.off - r.base));
+          r.pending.clear();
+          ++r.fsyncs;
+          r.last_fsync_us = step.took_us;
+          fsync_us += step.took_us;
+          ++returned_fsyncs;
+        } else {
+          r.pending.push_back({step.off, std::move(step.data)});
+          ++writes;
+        }
+      }
+      // A write in flight may or may not have landed; an fsync in flight
+      // did not return: it promises nothing.
+      r.cut_by_it = logs[t].killed;
+      if (logs[t].inflight && !logs[t].inflight->fsync)
+        r.pending.push_back({logs[t].inflight->off, std::move(logs[t].inflight->data)});
+      if (logs[t].inflight && logs[t].inflight->fsync) {
+        ++inflight_fsyncs;
+        any_fsync_inflight = true;
+      }
+    }
+    cuts_inside_fsync += any_fsync_inflight;
+    fast_cuts += plan.fast_cuts;
+    fast_fsyncs += plan.fast_fsyncs;
+  }
+
+  ASSERT_TRUE(Start({}));
+  verify(cycles - 1);
+  ASSERT_FALSE(HasFatalFailure());
+  CheckCatalogAfterCut();
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_TRUE(daemon().Stop());
+  CommandResult r = extra::Cli({"fsck", fs().backing()});
+  EXPECT_EQ(r.status, 0) << extra::Describe(r);
+  std::fprintf(stderr,
+               "[ info ] %d power cuts (%d right after a fast fsync, %d with an fsync in flight, %llu such fsyncs), "
+               "%llu acknowledged writes, %llu fsyncs returned 0 (%.1f ms on average; %d of them after writes in "
+               "less than the delay), %llu guaranteed bytes checked, %llu bytes in doubt (old or new accepted)\n",
+               figures_.cuts, fast_cuts, cuts_inside_fsync, static_cast<unsigned long long>(inflight_fsyncs),
+               static_cast<unsigned long long>(writes), static_cast<unsigned long long>(returned_fsyncs),
+               returned_fsyncs ? static_cast<double>(fsync_us) / 1000.0 / static_cast<double>(returned_fsyncs) : 0.0,
+               fast_fsyncs,
+               static_cast<unsigned long long>(guaranteed), static_cast<unsigned long long>(uncertain));
+}
+
+// ------------------------------------------------ failed journal fdatasync
+
+// After a failed fdatasync the kernel may have dropped the dirty pages (they
+// are marked clean), so retrying it can "succeed" without the data ever
+// reaching the disk. A failed fdatasync of the journal must therefore fail
+// every later fsync of the mount with EIO (sticky, as PostgreSQL does since
+// "fsyncgate"), while reads of acknowledged data still work; a new mount
+// (after a power cut or a clean unmount) starts afresh, and what was fsynced
+// before the failure reads back. The shim fails every journal fsync/fdatasync
+// while the control file exists (CHAINSWAP_SHADOW_FAIL_FILE) and models the
+// dropped pages (a later successful sync of that segment makes only pages
+// rewritten since durable).
+TEST_F(PowerCutTest, FailedJournalSyncFailsEveryLaterFsyncUntilRemount) {
+  const std::string fail = fs().dir() + "/fail-journal-sync";
+  shim_extra_env_ = {"CHAINSWAP_SHADOW_FAIL_FILE=" + fail};
+  auto set_failing = [&](bool on) {
+    if (on) std::ofstream(fail) << "journal fdatasync fails while this file exists\n";
+    else std::filesystem::remove(fail);
+  };
+  const std::vector<std::string> quiet = {"idle_seal_ms=60000", "bucket_size=64M"};
+  ASSERT_TRUE(ResetShadow());
+  ASSERT_TRUE(Start(quiet));
+  ASSERT_TRUE(fs().MakeChain("pool"));
+  files_.resize(2);
+  files_[0].name = "a.vswp";
+  files_[0].direct = true;
+  files_[1].name = "b.vswp";
+  files_[1].direct = true;
+  OpenAll();
+  ASSERT_FALSE(HasFatalFailure());
+  PcFile& a = files_[0];
+  PcFile& b = files_[1];
+  AlignedBuf buf(1 * kMiB);
+
+  // A write, acknowledged or refused with EIO (after the failure, refusing
+  // writes is allowed); returns whether it was acknowledged.
+  auto write = [&](PcFile& f, uint64_t off, uint64_t seed, size_t len, bool may_fail) {
+    const auto data = MakeData(seed, len);
+    std::memcpy(buf.data(), data.data(), len);
+    const ssize_t n = ::pwrite(f.fd.get(), buf.data(), len, static_cast<off_t>(off));
+    const int e = errno;
+    if (n == static_cast<ssize_t>(len)) {
+      f.Apply({Op::kWrite, off, len, data});
+      return true;
+    }
+    if (may_fail && n < 0) EXPECT_EQ(e, EIO) << f.name << ": a write after a failed journal sync: " << ErrnoName(e);
+    else ADD_FAILURE() << f.name << ": pwrite of " << len << " at " << off << " returned " << n << ": " << ErrnoName(e);
+    return false;
+  };
+  // An fsync after the failure: must fail with EIO. One that returns 0
+  // promised durability, so the model takes it at its word (the check after
+  // the cut then shows what that promise was worth).
+  int false_successes = 0;
+  auto fsync_must_fail = [&](PcFile& f, bool data_only, const std::string& when) {
+    const int rc = data_only ? ::fdatasync(f.fd.get()) : ::fsync(f.fd.get());
+    const int e = errno;
+    if (rc == 0) {
+      ADD_FAILURE() << f.name << ": " << (data_only ? "fdatasync" : "fsync") << " " << when
+                    << " returned 0; after a failed fdatasync of the journal every later fsync of this mount must "
+                       "fail with EIO (the failed writeback may have dropped the pages, a retry succeeds on lost data)";
+      ++false_successes;
+      f.Synced();
+    } else {
+      EXPECT_EQ(e, EIO) << f.name << ": " << (data_only ? "fdatasync" : "fsync") << " " << when;
+    }
+  };
+
+  // Durable before the failure.
+  ASSERT_TRUE(write(a, 0, 201, 1 * kMiB, false));
+  ASSERT_TRUE(write(b, 0, 202, 1 * kMiB, false));
+  for (auto* f : {&a, &b}) {
+    ASSERT_TRUE(Succeeds(::fsync(f->fd.get()))) << f->name << ": fsync before any failure";
+    f->Synced();
+  }
+  const std::vector<uint8_t> a_synced = a.durable.bytes(), b_synced = b.durable.bytes();
+
+  // The journal's fdatasync fails once.
+  ASSERT_TRUE(write(a, 1 * kMiB, 203, 1 * kMiB, false));
+  set_failing(true);
+  {
+    const int rc = ::fsync(a.fd.get());
+    const int e = errno;
+    ASSERT_EQ(rc, -1) << "fsync of a.vswp while the journal's fdatasync fails returned 0";
+    EXPECT_EQ(e, EIO) << "fsync of a.vswp while the journal's fdatasync fails: " << ErrnoName(e);
+  }
+  set_failing(false);
+  // Sticky: the disk works again, yet nothing written before may be
+  // reported durable, on any file (the journal is shared).
+  fsync_must_fail(a, false, "after the failed one (the disk works again)");
+  fsync_must_fail(b, true, "of another file after the failed journal sync");
+  const bool c_acked = write(a, 2 * kMiB, 204, 1 * kMiB, true);
+  const bool d_acked = write(b, 1 * kMiB, 205, 512 * kKiB, true);
+  fsync_must_fail(a, true, "after a write that followed the failed sync");
+  fsync_must_fail(b, false, "after a write that followed the failed sync");
+  fsync_must_fail(a, false, "once more");
+
+  // The daemon stays up and serves every acknowledged byte.
+  ASSERT_EQ(::waitpid(daemon().pid(), nullptr, WNOHANG), 0) << "the daemon exited after the failed journal sync";
+  for (auto* f : {&a, &b})
+    EXPECT_TRUE(FileEquals(PathOf(*f), f->current.bytes())) << f->name << ": acknowledged data after the failed sync";
+
+  // Is the sticky error visible to an operator? (Reported, not asserted.)
+  std::string stats_error = "(no \"error\" in destage figures)";
+  WaitUntil(
+      [&] {
+        CommandResult r = extra::Cli({"stats", fs().backing(), "--json"});
+        const auto k = r.output.find("\"error\": \"");
+        if (k == std::string::npos) return false;
+        const auto end = r.output.find('"', k + 10);
+        stats_error = "\"" + r.output.substr(k + 10, end - k - 10) + "\"";
+        return end > k + 10;
+      },
+      std::chrono::seconds(3));
+  auto x = extra::GetXattr(fs().mnt(), "user.chainswap.destage.error");
+  const std::string xattr_error = x ? "\"" + *x + "\"" : "absent (" + ErrnoName(errno) + ")";
+  std::fprintf(stderr,
+               "[ info ] after the failed journal fdatasync: %d later fsync(s) returned 0; writes after it %s/%s; "
+               "`chainswap stats --json` destage.error = %s; xattr user.chainswap.destage.error: %s\n",
+               false_successes, c_acked ? "acknowledged" : "refused", d_acked ? "acknowledged" : "refused",
+               stats_error.c_str(), xattr_error.c_str());
+  RecordProperty("stats_error", stats_error);
+  RecordProperty("xattr_error", xattr_error);
+
+  // A power cut: the new mount starts without the sticky error, and what was
+  // fsynced before the failure is there.
+  ASSERT_TRUE(PowerCut());
+  for (auto& f : files_) f.fd.Reset();
+  ASSERT_TRUE(Start(quiet));
+  for (auto [f, want] : {std::pair{&a, &a_synced}, std::pair{&b, &b_synced}}) {
+    std::vector<uint8_t> got;
+    ASSERT_TRUE(ReadFile(PathOf(*f), &got, /*direct=*/true));
+    std::vector<uint8_t> head(got.begin(), got.begin() + static_cast<ptrdiff_t>(std::min(got.size(), want->size())));
+    EXPECT_TRUE(head == *want) << f->name << ": data fsynced before the failure, after a power cut: "
+                               << extra::DescribeDiff(head, *want);
+  }
+  // Everything else as the model allows (an fsync that returned 0 above is
+  // held to its promise).
+  VerifyAll();
+  ASSERT_FALSE(HasFatalFailure());
+  OpenAll();
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_TRUE(write(a, 3 * kMiB, 206, 1 * kMiB, false));
+  ASSERT_TRUE(Succeeds(::fsync(a.fd.get()))) << "fsync on a new mount after a power cut (the error is per mount)";
+  a.Synced();
+
+  // The failure once more, then a clean unmount instead of a cut.
+  ASSERT_TRUE(write(b, 0, 207, 512 * kKiB, false));
+  set_failing(true);
+  EXPECT_TRUE(FailsWith(::fdatasync(b.fd.get()), EIO)) << "fdatasync of b.vswp while the journal's fdatasync fails";
+  set_failing(false);
+  fsync_must_fail(b, false, "after the failed one, second mount");
+  fsync_must_fail(a, true, "of another file after the failed journal sync, second mount");
+  for (auto& f : files_) f.fd.Reset();
+  ASSERT_TRUE(daemon().Stop()) << "clean unmount after a failed journal sync";
+  ASSERT_TRUE(Start(quiet));
+  // Nothing crashed: every acknowledged byte is there, and fsync works again.
+  for (auto& f : files_) EXPECT_TRUE(FileEquals(PathOf(f), f.current.bytes())) << f.name << " after a clean remount";
+  {
+    RawFd fd = RawFd::Open(PathOf(b), O_RDWR);
+    ASSERT_TRUE(fd.ok());
+    EXPECT_TRUE(Succeeds(::fsync(fd.get()))) << "fsync after a clean remount (the error is per mount)";
+  }
+  CheckCatalogAfterCut();
 }
 
 }  // namespace
