@@ -973,9 +973,10 @@ TEST_F(PowerCutTest, FailedJournalSyncFailsEveryLaterFsyncUntilRemount) {
   for (auto* f : {&a, &b})
     EXPECT_TRUE(FileEquals(PathOf(*f), f->current.bytes())) << f->name << ": acknowledged data after the failed sync";
 
-  // Is the sticky error visible to an operator? (Reported, not asserted.)
+  // The sticky error is visible to an operator: in `chainswap stats` (the
+  // published figures, rewritten every second) and in the xattr.
   std::string stats_error = "(no \"error\" in destage figures)";
-  WaitUntil(
+  const bool in_stats = WaitUntil(
       [&] {
         CommandResult r = extra::Cli({"stats", fs().backing(), "--json"});
         const auto k = r.output.find("\"error\": \"");
@@ -994,6 +995,10 @@ TEST_F(PowerCutTest, FailedJournalSyncFailsEveryLaterFsyncUntilRemount) {
                stats_error.c_str(), xattr_error.c_str());
   RecordProperty("stats_error", stats_error);
   RecordProperty("xattr_error", xattr_error);
+  EXPECT_TRUE(in_stats && stats_error.find("fdatasync") != std::string::npos)
+      << "chainswap stats does not show the sticky journal error: " << stats_error;
+  EXPECT_TRUE(x && x->find("fdatasync") != std::string::npos)
+      << "user.chainswap.destage.error does not show the sticky journal error: " << xattr_error;
 
   // A power cut: the new mount starts without the sticky error, and what was
   // fsynced before the failure is there.
