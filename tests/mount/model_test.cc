@@ -19,7 +19,15 @@
 //   read          pread on the buffered fd or on the O_DIRECT fd, compared
 //   punch         fallocate(PUNCH_HOLE|KEEP_SIZE), aligned or not, past EOF
 //   zero range    fallocate(ZERO_RANGE) with and without KEEP_SIZE
-//   truncate      ftruncate grow and shrink, aligned or not
+//   truncate      ftruncate or truncate(path), grow and shrink, aligned or not
+//   O_TRUNC       every way of opening with O_TRUNC: open(O_WRONLY|O_TRUNC),
+//                 open(O_RDWR|O_TRUNC|O_CREAT) of an existing file and
+//                 open(O_RDWR|O_DIRECT|O_TRUNC) (the fd is kept and sometimes
+//                 written), cat-style O_TRUNC + write(2) of another file's
+//                 bytes, redirect-style O_WRONLY|O_CREAT|O_TRUNC + write(2),
+//                 `cp` of another file over it; the model drops every byte
+//                 (size 0), the daemon's size and the whole file are checked
+//                 at once
 //   fallocate     mode 0 (grows the size, stores nothing), also KEEP_SIZE only
 //   copy range    copy_file_range within a chain: block-aligned (a clone),
 //                 aligned up to an unaligned source EOF (the tail clone),
@@ -38,6 +46,17 @@
 //   lseek         SEEK_DATA never skips a non-zero byte, SEEK_HOLE never lands
 //                 on one, ENXIO at EOF
 //   close         closing fds (release; files are reopened lazily)
+//   short chains  two slots of short-lived chains, stepped one op at a time
+//                 between the others: mkdir (fresh name, or the name just
+//                 removed), create + write + read, more writes, unlink (half
+//                 the time while open: the zombie lives on), rmdir (must work
+//                 with the unlinked file still open, as on ext4)
+//   concurrent    2-4 threads at once, each on its own file (writes, reads,
+//                 fsync/fdatasync racing each other, punches, truncates), half
+//                 the time with a thread making and removing chains (same
+//                 name reused, rmdir with the file open); each thread has its
+//                 own RNG seeded from the main one, so the ops do not depend
+//                 on timing; joined, then the files are compared
 //   compare all   periodically: the namespace (readdir), every file's size
 //                 (stat and fstat) and bytes through a fresh O_DIRECT fd, a
 //                 fresh buffered fd, or the long-lived fds
@@ -48,14 +67,18 @@
 //                 (bucket size, idle seal, dedup_verify, queue slots,
 //                 threads), st_blocks = non-zero blocks x 8, compare everything
 //
-// At the end: compare all, clean unmount, the catalog checks and fsck.
+// Sizes are checked with fstat, stat and statx(AT_STATX_FORCE_SYNC) (the
+// daemon's answer, not the kernel's cached one). At the end: compare all,
+// clean unmount, the catalog checks (also: no chain row or stored block of
+// a removed chain once its files are reclaimed) and fsck.
 //
 // The seed is CHAINSWAP_TEST_SEED (decimal or 0x hex) or a fixed default; the
 // op count CHAINSWAP_TEST_OPS or 3,000 (2-10 s on two cores, under 40 s with
 // TSan or ASan; CHAINSWAP_TEST_OPS=50000 is a soak of a minute or two). The op
 // sequence depends on the seed only (the destagers' timing does not steer
 // it), so a failure replays with the command the failure message prints;
-// CHAINSWAP_TEST_VERBOSE=1 prints every op. A failure names the seed, the op
+// CHAINSWAP_TEST_VERBOSE=1 prints every op; CHAINSWAP_TEST_MODEL_OFF=otrunc,
+// cp,chains,threads leaves op families out (to tell failures apart). A failure names the seed, the op
 // index, the last ops and, for a byte or size mismatch, the earlier ops that
 // touched that byte (or that file).
 #include <dirent.h>
@@ -70,11 +93,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <latch>
 #include <map>
 #include <memory>
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/mount/extra_util.h"
@@ -92,6 +117,7 @@ constexpr uint64_t kMaxIo = 256 * kKiB;     // longest write / read
 constexpr uint64_t kMaxDelete = 512 * kKiB;  // longest punch / zero range
 constexpr size_t kMaxFiles = 4;              // per chain
 constexpr size_t kMaxZombies = 3;            // unlinked files kept open
+constexpr size_t kShortSlots = 2;            // short-lived chains alive at once
 constexpr uint64_t kCompareEvery = 200;      // ops between full compares
 constexpr uint64_t kRemountEvery = 1000;     // ops between forced remounts (plus random ones)
 constexpr size_t kPatterns = 12;             // shared block patterns
@@ -148,6 +174,11 @@ class ModelTest : public extra::DaemonTest {
   struct Chain {
     std::string name;
     std::vector<FilePtr> files;
+    // Short-lived chain slots (after the stable chains): made, given a
+    // file, emptied and removed again by OpShortChain, a step at a time.
+    bool transient = false;
+    bool active = true;  // the chain exists (always, for stable chains)
+    bool emptied = false;  // transient: its file was unlinked; rmdir next
   };
 
   void TearDown() override {
@@ -277,6 +308,10 @@ class ModelTest : public extra::DaemonTest {
     return ::testing::AssertionFailure() << Label(f) << ": " << via << " st_size " << st.st_size << ", expected "
                                          << f.m.size() << "; latest ops on the file:" << hist;
   }
+  // fstat and stat (the kernel's view, which may be cached for the 1 s attr
+  // timeout), then statx with AT_STATX_FORCE_SYNC: the daemon's own answer,
+  // which a kernel-side update (an O_TRUNC open sets the cached size to 0
+  // whatever the daemon did) cannot hide.
   ::testing::AssertionResult CheckSize(const File& f) const {
     struct stat st;
     if (f.buf.ok()) {
@@ -289,7 +324,17 @@ class ModelTest : public extra::DaemonTest {
         return ::testing::AssertionFailure() << "stat " << Label(f) << ": " << ErrnoName(errno);
       if (auto r = SizeIs(f, st, "stat"); !r) return r;
     }
-    return ::testing::AssertionSuccess();
+    struct statx stx;
+    int rc = -1;
+    if (!f.name.empty())
+      rc = ::statx(AT_FDCWD, PathOf(f).c_str(), AT_STATX_FORCE_SYNC, STATX_SIZE, &stx);
+    else if (f.buf.ok())
+      rc = ::statx(f.buf.get(), "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_SIZE, &stx);
+    else
+      return ::testing::AssertionSuccess();
+    if (rc != 0) return ::testing::AssertionFailure() << "statx FORCE_SYNC " << Label(f) << ": " << ErrnoName(errno);
+    st.st_size = static_cast<off_t>(stx.stx_size);
+    return SizeIs(f, st, "statx(AT_STATX_FORCE_SYNC) (the daemon's answer)");
   }
 
   // Reads a range back right after a change (sometimes), through the
@@ -373,7 +418,8 @@ class ModelTest : public extra::DaemonTest {
       // Bytes of a file of the same chain, at the same in-block alignment,
       // so that whole blocks match and deduplicate.
       const auto& files = chains_[dst.chain].files;
-      const File& src = *files[R(files.size())];
+      const File* src_ptr = files.empty() ? &dst : files[R(files.size())].get();  // an unlinked file's chain may be empty
+      const File& src = *src_ptr;
       const auto& sb = src.m.bytes();
       if (sb.empty()) {
         *kind = "random (copy source empty)";
@@ -388,7 +434,8 @@ class ModelTest : public extra::DaemonTest {
   }
 
   File& PickFile(size_t chain) { return *chains_[chain].files[R(chains_[chain].files.size())]; }
-  size_t PickChain() { return R(chains_.size()); }
+  // One of the stable chains (short-lived ones only get their own ops).
+  size_t PickChain() { return R(stable_chains_); }
   // A chain with at least one file (every chain keeps one).
   File& PickAnyFile() { return PickFile(PickChain()); }
 
@@ -405,8 +452,9 @@ class ModelTest : public extra::DaemonTest {
 
   // ------------------------------------------------------------------ ops
 
-  void OpWrite(bool direct) {
-    File& f = PickAnyFile();
+  // On a random file of a stable chain, or on `target`.
+  void OpWrite(bool direct, File* target = nullptr) {
+    File& f = target ? *target : PickAnyFile();
     auto [off, len] = WriteRange(f, direct || P(30));
     std::string kind;
     auto data = GenData(f, off, len, &kind);
@@ -428,8 +476,8 @@ class ModelTest : public extra::DaemonTest {
     MaybeReadBack(f, off, len);
   }
 
-  void OpRead(bool direct) {
-    File& f = PickAnyFile();
+  void OpRead(bool direct, File* target = nullptr) {
+    File& f = target ? *target : PickAnyFile();
     uint64_t off = R(f.m.size() + 8 * kBlock);
     uint64_t len = 1 + (P(50) ? R(8 * kBlock) : R(kMaxIo));
     if (direct) {
@@ -483,11 +531,17 @@ class ModelTest : public extra::DaemonTest {
       default: size = f.m.size() > 0 ? f.m.size() - 1 - R(std::min<uint64_t>(f.m.size(), 100)) + 1 : 0; break;
     }
     if (P(40)) size = RoundDown(size);
-    const std::string what = "ftruncate " + Label(f) + " " + std::to_string(f.m.size()) + " -> " + std::to_string(size);
+    const bool by_path = P(30);  // truncate(2) by name, else ftruncate(2)
+    const std::string what = std::string(by_path ? "truncate " : "ftruncate ") + Label(f) + " " +
+                             std::to_string(f.m.size()) + " -> " + std::to_string(size);
     Log(what);
-    Count(size < f.m.size() ? "truncate shrink" : "truncate grow");
-    ASSERT_TRUE(OpenBuf(f));
-    ASSERT_TRUE(Succeeds(::ftruncate(f.buf.get(), static_cast<off_t>(size)))) << what;
+    Count(std::string(by_path ? "truncate(path) " : "ftruncate ") + (size < f.m.size() ? "shrink" : "grow"));
+    if (by_path) {
+      ASSERT_TRUE(Succeeds(::truncate(PathOf(f).c_str(), static_cast<off_t>(size)))) << what;
+    } else {
+      ASSERT_TRUE(OpenBuf(f));
+      ASSERT_TRUE(Succeeds(::ftruncate(f.buf.get(), static_cast<off_t>(size)))) << what;
+    }
     const uint64_t old = f.m.size();
     f.m.Truncate(size);
     Record(f, std::min(old, size), std::max<uint64_t>(old, size) + kBlock, what);
@@ -602,10 +656,11 @@ class ModelTest : public extra::DaemonTest {
 
   // A file leaves the namespace (unlink or replaced by rename): kept open
   // as a zombie when it has a buffered fd and there is room, else closed.
-  void Detach(const FilePtr& f) {
+  // `keep_open`: kept as a zombie even when there are kMaxZombies already.
+  void Detach(const FilePtr& f, bool keep_open = false) {
     f->name.clear();
     ASSERT_TRUE(CloseFd(f->dio, Label(*f) + " O_DIRECT"));
-    if (f->buf.ok() && zombies_.size() < kMaxZombies) {
+    if (f->buf.ok() && (keep_open || zombies_.size() < kMaxZombies)) {
       zombies_.push_back(f);
       return;
     }
@@ -653,7 +708,7 @@ class ModelTest : public extra::DaemonTest {
 
   void OpRenameAcrossChains() {
     const size_t a = PickChain();
-    size_t b = R(chains_.size() - 1);
+    size_t b = R(stable_chains_ - 1);
     if (b >= a) ++b;
     File& f = PickFile(a);
     const std::string target = P(50) ? PickFile(b).name : NewName();
@@ -686,8 +741,11 @@ class ModelTest : public extra::DaemonTest {
 
   void OpCreate() {
     const size_t ci = PickChain();
+    if (chains_[ci].files.size() >= kMaxFiles) return OpUnlink();
+    CreateIn(ci);
+  }
+  void CreateIn(size_t ci) {
     Chain& c = chains_[ci];
-    if (c.files.size() >= kMaxFiles) return OpUnlink();
     auto f = std::make_shared<File>();
     f->id = next_id_++;
     f->chain = ci;
@@ -843,6 +901,421 @@ class ModelTest : public extra::DaemonTest {
     ASSERT_TRUE(CloseFd(f.dio, Label(f) + " O_DIRECT"));
   }
 
+  // ------------------------------------------------ opening with O_TRUNC
+
+  // Any named file of a stable chain other than `f` (a source to copy).
+  File& PickOtherFile(const File& f) {
+    std::vector<File*> all;
+    for (size_t ci = 0; ci < stable_chains_; ++ci)
+      for (auto& g : chains_[ci].files)
+        if (g.get() != &f) all.push_back(g.get());
+    return *all[R(all.size())];  // never empty: 2+ stable chains, 1+ files each
+  }
+
+  // Writes all of `data` at offset 0 with write(2) in chunks, as cat or a
+  // shell redirect would.
+  static ::testing::AssertionResult WriteSequential(int fd, const std::vector<uint8_t>& data) {
+    size_t done = 0;
+    while (done < data.size()) {
+      ssize_t n = ::write(fd, data.data() + done, std::min<size_t>(data.size() - done, 128 * kKiB));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return ::testing::AssertionFailure() << "write at " << done << ": " << ErrnoName(errno);
+      done += static_cast<size_t>(n);
+    }
+    return ::testing::AssertionSuccess();
+  }
+
+  // Every way of emptying a file by opening it with O_TRUNC (the kernel
+  // hands O_TRUNC to the daemon's open, FUSE atomic_o_trunc, and sets its
+  // cached size to 0 whatever the daemon does): the model drops every byte
+  // (size 0), then holds what was written after. Checked at once through
+  // the daemon's size and a full compare.
+  void OpOpenTrunc() {
+    File& f = PickAnyFile();
+    const unsigned way = static_cast<unsigned>(R(6));
+    if (way == 5 && Off("cp")) return OpRead(P(50));
+    static const char* const kWays[] = {
+        "open(O_WRONLY|O_TRUNC) + close",
+        "open(O_RDWR|O_TRUNC|O_CREAT) of the existing file as its buffered fd",
+        "open(O_RDWR|O_DIRECT|O_TRUNC) as its O_DIRECT fd",
+        "cat-style: open(O_WRONLY|O_TRUNC) + write(2) of another file's bytes + close",
+        "redirect-style: open(O_WRONLY|O_CREAT|O_TRUNC) + write(2) + close",
+        "cp of another file over it",
+    };
+    std::vector<uint8_t> data;  // what the file holds afterwards
+    std::string detail;
+    const File* src = nullptr;
+    if (way == 3 || way == 5) {
+      src = &PickOtherFile(f);
+      data = src->m.bytes();
+      detail = " from " + Label(*src) + " (" + std::to_string(data.size()) + " bytes)";
+    } else if (way == 4) {
+      std::string kind;
+      data = GenData(f, 0, 1 + R(P(50) ? 2 * kBlock : 128 * kKiB), &kind);
+      detail = " (" + std::to_string(data.size()) + " bytes, " + kind + ")";
+    }
+    const uint64_t old = f.m.size();
+    const std::string what = std::string(kWays[way]) + " " + Label(f) + " (size " + std::to_string(old) + ")" + detail;
+    Log(what);
+    Count(std::string("O_TRUNC: ") + kWays[way]);
+    const std::string path = PathOf(f);
+    switch (way) {
+      case 0: {
+        RawFd t = RawFd::Open(path, O_WRONLY | O_TRUNC);
+        ASSERT_TRUE(t.ok()) << what << ": " << ErrnoName(errno);
+        f.m.Truncate(0);
+        Record(f, 0, old + kBlock, what);
+        ASSERT_TRUE(CheckSize(f)) << what << " (the O_TRUNC fd still open)";
+        ASSERT_TRUE(CloseFd(t, what));
+        break;
+      }
+      case 1:
+        ASSERT_TRUE(CloseFd(f.buf, Label(f)));
+        f.buf = RawFd::Open(path, O_RDWR | O_TRUNC | O_CREAT, 0600);
+        ASSERT_TRUE(f.buf.ok()) << what << ": " << ErrnoName(errno);
+        f.m.Truncate(0);
+        Record(f, 0, old + kBlock, what);
+        break;
+      case 2:
+        ASSERT_TRUE(CloseFd(f.dio, Label(f) + " O_DIRECT"));
+        f.dio = RawFd::Open(path, O_RDWR | O_DIRECT | O_TRUNC);
+        ASSERT_TRUE(f.dio.ok()) << what << ": " << ErrnoName(errno);
+        f.m.Truncate(0);
+        Record(f, 0, old + kBlock, what);
+        break;
+      case 3:
+      case 4: {
+        RawFd t = RawFd::Open(path, O_WRONLY | O_TRUNC | (way == 4 ? O_CREAT : 0), 0600);
+        ASSERT_TRUE(t.ok()) << what << ": " << ErrnoName(errno);
+        ASSERT_TRUE(WriteSequential(t.get(), data)) << what;
+        ASSERT_TRUE(CloseFd(t, what));
+        f.m.Truncate(0);
+        f.m.Write(0, data);
+        Record(f, 0, std::max<uint64_t>(old, data.size()) + kBlock, what);
+        break;
+      }
+      default: {
+        CommandResult r = RunCommand({"cp", PathOf(*src), path});
+        ASSERT_EQ(r.status, 0) << what << ": " << extra::Describe(r);
+        f.m.Truncate(0);
+        f.m.Write(0, data);
+        Record(f, 0, std::max<uint64_t>(old, data.size()) + kBlock, what);
+        break;
+      }
+    }
+    ASSERT_TRUE(CheckSize(f)) << what;
+    // The whole file now and then (nothing of the old bytes may show), else
+    // its start and its end.
+    if (P(30)) {
+      CompareFile(f);
+    } else {
+      ASSERT_TRUE(OpenDio(f));
+      ASSERT_TRUE(ReadCompare(f, f.dio.get(), true, 0, 64 * kKiB, "read-back after O_TRUNC (O_DIRECT)"));
+      const uint64_t size = f.m.size();
+      ASSERT_TRUE(ReadCompare(f, f.dio.get(), true, size > kBlock ? size - kBlock : 0, 3 * kBlock,
+                              "read-back of the end after O_TRUNC (O_DIRECT)"));
+    }
+    ASSERT_FALSE(HasFatalFailure()) << what;
+    // Written again through the fd the O_TRUNC open gave (sometimes).
+    if (way == 1 && P(50)) OpWrite(false, &f);
+    if (way == 2 && P(50)) OpWrite(true, &f);
+  }
+
+  // ------------------------------------------------- short-lived chains
+
+  // Steps one short-lived chain slot through its life, one step per call:
+  // mkdir (a fresh name, or the name the slot's last chain had) -> create a
+  // file, write and read it -> more writes and reads -> unlink the file
+  // (half the time while open: it stays as a zombie, read, written and
+  // closed later by OpZombie, often after the rmdir) -> rmdir, which must
+  // succeed like on ext4 even while the unlinked file is open.
+  void OpShortChain() {
+    const size_t ci = stable_chains_ + R(kShortSlots);
+    Chain& c = chains_[ci];
+    if (!c.active) {
+      const bool reuse = !c.name.empty() && P(50);
+      if (!reuse) c.name = "short" + std::to_string(next_chain_++);
+      const std::string what = "mkdir short-lived chain " + c.name + (reuse ? " (the name of a chain just removed)" : "");
+      Log(what);
+      Count(reuse ? "short chain: mkdir, reused name" : "short chain: mkdir");
+      ASSERT_TRUE(Succeeds(::mkdir(fs().Path(c.name).c_str(), 0755))) << what;
+      c.active = true;
+      c.emptied = false;
+      return;
+    }
+    if (c.emptied) {
+      bool open = false;
+      for (const auto& z : zombies_) open |= z->chain == ci;
+      const std::string what = "rmdir short-lived chain " + c.name + (open ? " (its unlinked file still open)" : "");
+      Log(what);
+      Count(open ? "short chain: rmdir, unlinked file still open" : "short chain: rmdir");
+      ASSERT_TRUE(Succeeds(::rmdir(fs().Path(c.name).c_str()))) << what;
+      struct stat st;
+      ASSERT_TRUE(FailsWith(::stat(fs().Path(c.name).c_str(), &st), ENOENT)) << what << ": the chain is still there";
+      c.active = false;
+      return;
+    }
+    if (c.files.empty()) {
+      Count("short chain: create, write, read");
+      CreateIn(ci);
+      ASSERT_FALSE(HasFatalFailure());
+      File& f = *c.files.back();
+      OpWrite(P(30), &f);
+      ASSERT_FALSE(HasFatalFailure());
+      OpRead(P(50), &f);
+      return;
+    }
+    if (P(40)) {
+      Count("short chain: write, read");
+      File& f = *c.files[0];
+      OpWrite(P(30), &f);
+      ASSERT_FALSE(HasFatalFailure());
+      OpRead(P(50), &f);
+      return;
+    }
+    FilePtr f = c.files[0];
+    const bool open = P(50);
+    if (open) {
+      ASSERT_TRUE(OpenBuf(*f));
+    } else {
+      ASSERT_TRUE(CloseFd(f->buf, Label(*f)));
+      ASSERT_TRUE(CloseFd(f->dio, Label(*f) + " O_DIRECT"));
+    }
+    const std::string what = "unlink " + Label(*f) + (open ? " (open)" : "") + ", the last file of a short-lived chain";
+    Log(what);
+    Count(open ? "short chain: unlink while open" : "short chain: unlink");
+    ASSERT_TRUE(Succeeds(::unlink(PathOf(*f).c_str()))) << what;
+    c.files.clear();
+    c.emptied = true;
+    Record(*f, 0, UINT64_MAX, what);
+    Detach(f, /*keep_open=*/true);
+  }
+
+  // ------------------------------------------------------- concurrency
+
+  // A thread of OpConcurrent. File workers own one file (its model, its
+  // fds, its history) for the phase; the churn worker makes and removes
+  // chains of its own. Each has an RNG seeded from the main one, so the
+  // ops do not depend on timing. No gtest calls and no shared state but
+  // the read-only rest of the model; errors are returned in `error`.
+  struct Worker {
+    File* f = nullptr;  // nullptr: the chain-churn worker
+    std::string churn_name;
+    std::mt19937_64 rng;
+    int ops = 0;
+    std::vector<std::string> log;
+    std::map<std::string, uint64_t> counts;
+    std::string error;
+  };
+  static constexpr uint64_t kWorkerIo = 64 * kKiB;
+
+  void RunFileWorker(Worker& w) {
+    File& f = *w.f;
+    auto r = [&](uint64_t n) { return n ? w.rng() % n : 0; };
+    AlignedBuf abuf(kWorkerIo + kBlock);
+    const std::string who = "[thread on " + Label(f) + "] ";
+    for (int i = 0; i < w.ops && w.error.empty(); ++i) {
+      const unsigned k = static_cast<unsigned>(r(100));
+      if (k < 50) {  // buffered write, or O_DIRECT write of whole blocks
+        const bool direct = k >= 35;
+        uint64_t len = direct ? (1 + r(kWorkerIo / kBlock)) * kBlock : 1 + r(r(2) ? 2 * kBlock : kWorkerIo);
+        uint64_t off = r(kSpan);
+        if (direct) off = RoundDown(off);
+        std::vector<uint8_t> data(len, 0);
+        if (r(10) != 0)
+          for (auto& b : data) b = static_cast<uint8_t>(w.rng() | 1);
+        const std::string what = who + (direct ? "O_DIRECT pwrite " : "pwrite ") + std::to_string(len) + " at " +
+                                 std::to_string(off);
+        w.log.push_back(what);
+        ++w.counts[direct ? "concurrent: O_DIRECT write" : "concurrent: write"];
+        ::testing::AssertionResult res = ::testing::AssertionSuccess();
+        if (direct) {
+          std::memcpy(abuf.data(), data.data(), len);
+          ssize_t n = ::pwrite(f.dio.get(), abuf.data(), len, static_cast<off_t>(off));
+          if (n != static_cast<ssize_t>(len)) res = ::testing::AssertionFailure() << (n < 0 ? ErrnoName(errno) : "short write");
+        } else {
+          res = PwriteAll(f.buf.get(), off, data);
+        }
+        if (!res) {
+          w.error = what + ": " + res.message();
+          break;
+        }
+        f.m.Write(off, data);
+        Record(f, off, off + len, what);
+      } else if (k < 75) {  // read back, buffered or O_DIRECT
+        const bool direct = k >= 62;
+        uint64_t off = r(f.m.size() + 2 * kBlock), len = 1 + r(kWorkerIo);
+        if (direct) {
+          off = RoundDown(off);
+          len = RoundUp(len);
+        }
+        const std::string what = who + (direct ? "O_DIRECT pread " : "pread ") + std::to_string(len) + " at " +
+                                 std::to_string(off);
+        w.log.push_back(what);
+        ++w.counts[direct ? "concurrent: O_DIRECT read" : "concurrent: read"];
+        std::vector<uint8_t> plain;
+        uint8_t* dst = abuf.data();
+        if (!direct) {
+          plain.resize(len);
+          dst = plain.data();
+        }
+        uint64_t got = 0;
+        while (got < len) {
+          ssize_t n = ::pread(direct ? f.dio.get() : f.buf.get(), dst + got, len - got, static_cast<off_t>(off + got));
+          if (n < 0) {
+            w.error = what + ": " + ErrnoName(errno);
+            break;
+          }
+          if (n == 0) break;
+          got += static_cast<uint64_t>(n);
+          if (direct && static_cast<uint64_t>(n) % kBlock) break;  // EOF inside a block
+        }
+        if (!w.error.empty()) break;
+        auto res = Compare(f, what, off, len, dst, got);
+        if (!res) w.error = res.message();
+      } else if (k < 92) {  // fsyncs racing the other threads' fsyncs and writes
+        const bool data_only = r(2), direct = r(2);
+        const std::string what = who + (data_only ? "fdatasync" : "fsync") + (direct ? " (O_DIRECT fd)" : "");
+        w.log.push_back(what);
+        ++w.counts[data_only ? "concurrent: fdatasync" : "concurrent: fsync"];
+        const int fd = direct ? f.dio.get() : f.buf.get();
+        if ((data_only ? ::fdatasync(fd) : ::fsync(fd)) != 0) w.error = what + ": " + ErrnoName(errno);
+      } else if (k < 96) {  // punch
+        const uint64_t off = r(f.m.size() + kBlock), len = 1 + r(4 * kBlock);
+        const std::string what = who + "PUNCH_HOLE|KEEP_SIZE " + std::to_string(len) + " at " + std::to_string(off);
+        w.log.push_back(what);
+        ++w.counts["concurrent: punch"];
+        if (::fallocate(f.buf.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
+                        static_cast<off_t>(len)) != 0) {
+          w.error = what + ": " + ErrnoName(errno);
+          break;
+        }
+        f.m.Zero(off, len, true);
+        Record(f, off, off + len, what);
+      } else {  // ftruncate
+        const uint64_t size = r(kSpan + kWorkerIo), old = f.m.size();
+        const std::string what = who + "ftruncate " + std::to_string(old) + " -> " + std::to_string(size);
+        w.log.push_back(what);
+        ++w.counts["concurrent: ftruncate"];
+        if (::ftruncate(f.buf.get(), static_cast<off_t>(size)) != 0) {
+          w.error = what + ": " + ErrnoName(errno);
+          break;
+        }
+        f.m.Truncate(size);
+        Record(f, std::min(old, size), std::max(old, size) + kBlock, what);
+      }
+    }
+  }
+
+  // Chains made and removed while the other threads write: mkdir (the same
+  // name every cycle), create, write, read back, then close + unlink +
+  // rmdir, or unlink + rmdir with the file open, read through the fd, close.
+  void RunChurnWorker(Worker& w) {
+    auto r = [&](uint64_t n) { return n ? w.rng() % n : 0; };
+    AlignedBuf wbuf(16 * kBlock), rbuf(16 * kBlock);
+    const std::string dir = fs().Path(w.churn_name), file = fs().Path(w.churn_name, "vm.vswp");
+    for (int c = 0; c < w.ops && w.error.empty(); ++c) {
+      const bool direct = r(2), keep_open = r(2);
+      const uint64_t len = (1 + r(16)) * kBlock, off = r(64) * kBlock;
+      for (uint64_t i = 0; i < len; i += 8) {
+        uint64_t x = w.rng() | 1;
+        std::memcpy(wbuf.data() + i, &x, 8);
+      }
+      const std::string what = "[churn thread] chain " + w.churn_name + " cycle " + std::to_string(c) +
+                               ": mkdir, create" + (direct ? " O_DIRECT" : "") + ", pwrite " + std::to_string(len) +
+                               " at " + std::to_string(off) + ", pread, " +
+                               (keep_open ? "unlink, rmdir with the file open, pread, close" : "close, unlink, rmdir");
+      w.log.push_back(what);
+      ++w.counts[keep_open ? "concurrent: chain cycle, rmdir with the file open" : "concurrent: chain cycle"];
+      auto fail = [&](const std::string& step) { w.error = what + ": " + step + ": " + ErrnoName(errno); };
+      if (::mkdir(dir.c_str(), 0755) != 0) return fail("mkdir");
+      RawFd fd = RawFd::Open(file, O_CREAT | O_EXCL | O_RDWR | (direct ? O_DIRECT : 0), 0600);
+      if (!fd.ok()) return fail("create");
+      if (::pwrite(fd.get(), wbuf.data(), len, static_cast<off_t>(off)) != static_cast<ssize_t>(len)) return fail("pwrite");
+      auto check = [&](const char* when) {
+        ssize_t n = ::pread(fd.get(), rbuf.data(), len, static_cast<off_t>(off));
+        if (n != static_cast<ssize_t>(len)) {
+          fail(std::string("pread ") + when + (n >= 0 ? " (short: " + std::to_string(n) + ")" : ""));
+          return false;
+        }
+        if (std::memcmp(rbuf.data(), wbuf.data(), len) != 0) {
+          w.error = what + ": pread " + when + ": not the bytes written";
+          return false;
+        }
+        return true;
+      };
+      if (!check("after the write")) return;
+      if (!keep_open && fd.Close() != 0) return fail("close");
+      if (::unlink(file.c_str()) != 0) return fail("unlink");
+      if (::rmdir(dir.c_str()) != 0) return fail(keep_open ? "rmdir (the unlinked file still open)" : "rmdir");
+      if (keep_open) {
+        if (!check("through the fd after the rmdir")) return;
+        if (fd.Close() != 0) return fail("close after the rmdir");
+      }
+    }
+  }
+
+  // 2-4 threads at once, each on its own file (writes, reads, fsyncs racing
+  // each other, punches, truncates), and half the time a thread making and
+  // removing chains; joined, then every file involved is compared.
+  void OpConcurrent() {
+    std::vector<File*> all;
+    for (size_t ci = 0; ci < stable_chains_; ++ci)
+      for (auto& g : chains_[ci].files) all.push_back(g.get());
+    const size_t nfiles = std::min<size_t>(2 + R(3), all.size());
+    std::vector<Worker> workers(nfiles);
+    std::string what = "concurrent phase:";
+    for (size_t i = 0; i < nfiles; ++i) {
+      std::swap(all[i], all[i + R(all.size() - i)]);
+      workers[i].f = all[i];
+      what += " " + Label(*all[i]);
+    }
+    if (!Off("chains") && P(50)) {
+      workers.emplace_back();
+      workers.back().churn_name = P(50) ? "churn" : "churn" + std::to_string(next_chain_++);
+      what += " + chains " + workers.back().churn_name + " made and removed";
+    }
+    for (auto& w : workers) {
+      w.rng.seed(rng_());
+      w.ops = w.f ? static_cast<int>(4 + R(12)) : static_cast<int>(1 + R(3));
+      if (w.f) {
+        ASSERT_TRUE(OpenBuf(*w.f));
+        ASSERT_TRUE(OpenDio(*w.f));
+      }
+    }
+    Log(what);
+    Count(workers.back().f ? "concurrent phase" : "concurrent phase with chain churn");
+    {
+      std::latch start(static_cast<std::ptrdiff_t>(workers.size()));
+      std::vector<std::thread> threads;
+      for (auto& w : workers)
+        threads.emplace_back([this, &start, wp = &w] {
+          start.arrive_and_wait();
+          if (wp->f) RunFileWorker(*wp);
+          else RunChurnWorker(*wp);
+        });
+      for (auto& t : threads) t.join();
+    }
+    for (auto& w : workers) {
+      for (const auto& l : w.log) Log(l);
+      for (const auto& [k, n] : w.counts) counts_[k] += n;
+    }
+    for (auto& w : workers) {
+      if (w.error.empty()) continue;
+      desc_ = w.error;
+      FAIL() << w.error;
+    }
+    for (auto& w : workers) {
+      if (!w.f) {
+        struct stat st;
+        ASSERT_TRUE(FailsWith(::stat(fs().Path(w.churn_name).c_str(), &st), ENOENT)) << "chain " << w.churn_name;
+        continue;
+      }
+      CompareFile(*w.f);
+      ASSERT_FALSE(HasFatalFailure());
+    }
+  }
+
   // ------------------------------------------------------- whole-fs checks
 
   ::testing::AssertionResult ListDir(const std::string& path, std::set<std::string>* out) {
@@ -891,9 +1364,11 @@ class ModelTest : public extra::DaemonTest {
     Count("compare everything");
     std::set<std::string> names, want;
     ASSERT_TRUE(ListDir(fs().mnt(), &names));
-    for (const auto& c : chains_) want.insert(c.name);
+    for (const auto& c : chains_)
+      if (c.active) want.insert(c.name);
     ASSERT_EQ(names, want) << "chains at the mount root";
     for (auto& c : chains_) {
+      if (!c.active) continue;
       ASSERT_TRUE(ListDir(fs().Path(c.name), &names));
       want.clear();
       for (const auto& f : c.files) want.insert(f->name);
@@ -923,7 +1398,10 @@ class ModelTest : public extra::DaemonTest {
   // rows per file = its non-zero blocks, PAT rows per chain = its distinct
   // non-zero blocks (dedup within, never across chains), invariants, fsck.
   void CheckCatalogOffline(const std::string& when) {
+    std::set<std::string> active;
     for (const auto& c : chains_) {
+      if (!c.active) continue;
+      active.insert(c.name);
       std::vector<const FileModel*> models;
       for (const auto& f : c.files) {
         models.push_back(&f->m);
@@ -941,6 +1419,19 @@ class ModelTest : public extra::DaemonTest {
       else
         EXPECT_GT(files, static_cast<int64_t>(c.files.size())) << when << ": swap_file rows of chain " << c.name;
     }
+    // Removed chains (short-lived ones, the churn thread's) leave nothing
+    // once their files are reclaimed: no chain row, no stored block.
+    for (const Row& row : fs().Query("SELECT c.name, c.dedup_id, (SELECT count(*) FROM swap_file f WHERE "
+                                     "f.dedup_id = c.dedup_id) FROM chain c")) {
+      if (row.size() != 3 || !row[0] || active.count(*row[0])) continue;
+      EXPECT_NE(row[2].value_or("0"), "0") << when << ": the row of a removed chain (name " << *row[0]
+                                           << ", dedup ID " << row[1].value_or("NULL")
+                                           << ") outlives its files";
+    }
+    EXPECT_EQ(fs().QueryInt("SELECT count(*) FROM pat p WHERE NOT EXISTS (SELECT 1 FROM chain c WHERE c.dedup_id = "
+                            "p.dedup_id) AND NOT EXISTS (SELECT 1 FROM swap_file f WHERE f.dedup_id = p.dedup_id)"),
+              0)
+        << when << ": stored blocks (PAT rows) of removed chains with no file left";
     EXPECT_TRUE(fs().CatalogInvariantsHold()) << when;
     CommandResult r = extra::Cli({"fsck", fs().backing()});
     EXPECT_EQ(r.status, 0) << when << ": chainswap fsck " << fs().backing() << ": " << extra::Describe(r);
@@ -976,31 +1467,42 @@ class ModelTest : public extra::DaemonTest {
 
   void Step() {
     const unsigned k = static_cast<unsigned>(R(1000));
-    if (k < 200) OpWrite(false);
-    else if (k < 270) OpWrite(true);
-    else if (k < 360) OpRead(false);
-    else if (k < 420) OpRead(true);
-    else if (k < 470) OpZero(true);
-    else if (k < 520) OpZero(false);
-    else if (k < 570) OpTruncate();
-    else if (k < 600) OpFallocate();
-    else if (k < 670) OpCopyRange();
-    else if (k < 700) OpRename();
-    else if (k < 710) OpRenameAcrossChains();
-    else if (k < 735) OpUnlink();
-    else if (k < 765) OpCreate();
-    else if (k < 800) OpFsync();
-    else if (k < 840) OpMmap(true);
-    else if (k < 870) OpMmap(false);
-    else if (k < 920) OpZombie();
-    else if (k < 945) OpClose();
-    else if (k < 965) OpLseek();
+    if (k < 185) OpWrite(false);
+    else if (k < 250) OpWrite(true);
+    else if (k < 330) OpRead(false);
+    else if (k < 385) OpRead(true);
+    else if (k < 430) OpZero(true);
+    else if (k < 475) OpZero(false);
+    else if (k < 520) OpTruncate();
+    else if (k < 555) Off("otrunc") ? OpRead(P(50)) : OpOpenTrunc();
+    else if (k < 580) OpFallocate();
+    else if (k < 645) OpCopyRange();
+    else if (k < 675) OpRename();
+    else if (k < 685) OpRenameAcrossChains();
+    else if (k < 708) OpUnlink();
+    else if (k < 735) OpCreate();
+    else if (k < 770) OpFsync();
+    else if (k < 805) OpMmap(true);
+    else if (k < 832) OpMmap(false);
+    else if (k < 877) OpZombie();
+    else if (k < 897) OpClose();
+    else if (k < 915) OpLseek();
+    else if (k < 960) Off("chains") ? OpRead(P(50)) : OpShortChain();
+    else if (k < 966) Off("threads") ? OpRead(P(50)) : OpConcurrent();
     else if (k < 999) OpRead(P(50));
     else Remount();
   }
 
+  // CHAINSWAP_TEST_MODEL_OFF: op families left out (a read instead), to
+  // tell failures apart: otrunc (O_TRUNC opens, cp), cp, chains
+  // (short-lived chains and the churn thread), threads (concurrent phases).
+  bool Off(const std::string& family) const {
+    return (std::string(",") + off_ + ",").find("," + family + ",") != std::string::npos;
+  }
+
   std::string ReplayHint() const {
     return "replay: CHAINSWAP_TEST_SEED=" + std::to_string(seed_) + " CHAINSWAP_TEST_OPS=" + std::to_string(ops_) +
+           (off_.empty() ? "" : " CHAINSWAP_TEST_MODEL_OFF=" + off_) +
            " CHAINSWAP_TEST_VERBOSE=1 BUILD/tests/chainswap_mount_tests --gtest_filter='ModelTest.*'";
   }
 
@@ -1012,6 +1514,9 @@ class ModelTest : public extra::DaemonTest {
   }
 
   uint64_t seed_ = 0, ops_ = 0, op_ = 0, remounts_ = 0;
+  size_t stable_chains_ = 0;  // chains_[0, stable_chains_) never go; then kShortSlots short-lived slots
+  int next_chain_ = 0;        // for fresh short-lived chain names
+  std::string off_;           // CHAINSWAP_TEST_MODEL_OFF
   bool verbose_ = false;
   std::mt19937_64 rng_;
   std::vector<Chain> chains_;
@@ -1027,6 +1532,7 @@ TEST_F(ModelTest, RandomOpsAcrossChainsMatchTheModel) {
   seed_ = EnvU64("CHAINSWAP_TEST_SEED", kDefaultSeed);
   ops_ = EnvU64("CHAINSWAP_TEST_OPS", kDefaultOps);
   verbose_ = EnvU64("CHAINSWAP_TEST_VERBOSE", 0) != 0;
+  if (const char* off = std::getenv("CHAINSWAP_TEST_MODEL_OFF")) off_ = off;
   rng_.seed(seed_);
   RecordProperty("seed", std::to_string(seed_));
   RecordProperty("ops", std::to_string(ops_));
@@ -1040,6 +1546,12 @@ TEST_F(ModelTest, RandomOpsAcrossChainsMatchTheModel) {
   for (size_t c = 0; c < nchains; ++c) {
     chains_.push_back({"chain" + std::to_string(c), {}});
     ASSERT_TRUE(fs().MakeChain(chains_.back().name));
+  }
+  stable_chains_ = nchains;
+  for (size_t s = 0; s < kShortSlots; ++s) {
+    chains_.push_back({});
+    chains_.back().transient = true;
+    chains_.back().active = false;
   }
   for (size_t c = 0; c < nchains; ++c) {
     const size_t n = 2 + R(3);

@@ -336,10 +336,13 @@ AlignedBuf::~AlignedBuf() { std::free(p); }
       size_t i = 0;
       while (buf.data()[i] == expected[off + i]) ++i;
       uint64_t at = off + i;
+      // Formatted here: a manipulator streamed into an AssertionResult
+      // only reaches a temporary stream (std::hex printed nothing).
+      char bytes[64];
+      std::snprintf(bytes, sizeof bytes, "got 0x%02x, expected 0x%02x", buf.data()[i], expected[at]);
       return ::testing::AssertionFailure()
              << path << (direct ? " (O_DIRECT)" : "") << ": first difference at byte " << at << " (block "
-             << at / kBlock << ", offset " << at % kBlock << " in it): got 0x" << std::hex
-             << int{buf.data()[i]} << ", expected 0x" << int{expected[at]} << std::dec;
+             << at / kBlock << ", offset " << at % kBlock << " in it): " << bytes;
     }
     off += got;
   }
