@@ -170,6 +170,9 @@ Status Destagers::ProcessWrites(const Bucket& b, size_t* next_record) {
   // transaction rewrites each B-tree page it touches once, however many of
   // its rows changed, so wide transactions cut the catalog's WAL traffic.
   constexpr uint64_t kBatchBlocks = 4096;
+  // At most this many files' stripes held at once (ThreadSanitizer's
+  // deadlock detector aborts a thread that holds 64 locks).
+  constexpr size_t kMaxBatchStripes = 16;
   std::vector<BlockOp> ops;
   std::vector<size_t> stripes;
   HasherCache hashers;
@@ -179,20 +182,26 @@ Status Destagers::ProcessWrites(const Bucket& b, size_t* next_record) {
     size_t j = i;
     uint64_t blocks = 0, records = 0;
     stripes.clear();
+    uint64_t held = 0;  // bit s: stripe s is in the batch
     while (j < b.records.size()) {
       const Record& r = b.records[j];
       if (r.kind == RecordKind::kWrite) {
-        if (records > 0 && blocks + r.count > kBatchBlocks) break;
+        const size_t s = static_cast<uint64_t>(r.file_id) % stripes_.size();
+        const bool new_stripe = !((held >> s) & 1);
+        if (records > 0 && (blocks + r.count > kBatchBlocks || (new_stripe && stripes.size() >= kMaxBatchStripes)))
+          break;
         blocks += r.count;
         ++records;
-        stripes.push_back(static_cast<uint64_t>(r.file_id) % stripes_.size());
+        if (new_stripe) {
+          held |= uint64_t{1} << s;
+          stripes.push_back(s);
+        }
       }
       ++j;
     }
     // Every file of the batch is locked for its check-and-apply, in stripe
     // order (the delete destager holds one stripe at a time: no cycle).
     std::sort(stripes.begin(), stripes.end());
-    stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
     std::vector<std::unique_ptr<MutexLock>> locks;
     locks.reserve(stripes.size());
     for (size_t s : stripes) locks.push_back(std::make_unique<MutexLock>(&stripes_[s]));
