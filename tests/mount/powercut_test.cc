@@ -654,8 +654,10 @@ void RunWriter(int fd, const Region& r, uint64_t seed, CutPlan* plan, ThreadLog*
       if (wr() % 2) std::this_thread::sleep_for(std::chrono::microseconds(wr() % 10000));
       continue;
     }
-    if (n >= 0) log->error = r.name + ": short write: " + std::to_string(n) + " of " + std::to_string(len);
-    else if (cutting) log->inflight = ThreadLog::Step{false, off, std::move(data)};
+    // A cut can end a buffered write part way (the daemon died between two
+    // of its FUSE requests): like a failed one, it is in flight.
+    if (cutting) log->inflight = ThreadLog::Step{false, off, std::move(data)};
+    else if (n >= 0) log->error = r.name + ": short write: " + std::to_string(n) + " of " + std::to_string(len);
     else log->error = r.name + ": pwrite failed before the cut: " + ErrnoName(e);
     return;
   }
