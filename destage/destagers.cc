@@ -348,9 +348,15 @@ void Destagers::TryRetire() {
     for (const Record& r : b->records) metas[r.file_id] = FileMetaUpdate{r.file_id, r.file_size, r.mtime_ns, r.mtime_ns};
     std::vector<FileMetaUpdate> mv;
     for (auto& [id, m] : metas) mv.push_back(m);
-    auto res = catalog_.ApplyBlockOps({}, mv);
+    // The destagers skipped ops of this bucket that newer ops superseded
+    // (an overwrite, a punch): once its segment is gone those newer ops are
+    // the only record of the file's state, so they must be durable first. A
+    // write this bucket held that an fsync covered would otherwise come back
+    // as the data before it after a power cut.
+    Status st = journal_.Sync();
+    auto res = st.ok() ? catalog_.ApplyBlockOps({}, mv) : Result<ApplyResult>(st);
     // Recorded before the segment goes (see Catalog::JournalRetiredThrough).
-    Status st = res.ok() ? catalog_.SetJournalRetiredThrough(b->id) : res.status();
+    st = res.ok() ? catalog_.SetJournalRetiredThrough(b->id) : res.status();
     if (st.ok()) st = catalog_.Sync();
     if (!st.ok()) {
       journal_.SetDestageError(st);

@@ -15,8 +15,12 @@
 // whichever destager passes a bucket last; Drain may be called from any
 // thread.
 //
+// Retirement syncs the journal first (the newer ops that superseded ops of
+// the bucket must be durable before its segment goes), then the catalog.
+//
 // Thread-safety: all public methods are thread-safe. Locks, in order:
-// retire_mu_ (one retirement at a time), then the file stripes (write
+// retire_mu_ (one retirement at a time; the journal's sync_mu_ is taken
+// under it), then the file stripes (write
 // destager: every stripe of a batch, in increasing index order; delete
 // destager: one at a time), then mu_ (cursors, deferred reclaims); the
 // journal's, the staging index's, the logical queue's and the catalog's
