@@ -72,6 +72,16 @@ class Stmt {
   Result<bool> Step();
   // Steps to completion, expecting no row.
   Status Run();
+  // Steps to completion, calling row(stmt) with each row's columns.
+  template <typename F>
+  Status ForEachRow(F&& row) {
+    for (;;) {
+      auto r = Step();
+      if (!r.ok()) return r.status();
+      if (!*r) return Status::Ok();
+      row(static_cast<const Stmt&>(*this));
+    }
+  }
 
   int64_t Int(int col) const { return sqlite3_column_int64(st_, col); }
   bool IsNull(int col) const { return sqlite3_column_type(st_, col) == SQLITE_NULL; }
