@@ -101,16 +101,14 @@ Status Catalog::Init() {
   if (!st.ok()) return st.status();
   st_ = std::move(*st);
 
-  auto q = sql::Stmt::Prepare(db_, catalog_sql::kFreeSlots);
-  if (!q.ok()) return q.status();
-  std::vector<uint64_t> free_slots;
-  CS_RETURN_IF_ERROR(
-      q->ForEachRow([&](const sql::Stmt& row) { free_slots.push_back(static_cast<uint64_t>(row.Int(0))); }));
+  auto free_slots = sql::QueryAll(db_, catalog_sql::kFreeSlots,
+                                  [](const sql::Stmt& row) { return static_cast<uint64_t>(row.Int(0)); });
+  if (!free_slots.ok()) return free_slots.status();
   auto p = sql::Stmt::Prepare(db_, catalog_sql::kPatCountAndEnd);
   if (!p.ok()) return p.status();
   auto r = p->Step();
   if (!r.ok()) return r.status();
-  slots_.Load(free_slots, static_cast<uint64_t>(p->Int(0)), static_cast<uint64_t>(p->Int(1)));
+  slots_.Load(*free_slots, static_cast<uint64_t>(p->Int(0)), static_cast<uint64_t>(p->Int(1)));
   return Status::Ok();
 }
 

@@ -241,6 +241,7 @@ class Catalog {
   // ---- Statistics ------------------------------------------------------
   Result<std::vector<ChainStats>> Stats() EXCLUDES(mu_);
   Result<std::vector<FileStats>> PerFileStats() EXCLUDES(mu_);
+  // Lock-free: the allocator's figures as of its last commit or Sync.
   StoreUsage Usage();
   // True while freed slots wait for a Sync (to become reusable, or to be
   // punched): the engine calls Sync when idle so space comes back. Lock-free.

@@ -14,10 +14,7 @@ namespace chainswap {
 
 Result<std::vector<ChainInfo>> Catalog::ListChains() {
   MutexLock lock(&mu_);
-  auto q = sql::Stmt::Prepare(db_, catalog_sql::kListChains);
-  if (!q.ok()) return q.status();
-  std::vector<ChainInfo> out;
-  CS_RETURN_IF_ERROR(q->ForEachRow([&](const sql::Stmt& row) {
+  return sql::QueryAll(db_, catalog_sql::kListChains, [](const sql::Stmt& row) {
     ChainInfo c;
     c.dedup_id = row.Int(0);
     c.name = row.Text(1);
@@ -26,17 +23,13 @@ Result<std::vector<ChainInfo>> Catalog::ListChains() {
     c.gid = static_cast<uint32_t>(row.Int(4));
     c.mtime_ns = row.Int(5);
     c.ctime_ns = row.Int(6);
-    out.push_back(std::move(c));
-  }));
-  return out;
+    return c;
+  });
 }
 
 Result<std::vector<FileInfo>> Catalog::ListFiles() {
   MutexLock lock(&mu_);
-  auto q = sql::Stmt::Prepare(db_, catalog_sql::kListFiles);
-  if (!q.ok()) return q.status();
-  std::vector<FileInfo> out;
-  CS_RETURN_IF_ERROR(q->ForEachRow([&](const sql::Stmt& row) {
+  return sql::QueryAll(db_, catalog_sql::kListFiles, [](const sql::Stmt& row) {
     FileInfo f;
     f.file_id = row.Int(0);
     f.dedup_id = row.Int(1);
@@ -50,9 +43,8 @@ Result<std::vector<FileInfo>> Catalog::ListFiles() {
     f.atime_ns = row.Int(8);
     f.mtime_ns = row.Int(9);
     f.ctime_ns = row.Int(10);
-    out.push_back(std::move(f));
-  }));
-  return out;
+    return f;
+  });
 }
 
 Result<ChainInfo> Catalog::CreateChain(const std::string& name, uint32_t mode, uint32_t uid,

@@ -131,10 +131,7 @@ Result<std::optional<uint64_t>> Catalog::NextMapped(int64_t file_id, uint64_t lb
 
 Result<std::vector<ChainStats>> Catalog::Stats() {
   MutexLock lock(&mu_);
-  auto q = sql::Stmt::Prepare(db_, catalog_sql::kChainStats);
-  if (!q.ok()) return q.status();
-  std::vector<ChainStats> out;
-  CS_RETURN_IF_ERROR(q->ForEachRow([&](const sql::Stmt& row) {
+  return sql::QueryAll(db_, catalog_sql::kChainStats, [](const sql::Stmt& row) {
     ChainStats c;
     c.dedup_id = row.Int(0);
     c.name = row.Text(1);
@@ -143,17 +140,13 @@ Result<std::vector<ChainStats>> Catalog::Stats() {
     c.nonzero_bytes = static_cast<uint64_t>(row.Int(4));
     c.zero_blocks = static_cast<uint64_t>(row.Int(5));
     c.stored_bytes = static_cast<uint64_t>(row.Int(6));
-    out.push_back(std::move(c));
-  }));
-  return out;
+    return c;
+  });
 }
 
 Result<std::vector<FileStats>> Catalog::PerFileStats() {
   MutexLock lock(&mu_);
-  auto q = sql::Stmt::Prepare(db_, catalog_sql::kFileStats);
-  if (!q.ok()) return q.status();
-  std::vector<FileStats> out;
-  CS_RETURN_IF_ERROR(q->ForEachRow([&](const sql::Stmt& row) {
+  return sql::QueryAll(db_, catalog_sql::kFileStats, [](const sql::Stmt& row) {
     FileStats f;
     f.file_id = row.Int(0);
     f.dedup_id = row.Int(1);
@@ -163,9 +156,8 @@ Result<std::vector<FileStats>> Catalog::PerFileStats() {
     f.nonzero_bytes = static_cast<uint64_t>(row.Int(5));
     f.zero_blocks = static_cast<uint64_t>(row.Int(6));
     f.stored_bytes = static_cast<uint64_t>(row.Int(7));
-    out.push_back(std::move(f));
-  }));
-  return out;
+    return f;
+  });
 }
 
 }  // namespace chainswap

@@ -7,52 +7,49 @@ namespace chainswap::catalog_sql {
 
 namespace {
 
-struct Item {
-  sql::Stmt* stmt;
-  std::string_view text;
-};
-
-Status PrepareAll(const sql::Db& db, std::initializer_list<Item> items) {
-  for (const Item& it : items) {
-    auto s = sql::Stmt::Prepare(db, it.text);
+// A statement set with every member prepared from its text.
+template <typename Set>
+Result<std::unique_ptr<Set>> PrepareSet(const sql::Db& db,
+                                        std::initializer_list<std::pair<sql::Stmt Set::*, std::string_view>> items) {
+  auto set = std::make_unique<Set>();
+  for (const auto& [member, text] : items) {
+    auto s = sql::Stmt::Prepare(db, text);
     if (!s.ok()) return s.status();
-    *it.stmt = std::move(*s);
+    (*set).*member = std::move(*s);
   }
-  return Status::Ok();
+  return set;
 }
 
 }  // namespace
 
 Result<std::unique_ptr<WriterStatements>> WriterStatements::Prepare(const sql::Db& db) {
-  auto s = std::make_unique<WriterStatements>();
-  CS_RETURN_IF_ERROR(PrepareAll(db, {
-                                        {&s->lat_get, kLatGet},
-                                        {&s->lat_put, kLatPut},
-                                        {&s->lat_delete_range, kLatDeleteRange},
-                                        {&s->lat_range, kLatRange},
-                                        {&s->lat_next, kLatNext},
-                                        {&s->hash_find, kHashFind},
-                                        {&s->pat_insert, kPatInsert},
-                                        {&s->pat_add_ref, kPatAddRef},
-                                        {&s->pat_refcount, kPatRefcount},
-                                        {&s->pat_delete, kPatDelete},
-                                        {&s->free_slot_insert, kFreeSlotInsert},
-                                        {&s->free_slot_delete, kFreeSlotDelete},
-                                        {&s->file_add_mapped, kFileAddMapped},
-                                        {&s->file_mapped, kFileMapped},
-                                        {&s->file_set_meta, kFileSetMeta},
-                                    }));
-  return s;
+  using S = WriterStatements;
+  return PrepareSet<S>(db, {
+                               {&S::lat_get, kLatGet},
+                               {&S::lat_put, kLatPut},
+                               {&S::lat_delete_range, kLatDeleteRange},
+                               {&S::lat_range, kLatRange},
+                               {&S::lat_next, kLatNext},
+                               {&S::hash_find, kHashFind},
+                               {&S::pat_insert, kPatInsert},
+                               {&S::pat_add_ref, kPatAddRef},
+                               {&S::pat_refcount, kPatRefcount},
+                               {&S::pat_delete, kPatDelete},
+                               {&S::free_slot_insert, kFreeSlotInsert},
+                               {&S::free_slot_delete, kFreeSlotDelete},
+                               {&S::file_add_mapped, kFileAddMapped},
+                               {&S::file_mapped, kFileMapped},
+                               {&S::file_set_meta, kFileSetMeta},
+                           });
 }
 
 Result<std::unique_ptr<ReaderStatements>> ReaderStatements::Prepare(const sql::Db& db) {
-  auto s = std::make_unique<ReaderStatements>();
-  CS_RETURN_IF_ERROR(PrepareAll(db, {
-                                        {&s->lat_range, kLatRange},
-                                        {&s->file_mapped, kFileMapped},
-                                        {&s->lat_count, kLatCount},
-                                    }));
-  return s;
+  using S = ReaderStatements;
+  return PrepareSet<S>(db, {
+                               {&S::lat_range, kLatRange},
+                               {&S::file_mapped, kFileMapped},
+                               {&S::lat_count, kLatCount},
+                           });
 }
 
 }  // namespace chainswap::catalog_sql
