@@ -2,7 +2,14 @@
 
 #include <utility>
 
+#include "catalog/catalog_sql.h"
+
 namespace chainswap {
+
+ReaderPool::Reader::Reader() = default;
+ReaderPool::Reader::~Reader() = default;
+
+ReaderPool::~ReaderPool() = default;
 
 void ReaderPool::GiveBack::operator()(Reader* r) const {
   MutexLock lock(&pool_->mu_);

@@ -21,17 +21,22 @@
 #include <string>
 #include <vector>
 
-#include "catalog/catalog_sql.h"
 #include "catalog/mutex.h"
 #include "catalog/sqlite.h"
 #include "catalog/thread_annotations.h"
 
 namespace chainswap {
 
+namespace catalog_sql {
+struct ReaderStatements;
+}  // namespace catalog_sql
+
 class ReaderPool {
  public:
   // One reader connection and its statements.
   struct Reader {
+    Reader();
+    ~Reader();
     sql::Db db;
     std::unique_ptr<catalog_sql::ReaderStatements> st;  // finalized before db closes
   };
@@ -50,6 +55,7 @@ class ReaderPool {
   // Connections open `path` read-write (read-only opens of a WAL database
   // need the -shm file to exist), and only read.
   explicit ReaderPool(std::string path) : path_(std::move(path)) {}
+  ~ReaderPool();
   ReaderPool(const ReaderPool&) = delete;
   ReaderPool& operator=(const ReaderPool&) = delete;
 
