@@ -10,13 +10,28 @@
 //
 // Crash safety: data of a newly allocated slot is written to the store before
 // the transaction that references it commits; a slot freed by a transaction is
-// only punched and reused after that transaction committed. So the catalog
-// never references a slot whose bytes were overwritten.
+// only punched and reused after a Sync made that transaction durable
+// (SlotAllocator). So the catalog never references a slot whose bytes were
+// overwritten.
 //
-// Thread-safety: every public method is thread-safe; one internal mutex (mu_)
-// serializes use of the SQLite connection and the slot allocator. Store I/O
-// for reads happens outside the lock (ReadBlocks), safe because a referenced
-// slot is never rewritten.
+// Parts (each in its own file; docs/ARCHITECTURE.md, "The catalog"):
+//   catalog.cc            opening, the journal mark, Sync and the WAL, usage
+//   catalog_namespace.cc  chain and swap-file rows, the hasher cache
+//   catalog_apply.cc      the apply routine: ApplyBlockOps, CloneRange, refcounts
+//   catalog_read.cc       reads and statistics
+//   catalog_sql.h         every SQL statement they run
+//   slot_allocator.h      the free list and its pending -> free -> punched cycle
+//   reader_pool.h         the reader connections
+//
+// Thread-safety: every public method is thread-safe. The writer mutex (mu_)
+// owns the main SQLite connection, its prepared statements, the hasher
+// cache and the WAL's file descriptor; it is held for whole transactions
+// and for Sync. The slot allocator and the reader pool each have their own
+// lock: the allocator's is taken inside mu_ only, the pool's never together
+// with it. Reads on a reader connection (ReadBlocks, MappedBlocksWithin)
+// never take mu_, and Usage() and HasSlotsToRelease() read atomics. Store
+// I/O for reads happens outside every lock (ReadBlocks), safe because a
+// referenced slot is never rewritten.
 #pragma once
 
 #include <atomic>
@@ -33,10 +48,18 @@
 
 #include "catalog/block.h"
 #include "catalog/content_store.h"
+#include "catalog/mutex.h"
+#include "catalog/reader_pool.h"
+#include "catalog/slot_allocator.h"
 #include "catalog/sqlite.h"
 #include "catalog/status.h"
+#include "catalog/thread_annotations.h"
 
 namespace chainswap {
+
+namespace catalog_sql {
+struct WriterStatements;
+}  // namespace catalog_sql
 
 // The catalog's WAL is checkpointed at a Sync once it grows past
 // kWalCheckpointBytes; when it starts over, the file is cut back to
@@ -148,29 +171,30 @@ class Catalog {
   // ---- Namespace -------------------------------------------------------
   // The chain directories (removed chains whose files are still being
   // reclaimed are not listed).
-  Result<std::vector<ChainInfo>> ListChains();
+  Result<std::vector<ChainInfo>> ListChains() EXCLUDES(mu_);
   // Every swap file, including unlinked ones still being reclaimed.
-  Result<std::vector<FileInfo>> ListFiles();
+  Result<std::vector<FileInfo>> ListFiles() EXCLUDES(mu_);
   // Creates a chain with a new dedup ID and a fresh secret seed. EEXIST.
   Result<ChainInfo> CreateChain(const std::string& name, uint32_t mode, uint32_t uid,
-                                uint32_t gid, int64_t now_ns);
-  Status UpdateChain(const ChainInfo& chain);  // name, mode, owner, times
+                                uint32_t gid, int64_t now_ns) EXCLUDES(mu_);
+  Status UpdateChain(const ChainInfo& chain) EXCLUDES(mu_);  // name, mode, owner, times
   // Removes a chain directory: ENOTEMPTY while it has linked files. Its row
   // goes at once when it has no files at all (returns true); with unlinked
   // files still being reclaimed it stays, nameless (a new chain may take the
   // name at once), until DropFile drops the last of them (returns false).
-  Result<bool> RemoveChain(int64_t dedup_id);
+  Result<bool> RemoveChain(int64_t dedup_id) EXCLUDES(mu_);
   Result<FileInfo> CreateFile(int64_t dedup_id, const std::string& name, uint32_t mode,
-                              uint32_t uid, uint32_t gid, int64_t now_ns);
+                              uint32_t uid, uint32_t gid, int64_t now_ns) EXCLUDES(mu_);
   // Persists name/size/mode/owner/times of `file` (mapped_blocks is the
   // catalog's own). A file with unlinked=true gets name NULL.
-  Status UpdateFile(const FileInfo& file);
+  Status UpdateFile(const FileInfo& file) EXCLUDES(mu_);
   // Atomically renames `file_id` and, if `replaced_id` is set, unlinks it.
-  Status RenameFile(int64_t file_id, const std::string& new_name, std::optional<int64_t> replaced_id);
+  Status RenameFile(int64_t file_id, const std::string& new_name, std::optional<int64_t> replaced_id)
+      EXCLUDES(mu_);
   // Deletes the row of a file, and the row of its chain when the chain was
   // removed and this was its last file. ENOENT when there is no such file,
   // EBUSY while its LAT still has entries.
-  Status DropFile(int64_t file_id);
+  Status DropFile(int64_t file_id) EXCLUDES(mu_);
 
   // ---- Journal ---------------------------------------------------------
   // The newest journal bucket whose effects the catalog holds (meta key
@@ -178,47 +202,50 @@ class Catalog {
   // the catalog synced, before its segment is deleted: a segment that comes
   // back after a power cut (its unlink was not durable) is recognized as
   // retired and never replayed over newer state.
-  Result<uint64_t> JournalRetiredThrough();
-  Status SetJournalRetiredThrough(uint64_t bucket);
+  Result<uint64_t> JournalRetiredThrough() EXCLUDES(mu_);
+  Status SetJournalRetiredThrough(uint64_t bucket) EXCLUDES(mu_);
 
   // ---- Blocks ----------------------------------------------------------
   // Keyed hasher of a chain (cached). ENOENT for an unknown chain.
-  Result<std::shared_ptr<const BlockHasher>> HasherFor(int64_t dedup_id);
+  Result<std::shared_ptr<const BlockHasher>> HasherFor(int64_t dedup_id) EXCLUDES(mu_);
 
   // The one apply routine (SPEC §4, §5): applies every op and every meta
   // update in one transaction. On error nothing is applied (ENOSPC when no
   // slot can be had, EIO for store I/O errors).
   Result<ApplyResult> ApplyBlockOps(std::span<const BlockOp> ops,
-                                    std::span<const FileMetaUpdate> meta = {});
+                                    std::span<const FileMetaUpdate> meta = {}) EXCLUDES(mu_);
 
   // O(metadata) copy (SPEC §6 clone): makes [dst_lba, dst_lba + count) of
   // dst map exactly what [src_lba, src_lba + count) of src maps (LAT copy and
   // refcount increments, one transaction). EXDEV across chains, EINVAL for
   // overlapping ranges of one file.
-  Status CloneRange(int64_t src_file, int64_t dst_file, uint64_t src_lba, uint64_t dst_lba, uint64_t count);
+  Status CloneRange(int64_t src_file, int64_t dst_file, uint64_t src_lba, uint64_t dst_lba, uint64_t count)
+      EXCLUDES(mu_);
 
   // Reads `count` blocks of a file starting at `lba` into out; holes read as
   // zeros. REQUIRES: the caller excludes concurrent writes to this range.
-  Status ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out);
+  Status ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out) EXCLUDES(mu_);
   // Number of LAT entries of a file (its allocated blocks).
-  Result<uint64_t> MappedBlocks(int64_t file_id);
+  Result<uint64_t> MappedBlocks(int64_t file_id) EXCLUDES(mu_);
   // In one read snapshot: the file's LAT entries in total, and how many of
   // them lie inside `ranges` (sorted, disjoint [first, last) LBA ranges).
   struct MappedCount {
     uint64_t total = 0;
     uint64_t within = 0;
   };
-  Result<MappedCount> MappedBlocksWithin(int64_t file_id, std::span<const std::pair<uint64_t, uint64_t>> ranges);
+  Result<MappedCount> MappedBlocksWithin(int64_t file_id, std::span<const std::pair<uint64_t, uint64_t>> ranges)
+      EXCLUDES(mu_);
   // Lowest LBA >= lba that is mapped, if any (for SEEK_DATA).
-  Result<std::optional<uint64_t>> NextMapped(int64_t file_id, uint64_t lba);
+  Result<std::optional<uint64_t>> NextMapped(int64_t file_id, uint64_t lba) EXCLUDES(mu_);
 
   // ---- Statistics ------------------------------------------------------
-  Result<std::vector<ChainStats>> Stats();
-  Result<std::vector<FileStats>> PerFileStats();
+  Result<std::vector<ChainStats>> Stats() EXCLUDES(mu_);
+  Result<std::vector<FileStats>> PerFileStats() EXCLUDES(mu_);
+  // Lock-free: the allocator's figures as of its last commit or Sync.
   StoreUsage Usage();
   // True while freed slots wait for a Sync (to become reusable, or to be
   // punched): the engine calls Sync when idle so space comes back. Lock-free.
-  bool HasSlotsToRelease() const { return slots_to_release_.load(std::memory_order_relaxed); }
+  bool HasSlotsToRelease() const { return slots_.HasSlotsToRelease(); }
   // Verify bytes on every hash match even with dedup_verify off. Set after a
   // crash: committed catalog rows may reference slots whose bytes never
   // reached the disk (the store is synced only at retirement and fsync), and
@@ -226,7 +253,7 @@ class Catalog {
   void ForceVerify(bool on) { force_verify_.store(on); }
   // Checks that the store file is long enough for every slot the PAT
   // references: EUCLEAN naming both lengths otherwise.
-  Status CheckStoreLength();
+  Status CheckStoreLength() EXCLUDES(mu_);
   // fdatasync of the store, then of the catalog's WAL (both under the
   // catalog mutex): every committed transaction is durable when this
   // returns OK, never before the store bytes it references. Then slots
@@ -235,68 +262,68 @@ class Catalog {
   // kUnpunchedReserveSlots. `idle` (nothing is being destaged): punches
   // them all, and folds a WAL longer than kWalReserveBytes into the
   // database and empties it (gives up after 50 ms if a reader is in it).
-  Status Sync(bool idle = false);
+  Status Sync(bool idle = false) EXCLUDES(mu_);
   // Size of the WAL file (0 before the first Sync opened it).
-  uint64_t WalBytes();
+  uint64_t WalBytes() EXCLUDES(mu_);
 
   // Direct access for offline tools (fsck) that run their own queries.
-  // REQUIRES: no concurrent use of the catalog.
-  sql::Db& db_for_tools() { return db_; }
+  // REQUIRES: no concurrent use of the catalog (hence unchecked).
+  sql::Db& db_for_tools() NO_THREAD_SAFETY_ANALYSIS { return db_; }
 
  private:
-  struct Statements;
-  struct Reader;
-  // A reader connection from the pool (created on demand), returned by the
-  // deleter. Readers see committed state only and never take mu_.
-  std::unique_ptr<Reader, std::function<void(Reader*)>> AcquireReader();
-  Catalog(sql::Db db, ContentStore* store, const CatalogOptions& options, std::string path);
-  Status LoadAllocator();
-  Status PrepareStatements();
-  // Helpers below REQUIRE mu_ held and a transaction open.
-  Status ApplyWriteLocked(const BlockOp& op, ApplyResult& res);
-  Status ApplyDeleteLocked(const BlockOp& op, ApplyResult& res);
-  Status UnrefLocked(int64_t pblock, int64_t n, ApplyResult& res);
-  Result<uint64_t> AllocSlotLocked();
-  // Queues the slots freed by the committed transaction until the next
-  // Sync makes the frees durable. REQUIRES: mu_ held, after the commit.
-  void ReleaseFreedLocked();
-  // Sync with mu_ held (also used by the allocator to recycle pending frees).
-  Status SyncLocked(bool idle);
-  // Punches the free slots whose old bytes are still allocated in the
-  // store, all but the lowest `keep`. REQUIRES: mu_ held.
-  void PunchFreeSlotsLocked(uint64_t keep);
-  // Copies the allocator's committed figures to the pub_* atomics that
-  // Usage() reads. REQUIRES: mu_ held, outside a transaction.
-  void PublishUsageLocked();
-  Result<std::shared_ptr<const BlockHasher>> HasherForLocked(int64_t dedup_id);
+  // The apply routine's per-transaction scratch (catalog_apply.cc).
+  struct ApplyTxn;
 
+  Catalog(sql::Db db, ContentStore* store, const CatalogOptions& options, std::string path);
+  // Prepares the writer's statements and loads the slot allocator from the
+  // free_slot and pat tables. Called once, by Open.
+  Status Init() EXCLUDES(mu_);
+
+  // ---- The apply routine (catalog_apply.cc). REQUIRES: a transaction open
+  // on db_ and in slots_.
+  Status ApplyWriteLocked(const BlockOp& op, ApplyTxn& txn) REQUIRES(mu_);
+  Status ApplyDeleteLocked(const BlockOp& op, ApplyTxn& txn) REQUIRES(mu_);
+  // Drops n references to a block; at zero its PAT row goes and its slot is
+  // freed (reusable after the next Sync).
+  Status UnrefLocked(int64_t pblock, int64_t n, ApplyTxn& txn) REQUIRES(mu_);
+  // A slot for a new block, its free_slot row deleted. ENOSPC at capacity.
+  Result<uint64_t> AllocSlotLocked() REQUIRES(mu_);
+  // Adds the transaction's LAT entry deltas to swap_file.mapped_blocks.
+  Status AddMappedLocked(const ApplyTxn& txn) REQUIRES(mu_);
+
+  // ---- Shared by the parts.
+  // The keyed hasher of a chain, from the cache or the chain's seed. ENOENT.
+  Result<std::shared_ptr<const BlockHasher>> HasherForLocked(int64_t dedup_id) REQUIRES(mu_);
+  // The chain of a swap file. ENOENT.
+  Result<int64_t> ChainOfFileLocked(int64_t file_id) REQUIRES(mu_);
+  // Sync (also used by the apply routine: to bound the WAL, and to recycle
+  // pending frees when the store is at capacity).
+  Status SyncLocked(bool idle) REQUIRES(mu_);
+  // Size of the WAL file (0 before the first Sync opened it).
+  uint64_t WalBytesLocked() REQUIRES(mu_);
+
+  // Constant after construction.
   const CatalogOptions options_;
   const std::string path_;
   ContentStore* const store_;
 
-  std::mutex mu_;
-  // --- guarded by mu_ ---
-  sql::Db db_;
-  std::unique_ptr<Statements> st_;
-  std::set<uint64_t> free_slots_;          // reusable now, lowest first
-  std::set<uint64_t> unpunched_;           // free slots not yet punched (subset), reused first
-  std::vector<uint64_t> pending_free_;     // freed by commits not yet synced: not reusable yet
-  uint64_t high_water_ = 0;                // first never-used slot
-  uint64_t used_slots_ = 0;                // PAT entries
-  std::map<int64_t, std::shared_ptr<const BlockHasher>> hashers_;
-  // Per-transaction scratch (valid only inside ApplyBlockOps):
-  std::vector<uint64_t> txn_freed_;                      // punched + freed after commit
-  std::vector<std::pair<uint64_t, bool>> txn_allocated_; // (slot, came from free list)
-  std::map<uint64_t, const uint8_t*> txn_new_data_;      // slot -> bytes to write
-  std::map<int64_t, int64_t> txn_mapped_delta_;          // file -> LAT entry delta
-  int wal_fd_ = -1;
-  // Committed allocator figures, written under mu_, read without it.
-  std::atomic<uint64_t> pub_used_{0}, pub_free_{0}, pub_high_{0};
-  std::atomic<bool> slots_to_release_{false};  // pending_free_ or unpunched_ non-empty
-  std::atomic<bool> force_verify_{false};
+  // The writer mutex: the main connection and what only its holder
+  // touches. Held for whole transactions (across a batch's new-block store
+  // writes) and across Sync's fdatasyncs.
+  Mutex mu_ ACQUIRED_BEFORE(slots_.mutex());
+  sql::Db db_ GUARDED_BY(mu_);
+  std::unique_ptr<catalog_sql::WriterStatements> st_ GUARDED_BY(mu_);
+  std::map<int64_t, std::shared_ptr<const BlockHasher>> hashers_ GUARDED_BY(mu_);  // by dedup ID
+  int wal_fd_ GUARDED_BY(mu_) = -1;  // the WAL, opened by the first Sync
 
-  std::mutex readers_mu_;
-  std::vector<std::unique_ptr<Reader>> idle_readers_;  // guarded by readers_mu_
+  // The free list; its own lock, taken inside mu_ only.
+  SlotAllocator slots_;
+  // The reader connections; their own lock, never held with mu_.
+  ReaderPool readers_;
+
+  // Set by the engine's thread, read by the apply routine on every hash
+  // match: an atomic flag, no lock.
+  std::atomic<bool> force_verify_{false};
 };
 
 }  // namespace chainswap

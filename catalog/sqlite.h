@@ -16,6 +16,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <vector>
 
 #include "catalog/status.h"
 
@@ -72,6 +74,16 @@ class Stmt {
   Result<bool> Step();
   // Steps to completion, expecting no row.
   Status Run();
+  // Steps to completion, calling row(stmt) with each row's columns.
+  template <typename F>
+  Status ForEachRow(F&& row) {
+    for (;;) {
+      auto r = Step();
+      if (!r.ok()) return r.status();
+      if (!*r) return Status::Ok();
+      row(static_cast<const Stmt&>(*this));
+    }
+  }
 
   int64_t Int(int col) const { return sqlite3_column_int64(st_, col); }
   bool IsNull(int col) const { return sqlite3_column_type(st_, col) == SQLITE_NULL; }
@@ -84,6 +96,19 @@ class Stmt {
   sqlite3_stmt* st_ = nullptr;
   sqlite3* db_ = nullptr;
 };
+
+// Prepares `sql` on `db`, steps it to completion and returns read(row) for
+// every row, in order.
+template <typename F>
+auto QueryAll(const Db& db, std::string_view sql, F&& read)
+    -> Result<std::vector<std::invoke_result_t<F&, const Stmt&>>> {
+  auto q = Stmt::Prepare(db, sql);
+  if (!q.ok()) return q.status();
+  std::vector<std::invoke_result_t<F&, const Stmt&>> out;
+  Status st = q->ForEachRow([&](const Stmt& row) { out.push_back(read(row)); });
+  if (!st.ok()) return st;
+  return out;
+}
 
 // BEGIN IMMEDIATE ... COMMIT, rolled back on destruction unless committed.
 class Transaction {

@@ -1,0 +1,219 @@
+// Every SQL statement the catalog runs, in one place: the connection set-up,
+// the one-shot statements of the namespace, journal and statistics calls
+// (named constants, prepared per call), and the prepared-statement sets of
+// the writer connection (the apply routine's hot path) and of a reader
+// connection. The schema's DDL and its upgrades are in schema.cc; the
+// BEGIN IMMEDIATE / COMMIT of sql::Transaction are the wrapper's own.
+//
+// Parameters are numbered (?1, ?2, ...) as the binders of sql::Stmt are;
+// each constant lists its parameters -> result columns. Tables and views:
+// docs/FORMAT.md and schema.cc.
+//
+// Thread-safety: the constants are immutable. A statement set belongs to
+// the owner of its connection, which serializes its use (sqlite.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "catalog/sqlite.h"
+#include "catalog/status.h"
+
+namespace chainswap::catalog_sql {
+
+// ---- Connection set-up -------------------------------------------------
+
+// A new catalog database, before the schema is created.
+inline constexpr std::string_view kCreatePragmas = "PRAGMA journal_mode=WAL";
+// A read-write open. No auto-checkpoint: a checkpoint syncs the WAL, and a
+// commit must not become durable before the store bytes it references
+// (Catalog::SyncLocked); the WAL file is cut back to `journal_size_limit`
+// bytes when it starts over.
+inline std::string ReadWritePragmas(uint64_t journal_size_limit) {
+  return "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0; "
+         "PRAGMA journal_size_limit=" + std::to_string(journal_size_limit) + ";";
+}
+// Every open, read-write or not.
+inline constexpr std::string_view kOpenPragmas =
+    "PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY; PRAGMA foreign_keys=ON;";
+// One read snapshot on a reader connection (deferred: never takes a lock
+// that blocks the writer).
+inline constexpr std::string_view kBeginRead = "BEGIN";
+inline constexpr std::string_view kEndRead = "COMMIT";
+
+// ---- Allocator start-up ------------------------------------------------
+
+// -> slot
+inline constexpr std::string_view kFreeSlots = "SELECT slot FROM free_slot";
+// -> PAT entries, first slot above every PAT entry
+inline constexpr std::string_view kPatCountAndEnd = "SELECT count(*), coalesce(max(pblock) + 1, 0) FROM pat";
+// -> first slot above every PAT entry
+inline constexpr std::string_view kPatEnd = "SELECT coalesce(max(pblock) + 1, 0) FROM pat";
+
+// ---- Namespace: chains -------------------------------------------------
+
+// -> dedup_id, name, mode, uid, gid, mtime_ns, ctime_ns (removed chains left out)
+inline constexpr std::string_view kListChains =
+    "SELECT dedup_id, name, mode, uid, gid, mtime_ns, ctime_ns FROM chain WHERE name IS NOT NULL "
+    "ORDER BY dedup_id";
+// name, hash_seed, mode, uid, gid, now_ns (mtime and ctime)
+inline constexpr std::string_view kInsertChain =
+    "INSERT INTO chain(name, hash_seed, mode, uid, gid, mtime_ns, ctime_ns) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)";
+// dedup_id, name, mode, uid, gid, mtime_ns, ctime_ns
+inline constexpr std::string_view kUpdateChain =
+    "UPDATE chain SET name = ?2, mode = ?3, uid = ?4, gid = ?5, mtime_ns = ?6, ctime_ns = ?7 "
+    "WHERE dedup_id = ?1";
+// dedup_id -> swap files, linked swap files
+inline constexpr std::string_view kCountChainFiles =
+    "SELECT count(*), count(name) FROM swap_file WHERE dedup_id = ?1";
+// dedup_id
+inline constexpr std::string_view kDeleteChain = "DELETE FROM chain WHERE dedup_id = ?1";
+// dedup_id: the chain directory is gone, the row stays while files are reclaimed
+inline constexpr std::string_view kUnnameChain = "UPDATE chain SET name = NULL WHERE dedup_id = ?1";
+// dedup_id: a removed chain's row, once no file of it is left
+inline constexpr std::string_view kDeleteRemovedChainIfEmpty =
+    "DELETE FROM chain WHERE dedup_id = ?1 AND name IS NULL AND NOT EXISTS "
+    "(SELECT 1 FROM swap_file WHERE dedup_id = ?1)";
+// dedup_id -> hash_seed
+inline constexpr std::string_view kChainSeed = "SELECT hash_seed FROM chain WHERE dedup_id = ?1";
+
+// ---- Namespace: swap files ---------------------------------------------
+
+// -> file_id, dedup_id, name (NULL: unlinked), size, mapped_blocks, mode,
+//    uid, gid, atime_ns, mtime_ns, ctime_ns
+inline constexpr std::string_view kListFiles =
+    "SELECT file_id, dedup_id, name, size, mapped_blocks, mode, uid, gid, "
+    "atime_ns, mtime_ns, ctime_ns FROM swap_file ORDER BY file_id";
+// dedup_id, name, mode, uid, gid, now_ns (atime, mtime and ctime)
+inline constexpr std::string_view kInsertFile =
+    "INSERT INTO swap_file(dedup_id, name, size, mapped_blocks, mode, uid, gid, atime_ns, "
+    "mtime_ns, ctime_ns) VALUES (?1, ?2, 0, 0, ?3, ?4, ?5, ?6, ?6, ?6)";
+// file_id, name (NULL: unlinked), size, mode, uid, gid, atime_ns, mtime_ns, ctime_ns
+inline constexpr std::string_view kUpdateFile =
+    "UPDATE swap_file SET name = ?2, size = ?3, mode = ?4, uid = ?5, "
+    "gid = ?6, atime_ns = ?7, mtime_ns = ?8, ctime_ns = ?9 WHERE file_id = ?1";
+// file_id
+inline constexpr std::string_view kUnlinkFile = "UPDATE swap_file SET name = NULL WHERE file_id = ?1";
+// file_id, name
+inline constexpr std::string_view kRenameFile = "UPDATE swap_file SET name = ?2 WHERE file_id = ?1";
+// file_id -> dedup_id
+inline constexpr std::string_view kFileChain = "SELECT dedup_id FROM swap_file WHERE file_id = ?1";
+// file_id: only while its LAT has no entries
+inline constexpr std::string_view kDeleteFileIfEmpty =
+    "DELETE FROM swap_file WHERE file_id = ?1 AND NOT EXISTS (SELECT 1 FROM lat WHERE file_id = ?1)";
+
+// ---- Journal -----------------------------------------------------------
+
+// -> value
+inline constexpr std::string_view kJournalRetiredThrough =
+    "SELECT value FROM meta WHERE key = 'journal_retired_through'";
+// value
+inline constexpr std::string_view kSetJournalRetiredThrough =
+    "INSERT INTO meta(key, value) VALUES ('journal_retired_through', ?1) "
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+
+// ---- Blocks ------------------------------------------------------------
+
+// file_id, lba -> pblock
+inline constexpr std::string_view kLatGet = "SELECT pblock FROM lat WHERE file_id = ?1 AND lba = ?2";
+// file_id, lba, pblock (insert or replace the mapping)
+inline constexpr std::string_view kLatPut =
+    "INSERT INTO lat(file_id, lba, pblock) VALUES (?1, ?2, ?3) "
+    "ON CONFLICT(file_id, lba) DO UPDATE SET pblock = excluded.pblock";
+// file_id, first lba, end lba -> pblock of every row deleted
+inline constexpr std::string_view kLatDeleteRange =
+    "DELETE FROM lat WHERE file_id = ?1 AND lba >= ?2 AND lba < ?3 RETURNING pblock";
+// file_id, first lba, end lba -> lba, pblock (ascending lba)
+inline constexpr std::string_view kLatRange =
+    "SELECT lba, pblock FROM lat WHERE file_id = ?1 AND lba >= ?2 AND lba < ?3 ORDER BY lba";
+// file_id, first lba, end lba -> LAT entries in the range
+inline constexpr std::string_view kLatCount =
+    "SELECT count(*) FROM lat WHERE file_id = ?1 AND lba >= ?2 AND lba < ?3";
+// file_id, lba -> lowest mapped lba >= lba (NULL: none)
+inline constexpr std::string_view kLatNext = "SELECT min(lba) FROM lat WHERE file_id = ?1 AND lba >= ?2";
+// dst file_id, lba delta, src file_id, src first lba, src end lba: copies
+// the source range's LAT entries to the destination
+inline constexpr std::string_view kLatCopyRange =
+    "INSERT INTO lat(file_id, lba, pblock) SELECT ?1, lba + ?2, pblock FROM lat "
+    "WHERE file_id = ?3 AND lba >= ?4 AND lba < ?5";
+// dedup_id, hash -> pblock (the chain hash table; ascending pblock)
+inline constexpr std::string_view kHashFind =
+    "SELECT pblock FROM pat WHERE dedup_id = ?1 AND hash = ?2 ORDER BY pblock";
+// pblock, dedup_id, hash (refcount 1)
+inline constexpr std::string_view kPatInsert =
+    "INSERT INTO pat(pblock, dedup_id, hash, refcount) VALUES (?1, ?2, ?3, 1)";
+// pblock, n: refcount += n
+inline constexpr std::string_view kPatAddRef = "UPDATE pat SET refcount = refcount + ?2 WHERE pblock = ?1";
+// src file_id, first lba, end lba: every block the range maps gains one
+// reference per LAT entry
+inline constexpr std::string_view kPatAddRefsOfRange =
+    "UPDATE pat SET refcount = refcount + x.n FROM "
+    "(SELECT pblock, count(*) AS n FROM lat WHERE file_id = ?1 AND lba >= ?2 "
+    "AND lba < ?3 GROUP BY pblock) AS x WHERE pat.pblock = x.pblock";
+// pblock -> refcount
+inline constexpr std::string_view kPatRefcount = "SELECT refcount FROM pat WHERE pblock = ?1";
+// pblock
+inline constexpr std::string_view kPatDelete = "DELETE FROM pat WHERE pblock = ?1";
+// slot
+inline constexpr std::string_view kFreeSlotInsert = "INSERT OR IGNORE INTO free_slot(slot) VALUES (?1)";
+// slot
+inline constexpr std::string_view kFreeSlotDelete = "DELETE FROM free_slot WHERE slot = ?1";
+// file_id, delta: mapped_blocks += delta (never below 0)
+inline constexpr std::string_view kFileAddMapped =
+    "UPDATE swap_file SET mapped_blocks = max(mapped_blocks + ?2, 0) WHERE file_id = ?1";
+// file_id -> mapped_blocks
+inline constexpr std::string_view kFileMapped = "SELECT mapped_blocks FROM swap_file WHERE file_id = ?1";
+// file_id, size, mtime_ns, ctime_ns
+inline constexpr std::string_view kFileSetMeta =
+    "UPDATE swap_file SET size = ?2, mtime_ns = ?3, ctime_ns = ?4 WHERE file_id = ?1";
+
+// ---- Statistics --------------------------------------------------------
+
+// -> dedup_id, chain, files, logical_bytes, nonzero_bytes, zero_blocks, stored_bytes
+inline constexpr std::string_view kChainStats =
+    "SELECT dedup_id, chain, files, logical_bytes, nonzero_bytes, "
+    "zero_blocks, stored_bytes FROM chain_stats ORDER BY dedup_id";
+// -> file_id, dedup_id, chain, file, logical_bytes, nonzero_bytes, zero_blocks, stored_bytes
+inline constexpr std::string_view kFileStats =
+    "SELECT file_id, dedup_id, chain, file, logical_bytes, nonzero_bytes, zero_blocks, "
+    "stored_bytes FROM file_stats ORDER BY chain, file";
+
+// ---- Prepared-statement sets -------------------------------------------
+
+// The writer connection's statements, prepared once at open: the apply
+// routine runs them for every block. Each is named after its constant.
+struct WriterStatements {
+  sql::Stmt lat_get;           // kLatGet
+  sql::Stmt lat_put;           // kLatPut
+  sql::Stmt lat_delete_range;  // kLatDeleteRange
+  sql::Stmt lat_range;         // kLatRange
+  sql::Stmt lat_next;          // kLatNext
+  sql::Stmt hash_find;         // kHashFind
+  sql::Stmt pat_insert;        // kPatInsert
+  sql::Stmt pat_add_ref;       // kPatAddRef
+  sql::Stmt pat_refcount;      // kPatRefcount
+  sql::Stmt pat_delete;        // kPatDelete
+  sql::Stmt free_slot_insert;  // kFreeSlotInsert
+  sql::Stmt free_slot_delete;  // kFreeSlotDelete
+  sql::Stmt file_add_mapped;   // kFileAddMapped
+  sql::Stmt file_mapped;       // kFileMapped
+  sql::Stmt file_set_meta;     // kFileSetMeta
+
+  // Prepares them all on `db`; the set must be destroyed before `db`.
+  static Result<std::unique_ptr<WriterStatements>> Prepare(const sql::Db& db);
+};
+
+// A reader connection's statements (ReaderPool).
+struct ReaderStatements {
+  sql::Stmt lat_range;    // kLatRange
+  sql::Stmt file_mapped;  // kFileMapped
+  sql::Stmt lat_count;    // kLatCount
+
+  // Prepares them all on `db`; the set must be destroyed before `db`.
+  static Result<std::unique_ptr<ReaderStatements>> Prepare(const sql::Db& db);
+};
+
+}  // namespace chainswap::catalog_sql
