@@ -58,7 +58,7 @@ for c in fio gcc pkg-config fusermount3 mountpoint dd awk; do
 done
 CHAINSWAP=$BUILD/tools/chainswap
 CHAINSWAPFS=$BUILD/fs/chainswapfs
-[ -x "$CHAINSWAPFS" ] && [ -x "$CHAINSWAP" ] || die "build first: BUILD_DIR=$BUILD ./scripts/build.sh"
+{ [ -x "$CHAINSWAPFS" ] && [ -x "$CHAINSWAP" ]; } || die "build first: BUILD_DIR=$BUILD ./scripts/build.sh"
 CHAINSWAP=$(readlink -f "$CHAINSWAP") CHAINSWAPFS=$(readlink -f "$CHAINSWAPFS")
 [ -e "$WORK" ] && die "$WORK exists"
 mkdir -p "$WORK/logs"
@@ -123,6 +123,7 @@ sed 's/& ~O_NOFOLLOW\b/\& ~(O_NOFOLLOW | O_DIRECT)/' /usr/share/doc/libfuse3-dev
   >"$WORK/passthrough_ll.c"
 [ "$(grep -c 'O_NOFOLLOW | O_DIRECT' "$WORK/passthrough_ll.c")" = 2 ] ||
   die "passthrough_ll.c: expected to change its 2 opens of backing files (another libfuse version?)"
+# shellcheck disable=SC2046  # pkg-config's flags are meant to be split
 gcc -O2 -I/usr/share/doc/libfuse3-dev/examples -o "$PT_BIN" "$WORK/passthrough_ll.c" $(pkg-config fuse3 --cflags --libs) \
   >"$WORK/logs/passthrough_ll.build" 2>&1 || die "passthrough_ll did not build (see $WORK/logs)"
 HOG=$WORK/hog
