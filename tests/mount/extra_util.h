@@ -20,10 +20,15 @@
 //   CatalogRw            a read-write sqlite3 connection to an unmounted
 //                        backing directory's catalog, for deliberate damage.
 //   BackingLocked()      whether a daemon holds the lock on BACKING.
+//   ListDir / Exists     a directory's names (without . and ..); whether a
+//                        path exists.
+//   ProcInt / StatusKib  /proc/PID/FILE as one integer; a "Key: N kB" field
+//                        of /proc/PID/status.
 //
 // Everything is header-only (inline) so that several test files can share it.
 #pragma once
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -43,6 +48,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -124,6 +130,42 @@ inline std::string Describe(const CommandResult& r) {
 
 // Whether a process holds the flock on the backing directory (a daemon is
 // running on it).
+inline std::set<std::string> ListDir(const std::string& path) {
+  std::set<std::string> names;
+  DIR* d = ::opendir(path.c_str());
+  EXPECT_NE(d, nullptr) << "opendir " << path << ": " << ErrnoName(errno);
+  if (!d) return names;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.insert(n);
+  }
+  ::closedir(d);
+  return names;
+}
+
+inline bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+// /proc/PID/FILE holding one integer (oom_score_adj, ...); INT64_MIN when
+// unreadable.
+inline int64_t ProcInt(pid_t pid, const std::string& file) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/" + file);
+  int64_t v = INT64_MIN;
+  in >> v;
+  return v;
+}
+
+// "VmLck:   1234 kB" of /proc/PID/status -> 1234; -1 when absent.
+inline int64_t StatusKib(pid_t pid, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1));
+  return -1;
+}
+
 inline bool BackingLocked(const std::string& backing) {
   int fd = ::open(backing.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return false;

@@ -9,26 +9,14 @@
 #include <fstream>
 #include <string>
 
+#include "tests/mount/extra_util.h"
 #include "tests/mount/mount_fixture.h"
 
 namespace chainswap::mounttest {
 namespace {
 
-int64_t ProcInt(pid_t pid, const std::string& file) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/" + file);
-  int64_t v = INT64_MIN;
-  in >> v;
-  return v;
-}
-
-// "VmLck:   1234 kB" -> 1234; -1 when absent.
-int64_t StatusKib(pid_t pid, const std::string& key) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1));
-  return -1;
-}
+using extra::ProcInt;
+using extra::StatusKib;
 
 // Whether this process (and so the daemon it starts) may lower an
 // oom_score_adj: that needs CAP_SYS_RESOURCE, which some containers drop.

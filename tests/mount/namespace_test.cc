@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/mount/extra_util.h"
 #include "tests/mount/mount_fixture.h"
 
 namespace chainswap::mounttest {
@@ -18,23 +19,8 @@ namespace {
 
 class NamespaceTest : public MountTest {};
 
-std::set<std::string> ListDir(const std::string& path) {
-  std::set<std::string> names;
-  DIR* d = ::opendir(path.c_str());
-  EXPECT_NE(d, nullptr) << "opendir " << path << ": " << ErrnoName(errno);
-  if (!d) return names;
-  while (struct dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.insert(n);
-  }
-  ::closedir(d);
-  return names;
-}
-
-bool Exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0;
-}
+using extra::Exists;
+using extra::ListDir;
 
 TEST_F(NamespaceTest, RootHoldsOnlyChains) {
   const std::string f = fs().mnt() + "/file";

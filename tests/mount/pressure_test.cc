@@ -227,16 +227,8 @@ int ExitCodeOfZombie(pid_t pid) {  // field 52, exit_code, as waitpid reports it
   return f.size() > 49 ? std::stoi(f[49]) : -1;
 }
 
-int64_t ProcInt(pid_t pid, const std::string& file) { return FileInt("/proc/" + std::to_string(pid) + "/" + file); }
-
-// "VmLck:   1234 kB" -> 1234; -1 when absent.
-int64_t StatusKib(pid_t pid, const std::string& key) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1));
-  return -1;
-}
+using extra::ProcInt;
+using extra::StatusKib;
 
 // The first executable `name` in $PATH, or "".
 std::string FindInPath(const std::string& name) {

@@ -47,23 +47,8 @@ using extra::RawFd;
 
 class TrustTest : public MountTest {};
 
-std::set<std::string> ListDir(const std::string& path) {
-  std::set<std::string> names;
-  DIR* d = ::opendir(path.c_str());
-  EXPECT_NE(d, nullptr) << "opendir " << path << ": " << ErrnoName(errno);
-  if (!d) return names;
-  while (struct dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.insert(n);
-  }
-  ::closedir(d);
-  return names;
-}
-
-bool Exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0;
-}
+using extra::Exists;
+using extra::ListDir;
 
 // The size the daemon reports right now (statx AT_STATX_FORCE_SYNC: a
 // GETATTR, not the kernel's cached inode); -1 on error.
