@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <set>
 
+#include "catalog/block.h"
 #include "destage/clock.h"
 
 namespace chainswap {
@@ -58,23 +59,31 @@ Result<uint64_t> BucketJournal::Open(std::map<int64_t, ReplayedMeta>* meta) {
   for (size_t i = 0; i < ids->size(); ++i) {
     auto seg = Segment::OpenExisting(options_.dir, (*ids)[i]);
     if (!seg.ok()) return seg.status();
-    std::vector<Record> recs;
     bool torn = false;
     // Only the newest segment may end in a torn tail, which is cut off; any
     // damage elsewhere is refused and left untouched for the operator.
     const bool last = i + 1 == ids->size();
-    CS_RETURN_IF_ERROR((*seg)->ReadAll(&recs, &torn, /*cut_torn=*/last));
+    auto b = std::make_shared<Bucket>();
+    b->id = (*ids)[i];
+    b->segment = *seg;
+    b->sealed = true;
+    // Payloads stay in the segment (read through a mapping here): only their
+    // zero flags are taken, for the staging index.
+    std::vector<std::pair<Record, std::vector<uint8_t>>> recs;
+    CS_RETURN_IF_ERROR((*seg)->Scan(
+        [&](Record&& r, std::span<const uint8_t> payload) {
+          std::vector<uint8_t> zero(r.kind == RecordKind::kWrite ? r.count : 0);
+          for (size_t k = 0; k < zero.size(); ++k) zero[k] = IsZeroBlock(payload.data() + k * kBlockSize);
+          recs.emplace_back(std::move(r), std::move(zero));
+          return Status::Ok();
+        },
+        &torn, /*cut_torn=*/last));
     if (torn && !last) {
       return Status::Error(EUCLEAN, "journal segment " + (*seg)->path() +
                                         " is damaged but newer segments follow; refusing to drop "
                                         "acknowledged writes (see docs/OPERATIONS.md)");
     }
-    auto b = std::make_shared<Bucket>();
-    b->id = (*ids)[i];
-    b->segment = *seg;
-    b->sealed = true;
-    b->bytes = (*seg)->bytes();
-    for (Record& r : recs) {
+    for (auto& [r, zero] : recs) {
       if (r.seq < next_seq_) {
         return Status::Error(EUCLEAN, "journal sequence numbers go backwards in " + (*seg)->path());
       }
@@ -83,13 +92,15 @@ Result<uint64_t> BucketJournal::Open(std::map<int64_t, ReplayedMeta>* meta) {
         ++skipped;
         continue;
       }
+      r.segment = *seg;
       StagingIndex::Track(&r);
-      index_.Add(r);
+      index_.Add(r, zero);
       AccountLocked(*b, r);
       (*meta)[r.file_id] = ReplayedMeta{r.file_size, r.mtime_ns};
       b->records.push_back(std::move(r));
       ++replayed;
     }
+    b->bytes = (*seg)->bytes();
     journal_bytes_ += b->bytes;
     buckets_.push_back(std::move(b));
     next_bucket_ = (*ids)[i] + 1;
@@ -199,7 +210,15 @@ Status BucketJournal::Append(Record r, bool space_exempt, std::vector<uint8_t> z
   uint8_t header[kRecordHeaderSize];
   EncodeHeader(r, payload_sum, header);
   const size_t payload = r.kind == RecordKind::kWrite ? r.count * kBlockSize : 0;
-  Status st = b.segment->Append(header, r.data.get(), payload);
+  auto at = b.segment->Append(header, r.data.get(), payload);
+  Status st = at.status();
+  if (at.ok()) {
+    // From here on the payload is read back from the segment (page cache):
+    // the writer's buffer goes when the writer returns.
+    r.segment = b.segment;
+    r.payload_offset = *at + kRecordHeaderSize;
+    r.data.reset();
+  }
 
   lk.Lock();
   b.appending = false;

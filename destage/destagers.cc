@@ -1,5 +1,7 @@
 #include "destage/destagers.h"
 
+#include "destage/journal.h"
+
 #include <pthread.h>
 #include <spdlog/spdlog.h>
 
@@ -176,6 +178,10 @@ Status Destagers::ProcessWrites(const Bucket& b, size_t* next_record) {
   std::vector<BlockOp> ops;
   std::vector<size_t> stripes;
   HasherCache hashers;
+  // Payloads are read through a mapping of the sealed segment (page cache,
+  // file-backed): nothing of the bucket is copied into the heap.
+  auto map = b.segment->Map(b.bytes);
+  if (!map.ok()) return map.status();
   size_t i = *next_record;
   while (i < b.records.size()) {
     if (stopping_.load(std::memory_order_relaxed)) return Status::Error(ECANCELED, "stopping");
@@ -231,7 +237,10 @@ Status Destagers::ProcessWrites(const Bucket& b, size_t* next_record) {
         op.file_id = r.file_id;
         op.dedup_id = r.dedup_id;
         op.lba = r.lba + n;
-        op.data = r.data.get() + n * kBlockSize;
+        if (r.payload_offset + (n + 1) * kBlockSize > map->size())
+          return Status::Error(EIO, "journal record of swap file " + std::to_string(r.file_id) +
+                                        " lies beyond its segment " + b.segment->path());
+        op.data = map->data() + r.payload_offset + n * kBlockSize;
         // The journal tested each block for zeros once: a precomputed hash
         // means non-zero (Catalog::ApplyBlockOps).
         if (!IsZeroBlock(op.data)) op.hash = hasher->Hash(op.data);

@@ -1,5 +1,7 @@
 #include "destage/engine.h"
 
+#include "destage/journal.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -14,8 +16,15 @@ constexpr uint64_t kMaxLba = static_cast<uint64_t>(INT64_MAX) >> kBlockShift;
 
 uint64_t DivUp(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
-std::shared_ptr<uint8_t[]> NewBlocks(uint64_t n) {
-  return std::shared_ptr<uint8_t[]>(new uint8_t[n * kBlockSize]);
+// Whole-block scratch of the calling thread (a write's blocks with their
+// read-modify-write edges, an unaligned read): grown to the largest request
+// the thread served (FUSE bounds those: max_write, max_read) and reused, so
+// that serving a request allocates nothing under memory pressure. Its pages
+// are locked with the rest of the daemon (fs/memory_guard.h).
+uint8_t* ScratchBlocks(uint64_t n) {
+  thread_local std::vector<uint8_t> scratch;
+  if (scratch.size() < n * kBlockSize) scratch.resize(n * kBlockSize);
+  return scratch.data();
 }
 
 }  // namespace
@@ -82,9 +91,20 @@ Status Engine::ReadBlocks(int64_t file_id, uint64_t lba, uint64_t n, uint8_t* ou
   uint64_t i = 0;
   while (i < n) {
     if (hits[i]) {
-      if (hits[i]->is_write) std::memcpy(out + i * kBlockSize, hits[i]->block, kBlockSize);
-      else std::memset(out + i * kBlockSize, 0, kBlockSize);
-      ++i;
+      const StagingIndex::Hit& h = *hits[i];
+      if (!h.is_write || h.zero) {
+        std::memset(out + i * kBlockSize, 0, kBlockSize);
+        ++i;
+        continue;
+      }
+      // Staged blocks are read back from their journal segment (page cache),
+      // consecutive ones of one record in one read.
+      uint64_t j = i + 1;
+      while (j < n && hits[j] && hits[j]->is_write && !hits[j]->zero && hits[j]->segment == h.segment &&
+             hits[j]->offset == h.offset + (j - i) * kBlockSize)
+        ++j;
+      CS_RETURN_IF_ERROR(h.segment->ReadAt(h.offset, (j - i) * kBlockSize, out + i * kBlockSize));
+      i = j;
       continue;
     }
     uint64_t j = i + 1;
@@ -113,37 +133,37 @@ Status Engine::WriteRecords(FileRef f, uint64_t offset, std::span<const uint8_t>
   size_t consumed = 0;
   while (done_lba <= last) {
     const uint64_t n = std::min<uint64_t>(last - done_lba + 1, kMaxRecordBlocks);
-    auto buf = NewBlocks(n);
+    uint8_t* buf = ScratchBlocks(n);
     const bool first_rec = done_lba == first;
     const bool last_rec = done_lba + n - 1 == last;
     // Read-modify-write of partial edge blocks that hold data.
     if (first_rec && head != 0) {
-      if ((first << kBlockShift) < size) CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, first, 1, buf.get()));
-      else std::memset(buf.get(), 0, kBlockSize);
+      if ((first << kBlockShift) < size) CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, first, 1, buf));
+      else std::memset(buf, 0, kBlockSize);
     }
     if (last_rec && tail != 0 && !(first_rec && n == 1 && head != 0)) {
-      uint8_t* lastp = buf.get() + (n - 1) * kBlockSize;
+      uint8_t* lastp = buf + (n - 1) * kBlockSize;
       if ((last << kBlockShift) < size) CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, last, 1, lastp));
       else std::memset(lastp, 0, kBlockSize);
     }
     const uint32_t dst = first_rec ? head : 0;
     const size_t take = std::min<size_t>(data.size() - consumed, n * kBlockSize - dst);
-    std::memcpy(buf.get() + dst, data.data() + consumed, take);
+    std::memcpy(buf + dst, data.data() + consumed, take);
     consumed += take;
-    CS_RETURN_IF_ERROR(AppendBlocks(f, done_lba, n, std::move(buf), meta, space_exempt));
+    CS_RETURN_IF_ERROR(AppendBlocks(f, done_lba, n, buf, meta, space_exempt));
     counters_.blocks_written += n;
     done_lba += n;
   }
   return Status::Ok();
 }
 
-Status Engine::AppendBlocks(FileRef f, uint64_t lba, uint64_t n, std::shared_ptr<uint8_t[]> buf,
-                            const FileMetaUpdate& meta, bool space_exempt) {
+Status Engine::AppendBlocks(FileRef f, uint64_t lba, uint64_t n, const uint8_t* buf, const FileMetaUpdate& meta,
+                            bool space_exempt) {
   // A zero block is a hole once destaged: long runs of them are journaled
   // as deletes, without their 4 KiB each (guest memory is often zeros).
   constexpr uint64_t kZeroRunBlocks = 4;
   std::vector<uint8_t> zero(n);
-  for (uint64_t i = 0; i < n; ++i) zero[i] = IsZeroBlock(buf.get() + i * kBlockSize);
+  for (uint64_t i = 0; i < n; ++i) zero[i] = IsZeroBlock(buf + i * kBlockSize);
   auto record = [&](RecordKind kind, uint64_t from, uint64_t to) {
     Record r;
     r.kind = kind;
@@ -154,8 +174,10 @@ Status Engine::AppendBlocks(FileRef f, uint64_t lba, uint64_t n, std::shared_ptr
     r.file_size = meta.size;
     r.mtime_ns = meta.mtime_ns;
     if (kind == RecordKind::kWrite) {
-      // Shares buf (aliasing pointer): no copy of the payload.
-      r.data = std::shared_ptr<const uint8_t[]>(buf, buf.get() + from * kBlockSize);
+      // Points into buf without owning it (aliasing an empty owner: no
+      // allocation, no copy). The journal drops it once the record is in its
+      // segment, before Append returns.
+      r.data = std::shared_ptr<const uint8_t[]>(std::shared_ptr<const uint8_t[]>(), buf + from * kBlockSize);
       return Append(std::move(r), space_exempt, std::vector<uint8_t>(zero.begin() + from, zero.begin() + to));
     }
     return Append(std::move(r), /*space_exempt=*/true);
@@ -196,9 +218,9 @@ Result<size_t> Engine::Read(FileRef f, uint64_t offset, size_t len, uint64_t siz
     CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, first, n, out));
     return len;
   }
-  auto buf = NewBlocks(n);
-  CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, first, n, buf.get()));
-  std::memcpy(out, buf.get() + head, len);
+  uint8_t* buf = ScratchBlocks(n);
+  CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, first, n, buf));
+  std::memcpy(out, buf + head, len);
   return len;
 }
 

@@ -136,9 +136,10 @@ class Engine {
 
  private:
   // Appends blocks [lba, lba + n) of a write held in buf: runs of zero
-  // blocks as delete records, the rest as write records sharing buf.
-  Status AppendBlocks(FileRef f, uint64_t lba, uint64_t n, std::shared_ptr<uint8_t[]> buf,
-                      const FileMetaUpdate& meta, bool space_exempt);
+  // blocks as delete records, the rest as write records (buf is written to
+  // the journal before this returns; nothing keeps it).
+  Status AppendBlocks(FileRef f, uint64_t lba, uint64_t n, const uint8_t* buf, const FileMetaUpdate& meta,
+                      bool space_exempt);
   Status WriteRecords(FileRef f, uint64_t offset, std::span<const uint8_t> data, uint64_t size,
                       const FileMetaUpdate& meta, bool space_exempt);
   Status ReadBlocks(int64_t file_id, uint64_t lba, uint64_t n, uint8_t* out);

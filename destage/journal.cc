@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -57,7 +58,7 @@ Result<std::shared_ptr<Segment>> Segment::OpenExisting(const std::string& dir, u
       new Segment(fd, id, dir, path, static_cast<uint64_t>(st.st_size), /*name_durable=*/true));
 }
 
-Status Segment::Append(const uint8_t* header, const uint8_t* payload, size_t payload_len) {
+Result<uint64_t> Segment::Append(const uint8_t* header, const uint8_t* payload, size_t payload_len) {
   struct iovec iov[2] = {{const_cast<uint8_t*>(header), kRecordHeaderSize},
                          {const_cast<uint8_t*>(payload), payload_len}};
   int iovcnt = payload_len ? 2 : 1;
@@ -88,8 +89,51 @@ Status Segment::Append(const uint8_t* header, const uint8_t* payload, size_t pay
     }
     done += static_cast<size_t>(w);
   }
+  const uint64_t at = end_;
   end_ += total;
+  return at;
+}
+
+Status Segment::ReadAt(uint64_t offset, size_t len, uint8_t* out) const {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = ::pread(fd_, out + got, len - got, static_cast<off_t>(offset + got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno("read staged block from journal segment " + path_);
+    }
+    if (n == 0)
+      return Status::Error(EIO, "journal segment " + path_ + " is shorter than its records (offset " +
+                                    std::to_string(offset + got) + ")");
+    got += static_cast<size_t>(n);
+  }
   return Status::Ok();
+}
+
+Segment::Mapping& Segment::Mapping::operator=(Mapping&& o) noexcept {
+  if (this != &o) {
+    if (data_) ::munmap(const_cast<uint8_t*>(data_), len_);
+    data_ = o.data_;
+    len_ = o.len_;
+    o.data_ = nullptr;
+    o.len_ = 0;
+  }
+  return *this;
+}
+
+Segment::Mapping::~Mapping() {
+  if (data_) ::munmap(const_cast<uint8_t*>(data_), len_);
+}
+
+Result<Segment::Mapping> Segment::Map(uint64_t len) const {
+  if (len == 0) return Mapping();
+  void* p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd_, 0);
+  if (p == MAP_FAILED) return Status::FromErrno("map journal segment " + path_);
+  // mlockall(MCL_FUTURE) (fs/memory_guard.h) would lock these file pages as
+  // they are touched: they are the page cache's to reclaim.
+  (void)::munlock(p, len);
+  (void)::madvise(p, len, MADV_SEQUENTIAL);
+  return Mapping(static_cast<const uint8_t*>(p), len);
 }
 
 Status Segment::Sync() {
@@ -102,24 +146,30 @@ Status Segment::Sync() {
 }
 
 Status Segment::ReadAll(std::vector<Record>* out, bool* torn, bool cut_torn) {
+  return Scan(
+      [out](Record&& r, std::span<const uint8_t> payload) {
+        if (!payload.empty()) {
+          std::shared_ptr<uint8_t[]> data(new uint8_t[payload.size()]);
+          std::memcpy(data.get(), payload.data(), payload.size());
+          r.data = std::move(data);
+        }
+        out->push_back(std::move(r));
+        return Status::Ok();
+      },
+      torn, cut_torn);
+}
+
+Status Segment::Scan(const Visitor& visit, bool* torn, bool cut_torn) {
   *torn = false;
-  std::vector<uint8_t> buf(end_);
-  size_t got = 0;
-  while (got < buf.size()) {
-    ssize_t n = ::pread(fd_, buf.data() + got, buf.size() - got, static_cast<off_t>(got));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno("read journal segment " + path_);
-    }
-    if (n == 0) break;
-    got += static_cast<size_t>(n);
-  }
-  buf.resize(got);
+  auto map = Map(end_);
+  if (!map.ok()) return map.status();
+  const std::span<const uint8_t> buf(map->data(), map->size());
   size_t off = 0;
   for (;;) {
     Record r;
     size_t used = 0;
-    DecodeStatus ds = DecodeRecord(std::span<const uint8_t>(buf).subspan(off), &r, &used);
+    std::span<const uint8_t> payload;
+    DecodeStatus ds = DecodeRecordView(buf.subspan(off), &r, &payload, &used);
     if (ds == DecodeStatus::kEnd) break;
     if (ds == DecodeStatus::kTorn) {
       // A torn tail is expected after a crash. Intact records after the bad
@@ -128,13 +178,14 @@ Status Segment::ReadAll(std::vector<Record>* out, bool* torn, bool cut_torn) {
       // position right after it is looked at (its payload is guest data and
       // may itself look like records); otherwise scan.
       uint32_t declared = 0;
-      const bool header_ok = PeekHeader(std::span<const uint8_t>(buf).subspan(off), &declared);
+      const bool header_ok = PeekHeader(buf.subspan(off), &declared);
       size_t scan_from = header_ok ? off + declared : ((off + 8) & ~size_t{7});
       size_t scan_to = header_ok ? std::min(buf.size(), scan_from + 1) : buf.size();
       for (size_t p = scan_from; p < scan_to && p + kRecordHeaderSize <= buf.size(); p += 8) {
         Record later;
         size_t later_used = 0;
-        if (DecodeRecord(std::span<const uint8_t>(buf).subspan(p), &later, &later_used) == DecodeStatus::kOk) {
+        std::span<const uint8_t> later_payload;
+        if (DecodeRecordView(buf.subspan(p), &later, &later_payload, &later_used) == DecodeStatus::kOk) {
           return Status::Error(EUCLEAN, "journal segment " + path_ + " has a corrupt record at offset " +
                                             std::to_string(off) + " followed by intact records (seq " +
                                             std::to_string(later.seq) +
@@ -145,12 +196,14 @@ Status Segment::ReadAll(std::vector<Record>* out, bool* torn, bool cut_torn) {
       if (!cut_torn) break;
       spdlog::warn("journal: torn or corrupt record at offset {} of {} ({} bytes ignored)", off, path_,
                    buf.size() - off);
+      *map = Mapping();  // unmapped before the file shrinks under it
       if (::ftruncate(fd_, static_cast<off_t>(off)) != 0)
         return Status::FromErrno("truncate torn tail of " + path_);
       end_ = off;
       break;
     }
-    out->push_back(std::move(r));
+    if (r.kind == RecordKind::kWrite) r.payload_offset = off + kRecordHeaderSize;
+    CS_RETURN_IF_ERROR(visit(std::move(r), payload));
     off += used;
   }
   return Status::Ok();

@@ -3,14 +3,22 @@
 // when the bucket retires. The in-memory bucket bookkeeping lives in the
 // Engine; this class only does the file I/O.
 //
+// Payloads are not kept in the daemon's heap: readers of a staged block
+// (ReadAt) and the write destager (Map) read them back from the file, so
+// they live in the page cache, which the kernel can reclaim.
+//
 // Thread-safety: Segment appends must be serialized by the caller (the
 // Engine's append lock); Sync and Remove may run concurrently with appends to
-// other segments.
+// other segments. ReadAt and Map may run concurrently with anything (they
+// read bytes an append completed before; an unlinked segment stays readable
+// while a shared_ptr to it lives).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -33,15 +41,47 @@ class Segment {
   static Result<std::shared_ptr<Segment>> OpenExisting(const std::string& dir, uint64_t id,
                                                        bool read_only = false);
 
-  // Appends header + payload at the end (one pwritev).
-  Status Append(const uint8_t* header, const uint8_t* payload, size_t payload_len);
+  // Appends header + payload at the end (one pwritev); returns the offset
+  // of the record (its payload follows the header).
+  Result<uint64_t> Append(const uint8_t* header, const uint8_t* payload, size_t payload_len);
+  // Reads `len` bytes at `offset` (within records already appended).
+  Status ReadAt(uint64_t offset, size_t len, uint8_t* out) const;
   // fdatasync; the first successful one also fsyncs the directory, so that
   // the segment's name is as durable as its records. Thread-safe.
   Status Sync();
-  // Reads every intact record; stops at a torn tail, which is cut off (when
-  // `cut_torn`) so that later appends never follow garbage. *torn tells
-  // whether one was found. EUCLEAN when intact records follow a bad one.
+  // Calls `visit` with every intact record in order (payload_offset set,
+  // data null) and a view of its payload that is valid during the call
+  // only; stops at a torn tail, which is cut off (when `cut_torn`) so that
+  // later appends never follow garbage. *torn tells whether one was found.
+  // EUCLEAN when intact records follow a bad one. The file is read through
+  // a mapping (page cache), not copied into the heap. A visitor's error
+  // stops the scan and is returned.
+  using Visitor = std::function<Status(Record&& r, std::span<const uint8_t> payload)>;
+  Status Scan(const Visitor& visit, bool* torn, bool cut_torn = true);
+  // Scan that collects the records with their payloads in memory (tools,
+  // tests).
   Status ReadAll(std::vector<Record>* out, bool* torn, bool cut_torn = true);
+
+  // A read-only mapping of a prefix of the segment; unmapped on destruction.
+  // Its pages are file-backed and kept out of the daemon's memory lock.
+  class Mapping {
+   public:
+    Mapping() = default;
+    Mapping(Mapping&& o) noexcept : data_(o.data_), len_(o.len_) { o.data_ = nullptr, o.len_ = 0; }
+    Mapping& operator=(Mapping&& o) noexcept;
+    ~Mapping();
+    const uint8_t* data() const { return data_; }
+    size_t size() const { return len_; }
+
+   private:
+    friend class Segment;
+    Mapping(const uint8_t* d, size_t n) : data_(d), len_(n) {}
+    const uint8_t* data_ = nullptr;
+    size_t len_ = 0;
+  };
+  // Maps the first `len` bytes (records appended already; a sealed bucket's
+  // segment never changes below its size).
+  Result<Mapping> Map(uint64_t len) const;
   // Deletes the file.
   Status Remove();
 

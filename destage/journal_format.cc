@@ -70,6 +70,18 @@ bool PeekHeader(std::span<const uint8_t> in, uint32_t* length) {
 }
 
 DecodeStatus DecodeRecord(std::span<const uint8_t> in, Record* out, size_t* consumed) {
+  std::span<const uint8_t> payload;
+  DecodeStatus ds = DecodeRecordView(in, out, &payload, consumed);
+  if (ds == DecodeStatus::kOk && !payload.empty()) {
+    std::shared_ptr<uint8_t[]> data(new uint8_t[payload.size()]);
+    std::memcpy(data.get(), payload.data(), payload.size());
+    out->data = std::move(data);
+  }
+  return ds;
+}
+
+DecodeStatus DecodeRecordView(std::span<const uint8_t> in, Record* out, std::span<const uint8_t>* payload_out,
+                              size_t* consumed) {
   if (in.empty()) return DecodeStatus::kEnd;
   if (in.size() < kRecordHeaderSize) return DecodeStatus::kTorn;
   const uint8_t* h = in.data();
@@ -96,10 +108,8 @@ DecodeStatus DecodeRecord(std::span<const uint8_t> in, Record* out, size_t* cons
   r.mtime_ns = Get<int64_t>(h + 64);
   if (r.kind == RecordKind::kWrite) {
     if (r.count != blocks || blocks == 0) return DecodeStatus::kTorn;
-    std::shared_ptr<uint8_t[]> data(new uint8_t[payload]);
-    std::memcpy(data.get(), h + kRecordHeaderSize, payload);
-    r.data = std::move(data);
   }
+  *payload_out = in.subspan(kRecordHeaderSize, payload);
   *out = std::move(r);
   *consumed = len;
   return DecodeStatus::kOk;

@@ -34,6 +34,8 @@
 
 namespace chainswap {
 
+class Segment;  // destage/journal.h
+
 inline constexpr uint32_t kRecordMagic = 0x314a5343;  // "CSJ1"
 inline constexpr size_t kRecordHeaderSize = 88;
 inline constexpr uint32_t kMaxRecordBlocks = 1024;    // 4 MiB payload at most
@@ -50,8 +52,15 @@ struct Record {
   uint64_t count = 0;       // LBAs covered
   uint64_t file_size = 0;   // after the op
   int64_t mtime_ns = 0;     // after the op
-  // Write payload: count * 4096 bytes, shared with the staging index.
+  // Write payload in memory: count * 4096 bytes. Set by the writer until the
+  // record is in its segment, and by Segment::ReadAll (tools, tests). Null
+  // for a journaled record of the engine: its payload is read back from the
+  // segment (page cache, reclaimable), never kept in the daemon's heap.
   std::shared_ptr<const uint8_t[]> data;
+  // In memory only, never encoded: the segment holding the record and the
+  // offset of its payload there (writes; set once the record is written).
+  std::shared_ptr<Segment> segment;
+  uint64_t payload_offset = 0;
   // In memory only, never encoded: one bit per block of a write, set by the
   // staging index once a newer op covers the block (StagingIndex::Track).
   std::shared_ptr<std::atomic<uint64_t>[]> superseded;
@@ -79,5 +88,9 @@ bool PeekHeader(std::span<const uint8_t> in, uint32_t* length);
 // Decodes the record at the start of `in`. kEnd when `in` is empty; kTorn
 // for a short, malformed or corrupt record. On kOk, *consumed is its size.
 DecodeStatus DecodeRecord(std::span<const uint8_t> in, Record* out, size_t* consumed);
+// DecodeRecord without a copy of the payload: out->data stays null and
+// *payload views the (checksummed) payload inside `in`.
+DecodeStatus DecodeRecordView(std::span<const uint8_t> in, Record* out, std::span<const uint8_t>* payload,
+                              size_t* consumed);
 
 }  // namespace chainswap

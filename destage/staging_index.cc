@@ -57,7 +57,8 @@ void StagingIndex::Add(const Record& r, std::span<const uint8_t> zero_flags) {
         if (it->second.zero) --f.zero_writes;
         MarkSuperseded(it->second);
       }
-      it->second = WriteEntry{r.seq, r.data, r.superseded, static_cast<uint32_t>(i), zero[i] != 0};
+      it->second = WriteEntry{r.seq,       r.segment, r.payload_offset + i * kBlockSize, r.superseded,
+                              static_cast<uint32_t>(i), zero[i] != 0};
       if (zero[i]) ++f.zero_writes;
     }
     return;
@@ -102,13 +103,16 @@ void StagingIndex::Lookup(int64_t file_id, uint64_t lba, uint64_t n,
   if (it != f.deletes.begin()) --it;
   for (; it != f.deletes.end() && it->first < end; ++it) {
     uint64_t a = std::max(it->first, lba), b = std::min(it->second.end, end);
-    for (uint64_t l = a; l < b; ++l) (*out)[l - lba] = Hit{false, nullptr, nullptr};
+    for (uint64_t l = a; l < b; ++l) (*out)[l - lba] = Hit{};
   }
   for (auto w = f.writes.lower_bound(lba); w != f.writes.end() && w->first < end; ++w) {
     Hit h;
     h.is_write = true;
-    h.block = w->second.data.get() + size_t{w->second.block} * kBlockSize;
-    h.pin = w->second.data;
+    h.zero = w->second.zero;
+    if (!h.zero) {
+      h.segment = w->second.segment;
+      h.offset = w->second.offset;
+    }
     (*out)[w->first - lba] = std::move(h);
   }
 }

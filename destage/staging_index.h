@@ -1,6 +1,7 @@
 // The staging index (SPEC §2, §5): for every (swap file, LBA) with an op in
-// the journal that is not yet retired, the latest such op — a write (with its
-// bytes, kept in memory until the bucket retires) or a delete.
+// the journal that is not yet retired, the latest such op — a write (where
+// its bytes lie in a journal segment: they are read back from there, never
+// kept in the index) or a delete.
 //
 // Deletes are kept as LBA ranges (a truncate or unlink covers millions of
 // LBAs); writes per LBA. Invariant: if an LBA has a write entry, it is newer
@@ -40,11 +41,14 @@ std::vector<uint8_t> ZeroBlockFlags(const Record& r);
 
 class StagingIndex {
  public:
-  // What a read of one staged LBA sees.
+  // What a read of one staged LBA sees: a delete (zeros), or a write whose
+  // 4 KiB lie at `offset` of `segment` (which the hit keeps open), or are
+  // all zeros (`zero`: nothing to read).
   struct Hit {
     bool is_write = false;
-    const uint8_t* block = nullptr;        // is_write: 4 KiB of data
-    std::shared_ptr<const uint8_t[]> pin;  // keeps `block` alive
+    bool zero = false;
+    std::shared_ptr<Segment> segment;
+    uint64_t offset = 0;
   };
 
   // Gives a write record its supersession bits (all clear), so that Add of
@@ -58,9 +62,10 @@ class StagingIndex {
   }
 
   // Records a journaled op as the latest for its LBAs. REQUIRES: ops arrive
-  // in increasing seq order. For a write, `zero[i]` says whether block i of
-  // its payload is all zeros (the caller has scanned the payload already,
-  // outside its locks); without it, Add scans the payload itself.
+  // in increasing seq order; a write is in its segment (r.segment and
+  // r.payload_offset set). `zero[i]` says whether block i of a write's
+  // payload is all zeros (the caller scanned the payload, outside the lock);
+  // without it, Add scans r.data itself (REQUIRES then: r.data set).
   void Add(const Record& r, std::span<const uint8_t> zero = {}) EXCLUDES(mu_);
 
   // For each LBA of [lba, lba + n): the staged op, or nullopt when the
@@ -103,9 +108,10 @@ class StagingIndex {
  private:
   struct WriteEntry {
     uint64_t seq;
-    std::shared_ptr<const uint8_t[]> data;
+    std::shared_ptr<Segment> segment;  // holds the record
+    uint64_t offset;                   // of the block's bytes in the segment
     std::shared_ptr<std::atomic<uint64_t>[]> superseded;  // the record's bits (may be null)
-    uint32_t block;  // index of the block inside data
+    uint32_t block;  // index of the block inside its record
     bool zero;       // the block is all zeros (a hole once destaged)
   };
   // Flags e's block in its record as superseded (an atomic in the record:

@@ -63,7 +63,7 @@ Status AppendRecord(Segment& seg, const Record& r) {
   uint8_t h[kRecordHeaderSize];
   EncodeHeader(r, PayloadChecksum(r), h);
   const size_t payload = r.kind == RecordKind::kWrite ? r.count * kBlockSize : 0;
-  return seg.Append(h, r.data.get(), payload);
+  return seg.Append(h, r.data.get(), payload).status();
 }
 
 uint64_t FileSize(const std::string& path) {
