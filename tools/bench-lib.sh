@@ -38,7 +38,9 @@
 #   bl_dev_describe DEV               one line: size, transport/model, rotational, dm name and slaves
 #   bl_rss_sampler_start PID OUT / bl_rss_sampler_stop
 #       samples RssAnon and VmHWM of PID from /proc/PID/status every 100 ms
-#       in the background; stop prints "peak_rssanon_kib peak_vmhwm_kib samples"
+#       in the background (one sampler at a time); stop (in the calling
+#       shell, never in $(...)) sets BL_RSS="peak_rssanon_kib peak_vmhwm_kib
+#       samples" (n/a n/a 0 without a sampler)
 #   bl_fio_json FILE rw               "iops p99_us max_us" (completion latency) of fio's JSON output
 #   bl_drop_caches                    sync, then drop the page cache
 #   bl_machine                        one line: CPU, nproc, RAM, kernel, OS
@@ -47,8 +49,8 @@
 # Uses: CHAINSWAP, CHAINSWAPFS (paths of the binaries) for the chainswap
 # helpers; /usr/bin/python3 for bl_fio_json.
 
-# shellcheck disable=SC2034  # BL_PID and BL_ERR are read by the scripts that source this
-BL_PID='' BL_ERR='' BL_SAMPLER_PID='' BL_SAMPLER_OUT=''
+# shellcheck disable=SC2034  # BL_PID, BL_ERR and BL_RSS are read by the scripts that source this
+BL_PID='' BL_ERR='' BL_RSS='' BL_SAMPLER_PID='' BL_SAMPLER_OUT=''
 BL_PT_EXAMPLES=/usr/share/doc/libfuse3-dev/examples
 
 bl_now() { date +%s.%N; }
@@ -228,6 +230,7 @@ bl_dev_describe() {  # dev
 bl_rss_sampler_start() {  # pid out
   local pid=$1 out=$2
   BL_SAMPLER_OUT=$out
+  rm -f "$out"
   (
     stop=0
     trap 'stop=1' TERM
@@ -249,12 +252,13 @@ bl_rss_sampler_start() {  # pid out
   BL_SAMPLER_PID=$!
 }
 
-bl_rss_sampler_stop() {  # -> "peak_rssanon_kib peak_vmhwm_kib samples"
-  [ -n "$BL_SAMPLER_PID" ] || { echo "n/a n/a 0"; return 0; }
+bl_rss_sampler_stop() {  # sets BL_RSS="peak_rssanon_kib peak_vmhwm_kib samples"; not in $(...): it waits
+  BL_RSS='n/a n/a 0'
+  [ -n "$BL_SAMPLER_PID" ] || return 0
   kill -TERM "$BL_SAMPLER_PID" 2>/dev/null || true
   wait "$BL_SAMPLER_PID" 2>/dev/null || true
   BL_SAMPLER_PID=''
-  if [ -s "$BL_SAMPLER_OUT" ]; then cat "$BL_SAMPLER_OUT"; else echo "n/a n/a 0"; fi
+  if [ -s "$BL_SAMPLER_OUT" ]; then read -r BL_RSS <"$BL_SAMPLER_OUT"; fi
 }
 
 # ---------------------------------------------------------------- fio, caches, machine

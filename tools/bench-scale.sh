@@ -104,7 +104,7 @@ CUR_PID='' TMPFS_UP=0
 cleanup() {
   set +e
   trap - EXIT INT TERM
-  bl_rss_sampler_stop >/dev/null 2>&1
+  bl_rss_sampler_stop 2>/dev/null
   bl_unmount "$MNT" "$CUR_PID" 300
   [ "$TMPFS_UP" = 1 ] && bl_umount_tmpfs "$TMPFS"
   if mountpoint -q "$MNT" 2>/dev/null || mountpoint -q "$TMPFS" 2>/dev/null; then
@@ -169,7 +169,8 @@ setup() {
 stop() {
   RSS='n/a n/a 0'
   if [ -n "$CUR_PID" ]; then
-    RSS=$(bl_rss_sampler_stop)
+    bl_rss_sampler_stop
+    RSS=$BL_RSS
     bl_unmount "$MNT" "$CUR_PID" "$SETTLE_TIMEOUT"
     CUR_PID=''
   fi
@@ -272,7 +273,7 @@ run_b() {  # target rep
   mkdir "$DIR/chain"
   bl_drop_caches
   b0=$(bl_bytes_written "$DEV"); sleep "$BG_SECONDS"; b1=$(bl_bytes_written "$DEV")
-  bg=$(awk -v a="$b0" -v b="$b1" -v s="$BG_SECONDS" 'BEGIN { printf "%.0f", s > 0 ? (b - a) / s : 0 }')
+  bg=$(awk -v a="$b0" -v b="$b1" -v s="$BG_SECONDS" 'BEGIN { if (s > 0) printf "%.0f", (b - a) / s; else print "n/a" }')
   t0=$(bl_now); d0=$(bl_bytes_written "$DEV")
   for img in "$IMAGES"/chain/*; do
     dd if="$img" of="$DIR/chain/${img##*/}" bs=1M conv=fsync status=none ||
@@ -296,7 +297,7 @@ git_rev=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?')
   echo "# chainswap bench-scale, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $git_rev"
   echo "# command: sudo REPS=$REPS JOBS=\"$JOBS\" RUNTIME=$RUNTIME SIZE_MIB=$SIZE_MIB SIZE16_MIB=$SIZE16_MIB CHAIN_MIB=$CHAIN_MIB CLONES=$CLONES BG_SECONDS=$BG_SECONDS PARTS=\"$PARTS\"${CS_OPTS:+ CS_OPTS=$CS_OPTS} $CMDLINE"
   echo "# machine: $(bl_machine)"
-  echo "# disk: WORK=$WORK on $(stat -f -c %T "$WORK") ($(findmnt -n -o SOURCE -T "$WORK")), device $(bl_dev_describe "$DEV"); tmpfs ${need} MiB"
+  echo "# disk: WORK=$WORK on $(findmnt -n -o FSTYPE -T "$WORK") ($(findmnt -n -o SOURCE -T "$WORK")), device $(bl_dev_describe "$DEV"); tmpfs ${need} MiB"
   echo "# versions: $(fio --version), libfuse $(pkg-config --modversion fuse3), chainswapfs${CS_OPTS:+ -o $CS_OPTS} (defaults otherwise), passthrough_ll example defaults without O_DIRECT on its backing files"
   echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee -a "$RESULTS" >&2
@@ -419,9 +420,9 @@ if B and chain:
           "dd bs=1M conv=fsync per file, then settle)" % (chain["files"] - 1, logical / 2**20, distinct / 2**20))
     print()
     print("| target | device MiB written, settled | / logical | / distinct non-zero | incl. unmount MiB "
-          "| / distinct non-zero | disk background MiB/s | ingest + settle s | of which settle s | MB/s "
-          "| daemon peak RssAnon MiB | VmHWM MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| / distinct non-zero | disk background MiB/s | settled − background, / distinct non-zero "
+          "| ingest + settle s | of which settle s | MB/s | daemon peak RssAnon MiB | VmHWM MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     mbs = {}
     for t in ("chainswap", "ptll-disk", "plain", "ptll-tmpfs"):
         rs = runs_of("b", target=t)
@@ -429,15 +430,19 @@ if B and chain:
             continue
         for r in rs:
             r["mb_s"] = logical / 1e6 / float(r["total_s"])
+            bg = num(r.get("bg_bytes_per_s"))
+            r["net_bytes"] = None if bg is None else float(r["dev_bytes"]) - bg * float(r["total_s"])
         mbs[t] = med(rs, "mb_s")
         d, du = med(rs, "dev_bytes"), med(rs, "dev_bytes_unmount")
         if t == "ptll-tmpfs":
             dev = ["n/a (tmpfs)"] * 5
+            net = "n/a"
         else:
             dev = [f(d, "{:,.1f}", 2**20), ratio(d, logical), ratio(d, distinct), f(du, "{:,.1f}", 2**20),
                    ratio(du, distinct)]
-        print("| %s | %s | %s | %s | %s | %s |" % (
-            labels[t], " | ".join(dev), f(med(rs, "bg_bytes_per_s"), "{:.2f}", 2**20),
+            net = ratio(med(rs, "net_bytes"), distinct)
+        print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            labels[t], " | ".join(dev), f(med(rs, "bg_bytes_per_s"), "{:.2f}", 2**20), net,
             f(med(rs, "total_s"), "{:.2f}"), f(med(rs, "settle_s"), "{:.2f}") if t == "chainswap" else "",
             f(mbs[t], "{:,.1f}"),
             " | ".join(["", ""] if t == "plain" else
