@@ -327,11 +327,13 @@ PERL
 { compgen -b; compgen -k; } | sort -u >"$WORK/builtins"
 shell_commands() {  # files... -> "command \t file:line", functions/builtins/keywords dropped
   perl -e "$SH_LEXER" "$@" >"$WORK/sh.raw"
+  # a function of a file named *-lib.sh (tools/bench-lib.sh, sourced by the
+  # others) is a function in every file
   awk -F'\t' 'FNR == 1 {pass++}
                pass == 1 {builtin[$1] = 1; next}
                {split($2, a, ":")}
-               pass == 2 {if ($2 ~ /:function$/) fn[a[1] SUBSEP $1] = 1; next}
-               $2 ~ /:function$/ || (a[1] SUBSEP $1) in fn || ($1 in builtin) {next}
+               pass == 2 {if ($2 ~ /:function$/) { fn[a[1] SUBSEP $1] = 1; if (a[1] ~ /-lib\.sh$/) libfn[$1] = 1 }; next}
+               $2 ~ /:function$/ || (a[1] SUBSEP $1) in fn || ($1 in libfn) || ($1 in builtin) {next}
                $1 ~ /^[A-Za-z0-9_][A-Za-z0-9_.+-]*$/ || $1 ~ /^\// {print}' "$WORK/builtins" "$WORK/sh.raw" "$WORK/sh.raw"
 }
 scripts=(scripts/*.sh .ci/run)

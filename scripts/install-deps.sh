@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package chainswap's build, tests and demo use.
 # With --bench, also what the side-by-side benchmarks use (zfs-fuse, fio,
-# gcc for passthrough_ll, git for the version in the results' header).
+# gcc for passthrough_ll, git for the version in the results' header,
+# python3 for fio's JSON output in tools/bench-lib.sh and bench-scale.sh).
 # Does nothing when they are all present. Needs root (apt-get).
 #
 #   --list   prints the package list, one a line, and installs nothing
@@ -19,7 +20,7 @@ PACKAGES=(
   attr util-linux coreutils procps fio
   clang-14 libclang-rt-14-dev
 )
-BENCH_PACKAGES=(zfs-fuse fio gcc linux-perf git)
+BENCH_PACKAGES=(zfs-fuse fio gcc linux-perf git python3)
 
 bench=0 list=0
 for arg in "$@"; do

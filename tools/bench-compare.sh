@@ -24,6 +24,8 @@ set -euo pipefail
 CMDLINE="$0${*:+ $*}"
 cd "$(dirname "$0")/.."
 REPO=$PWD
+# shellcheck source=tools/bench-lib.sh
+. tools/bench-lib.sh
 
 REPS=${REPS:-3}
 IMAGE_MIB=${IMAGE_MIB:-128}
@@ -161,7 +163,7 @@ div() { if isnum "$1" && isnum "$2" && awk -v b="$2" 'BEGIN{exit !(b != 0)}'; th
 allocated() { du -s -B1 "$1" 2>/dev/null | awk '{print $1}'; }
 apparent() { du -sb "$1" 2>/dev/null | awk '{print $1}'; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
-hwm_reset() { [ -n "$1" ] && echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
+hwm_reset() { if [ -n "$1" ]; then echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; fi; }
 hwm_kib() { if [ -n "$1" ] && [ -r "/proc/$1/status" ]; then awk '/^VmHWM:/{print $2}' "/proc/$1/status"; else echo n/a; fi; }
 wait_mount() {  # mountpoint pid
   local i
@@ -207,16 +209,10 @@ cs_drain() {  # start-time -> seconds until journal_bytes == 0 and pending_recor
 
 # ---------------------------------------------------------------------------
 # 2. passthrough_ll, built in a temporary directory (never in the repository).
-PT_EXAMPLE=/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c
 PT_TMP=$(mktemp -d /tmp/chainswap-compare-ptll.XXXXXX)
 PT_BIN=$PT_TMP/passthrough_ll
 PT_NA=
-# shellcheck disable=SC2046  # pkg-config's flags are meant to be split
-if [ ! -r "$PT_EXAMPLE" ]; then
-  PT_NA="$PT_EXAMPLE missing (libfuse3-dev)"
-elif ! gcc -O2 -Wall -o "$PT_BIN" "$PT_EXAMPLE" $(pkg-config fuse3 --cflags --libs) >"$LOGS/passthrough_ll.build" 2>&1; then
-  PT_NA="gcc failed on $PT_EXAMPLE: $(tail -1 "$LOGS/passthrough_ll.build")"
-fi
+bl_build_passthrough_ll "$PT_BIN" "$LOGS/passthrough_ll.build" || PT_NA=$BL_ERR
 
 # 3. zfs-fuse: running already, or started here.
 zfs_start() {

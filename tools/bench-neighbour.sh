@@ -14,6 +14,8 @@
 #        WORK=/var/tmp/chainswap-neighbour.$$ (on the disk under test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tools/bench-lib.sh
+. tools/bench-lib.sh
 REPS=${REPS:-3}
 RUNTIME=${RUNTIME:-40}
 NEIGHBOUR_MIB=${NEIGHBOUR_MIB:-1400}
@@ -26,7 +28,7 @@ die() { echo "bench-neighbour: $*" >&2; exit 1; }
 for c in fio gcc pkg-config fusermount3 mountpoint; do command -v "$c" >/dev/null || die "$c missing (./scripts/install-deps.sh --bench)"; done
 CHAINSWAP=$BUILD/tools/chainswap
 CHAINSWAPFS=$BUILD/fs/chainswapfs
-[ -x "$CHAINSWAPFS" ] && [ -x "$CHAINSWAP" ] || die "build first: BUILD_DIR=$BUILD ./scripts/build.sh"
+{ [ -x "$CHAINSWAPFS" ] && [ -x "$CHAINSWAP" ]; } || die "build first: BUILD_DIR=$BUILD ./scripts/build.sh"
 CHAINSWAP=$(readlink -f "$CHAINSWAP") CHAINSWAPFS=$(readlink -f "$CHAINSWAPFS")
 [ -e "$WORK" ] && die "$WORK exists"
 mkdir -p "$WORK/logs"
@@ -41,8 +43,8 @@ cleanup() {
 trap cleanup EXIT
 
 PT_BIN=$WORK/passthrough_ll
-gcc -O2 -o "$PT_BIN" /usr/share/doc/libfuse3-dev/examples/passthrough_ll.c $(pkg-config fuse3 --cflags --libs) \
-  >"$WORK/logs/passthrough_ll.build" 2>&1 || die "passthrough_ll did not build (see $WORK/logs)"
+bl_build_passthrough_ll "$PT_BIN" "$WORK/logs/passthrough_ll.build" ||
+  die "passthrough_ll did not build: $BL_ERR (see $WORK/logs)"
 SRC=$WORK/neighbour.src
 head -c "$((NEIGHBOUR_MIB << 20))" /dev/urandom >"$SRC"
 

@@ -42,6 +42,8 @@
 #     writes before each timed run, without pressure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tools/bench-lib.sh
+. tools/bench-lib.sh
 REPS=${REPS:-3}
 RUNTIME=${RUNTIME:-30}
 FILE_MIB=${FILE_MIB:-256}
@@ -119,13 +121,8 @@ in_cgroup() {  # dir cmd args... : runs cmd (exec) inside the cgroup, in the bac
 
 # ---------------------------------------------------------------- binaries
 PT_BIN=$WORK/passthrough_ll
-sed 's/& ~O_NOFOLLOW\b/\& ~(O_NOFOLLOW | O_DIRECT)/' /usr/share/doc/libfuse3-dev/examples/passthrough_ll.c \
-  >"$WORK/passthrough_ll.c"
-[ "$(grep -c 'O_NOFOLLOW | O_DIRECT' "$WORK/passthrough_ll.c")" = 2 ] ||
-  die "passthrough_ll.c: expected to change its 2 opens of backing files (another libfuse version?)"
-# shellcheck disable=SC2046  # pkg-config's flags are meant to be split
-gcc -O2 -I/usr/share/doc/libfuse3-dev/examples -o "$PT_BIN" "$WORK/passthrough_ll.c" $(pkg-config fuse3 --cflags --libs) \
-  >"$WORK/logs/passthrough_ll.build" 2>&1 || die "passthrough_ll did not build (see $WORK/logs)"
+bl_build_passthrough_ll "$PT_BIN" "$WORK/logs/passthrough_ll.build" no-odirect ||
+  die "passthrough_ll did not build: $BL_ERR (see $WORK/logs)"
 HOG=$WORK/hog
 cat >"$WORK/hog.c" <<'EOF'
 /* hog LIMIT USAGE_FILE STOP_FILE: touches anonymous memory 1 MiB at a time,
