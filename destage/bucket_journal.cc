@@ -274,6 +274,7 @@ Status BucketJournal::Sync() {
     }
     Status st = b->segment->Sync();
     MutexLock lk(&mu_);
+    ++segment_syncs_;
     if (!st.ok()) {
       // Sticky: after a failed fdatasync the kernel may have dropped the
       // dirty pages, and a retry would "succeed" on data that is gone.
@@ -413,6 +414,7 @@ JournalFigures BucketJournal::Figures() {
   f.limit = options_.limit;
   f.buckets = buckets_.size();
   f.next_bucket = next_bucket_;
+  f.segment_syncs = segment_syncs_;
   f.backing_usage = backing_usage_;
   if (!destage_error_.ok()) f.error = destage_error_.ToString();
   if (!sync_error_.ok()) f.error += (f.error.empty() ? "" : "; ") + sync_error_.ToString();

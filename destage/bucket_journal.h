@@ -25,6 +25,7 @@
 // statvfs all run without it. The staging index's lock is a leaf.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -70,12 +71,17 @@ struct Bucket {
   bool retired = false;         // its effects are durable in the catalog; segment deleted
   bool appending = false;       // an append is writing to the segment
   bool seal_requested = false;  // seal once that append completes
+  // Set by the destagers (no lock) when they skipped an op of this bucket
+  // because a newer op superseded it: retirement must then make the journal
+  // durable first (Destagers::TryRetire).
+  mutable std::atomic<bool> skipped_superseded{false};
 };
 
 struct JournalFigures {
   uint64_t journal_bytes = 0, limit = 0;
   uint64_t buckets = 0;            // unretired
   uint64_t next_bucket = 0;        // ID the next bucket will get
+  uint64_t segment_syncs = 0;      // segment fdatasyncs done (fsync rounds and retirements)
   double backing_usage = 0;        // used fraction of the backing fs
   std::string error;               // sticky errors, if any
 };
@@ -170,6 +176,7 @@ class BucketJournal {
   std::deque<std::shared_ptr<Bucket>> buckets_ GUARDED_BY(mu_);  // unretired, oldest first
   uint64_t next_seq_ GUARDED_BY(mu_) = 1;
   uint64_t next_bucket_ GUARDED_BY(mu_) = 1;
+  uint64_t segment_syncs_ GUARDED_BY(mu_) = 0;
   uint64_t journal_bytes_ GUARDED_BY(mu_) = 0;
   uint64_t staged_write_blocks_ GUARDED_BY(mu_) = 0;  // appended, not yet passed by the write destager
   int64_t last_append_ns_ GUARDED_BY(mu_) = 0;

@@ -218,7 +218,10 @@ Status Destagers::ProcessWrites(const Bucket& b, size_t* next_record) {
       const BlockHasher* hasher = nullptr;
       for (uint64_t n = 0; n < r.count; ++n) {
         // Every record the journal holds was tracked (Append, Open).
-        if (StagingIndex::IsSuperseded(r, n)) continue;
+        if (StagingIndex::IsSuperseded(r, n)) {
+          b.skipped_superseded.store(true, std::memory_order_relaxed);
+          continue;
+        }
         if (!hasher) {
           // Looked up only for a record with a live block: a chain's row
           // outlives every file of it, so a chain that is gone means the
@@ -275,17 +278,21 @@ Status Destagers::ProcessDeletes(const Bucket& b, size_t* next_record) {
   for (size_t i = *next_record; i < b.records.size(); ++i, *next_record = i) {
     const Record& r = b.records[i];
     if (r.kind != RecordKind::kDelete) continue;
-    CS_RETURN_IF_ERROR(ApplyDelete(r));
+    bool skipped = false;
+    CS_RETURN_IF_ERROR(ApplyDelete(r, &skipped));
+    if (skipped) b.skipped_superseded.store(true, std::memory_order_relaxed);
     ++counters_.ops_destaged;
   }
   return Status::Ok();
 }
 
-Status Destagers::ApplyDelete(const Record& r) {
+Status Destagers::ApplyDelete(const Record& r, bool* skipped) {
   if (r.count > 0) {
     MutexLock stripe(&Stripe(r.file_id));
     const uint64_t end = std::min<uint64_t>(r.lba + r.count, kMaxLba + 1);
-    for (auto [a, e] : index_.LiveDeleteRanges(r.file_id, r.lba, end, r.seq)) {
+    const auto live = index_.LiveDeleteRanges(r.file_id, r.lba, end, r.seq);
+    if (!(live.size() == 1 && live[0] == std::make_pair(r.lba, end))) *skipped = true;
+    for (auto [a, e] : live) {
       uint64_t lba = a;
       while (lba < e) {
         if (stopping_.load(std::memory_order_relaxed)) return Status::Error(ECANCELED, "stopping");
@@ -329,7 +336,8 @@ bool Destagers::RunDeferredReclaim() {
     if (std::min(w_cursor_, x_cursor_) <= d.after_bucket) return false;
     r = d.record;
   }
-  Status st = ApplyDelete(r);
+  bool skipped = false;  // run from memory: no bucket to retire
+  Status st = ApplyDelete(r, &skipped);
   MutexLock lk(&mu_);
   DeferredReclaim& d = deferred_reclaims_.front();
   if (st.ok()) {
@@ -357,12 +365,18 @@ void Destagers::TryRetire() {
     for (const Record& r : b->records) metas[r.file_id] = FileMetaUpdate{r.file_id, r.file_size, r.mtime_ns, r.mtime_ns};
     std::vector<FileMetaUpdate> mv;
     for (auto& [id, m] : metas) mv.push_back(m);
-    // The destagers skipped ops of this bucket that newer ops superseded
-    // (an overwrite, a punch): once its segment is gone those newer ops are
-    // the only record of the file's state, so they must be durable first. A
-    // write this bucket held that an fsync covered would otherwise come back
-    // as the data before it after a power cut.
-    Status st = journal_.Sync();
+    // When the destagers skipped ops of this bucket that newer ops
+    // superseded (an overwrite, a punch), those newer ops are, once its
+    // segment is gone, the only record of the file's state, so they must be
+    // durable first: a write this bucket held that an fsync covered would
+    // otherwise come back as the data before it after a power cut. When
+    // nothing was skipped, the catalog holds every op of the bucket once it
+    // is synced below, so the journal need not be: a segment retired before
+    // the kernel wrote it back never reaches the disk at all, and a swap
+    // stream that does not fsync costs the device only its unique blocks
+    // and the catalog. (The flag is read after both destagers passed the
+    // bucket: their cursors, read under mu_, order it.)
+    Status st = b->skipped_superseded.load(std::memory_order_relaxed) ? journal_.Sync() : Status::Ok();
     auto res = st.ok() ? catalog_.ApplyBlockOps({}, mv) : Result<ApplyResult>(st);
     // Recorded before the segment goes (see Catalog::JournalRetiredThrough).
     st = res.ok() ? catalog_.SetJournalRetiredThrough(b->id) : res.status();

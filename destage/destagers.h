@@ -103,7 +103,9 @@ class Destagers {
   Status ProcessDeletes(const Bucket& b, size_t* next_record) EXCLUDES(mu_);
   // Applies one delete record to the catalog (the parts no newer write
   // superseded), then drops the file when the record says so.
-  Status ApplyDelete(const Record& r) EXCLUDES(mu_);
+  // *skipped is set when newer writes superseded part of the range (those
+  // LBAs are left as the catalog has them).
+  Status ApplyDelete(const Record& r, bool* skipped) EXCLUDES(mu_);
   // Delete destager, when it has no sealed bucket: runs the oldest deferred
   // reclaim once both destagers have passed every bucket appended before
   // it. True when one ran.

@@ -355,6 +355,7 @@ EngineStats Engine::Stats() {
   s.staged_delete_ranges = d;
   const JournalFigures j = journal_.Figures();
   s.journal_bytes = j.journal_bytes;
+  s.journal_syncs = j.segment_syncs;
   s.journal_limit = j.limit;
   s.buckets = j.buckets;
   s.pending_records = journal_.RecordsFrom(std::min(snap.w_bucket, snap.x_bucket));

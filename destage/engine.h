@@ -59,6 +59,7 @@ struct EngineStats {
   uint32_t n = 0, d = 0;                 // logical queue
   uint64_t journal_bytes = 0, journal_limit = 0;
   uint64_t buckets = 0;                  // unretired
+  uint64_t journal_syncs = 0;            // segment fdatasyncs done
   uint64_t staged_write_blocks = 0, staged_delete_ranges = 0;
   uint64_t pending_records = 0;          // not yet destaged by their destager
   uint64_t writes_absorbed = 0, ops_destaged = 0, blocks_stored = 0, blocks_deduped = 0,
