@@ -165,15 +165,6 @@ apparent() { du -sb "$1" 2>/dev/null | awk '{print $1}'; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 hwm_reset() { if [ -n "$1" ]; then echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; fi; }
 hwm_kib() { if [ -n "$1" ] && [ -r "/proc/$1/status" ]; then awk '/^VmHWM:/{print $2}' "/proc/$1/status"; else echo n/a; fi; }
-wait_mount() {  # mountpoint pid
-  local i
-  for i in $(seq 200); do
-    mountpoint -q "$1" && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
 zfs_bytes() {  # "148M" -> bytes (zpool list in zfs-fuse has no -p)
   awk -v s="$1" 'BEGIN{ u = substr(s, length(s)); n = s + 0; m = 1
     if (u == "K") m = 2^10; else if (u == "M") m = 2^20; else if (u == "G") m = 2^30; else if (u == "T") m = 2^40; else if (u == "P") m = 2^50
@@ -254,14 +245,14 @@ setup() {
       "$CHAINSWAP" format "$CS_BK" >/dev/null || { NA_REASON="chainswap format failed"; return 1; }
       "$CHAINSWAPFS" "$CS_BK" "$CS_MNT" -f ${CS_OPTS:+-o "$CS_OPTS"} >>"$LOGS/chainswapfs.log" 2>&1 &
       CS_PID=$!
-      wait_mount "$CS_MNT" "$CS_PID" || { NA_REASON="chainswapfs did not mount (see $LOGS/chainswapfs.log)"; CS_PID=; return 1; }
+      bl_wait_mount "$CS_MNT" "$CS_PID" || { NA_REASON="chainswapfs did not mount (see $LOGS/chainswapfs.log)"; CS_PID=; return 1; }
       DIR=$CS_MNT PID=$CS_PID ;;
     passthrough_ll)
       [ -z "$PT_NA" ] || { NA_REASON=$PT_NA; return 1; }
       rm -rf "$PT_SRC"; mkdir -p "$PT_SRC" "$PT_MNT"
       "$PT_BIN" -f -o source="$PT_SRC" "$PT_MNT" >>"$LOGS/passthrough_ll.log" 2>&1 &
       PT_PID=$!
-      wait_mount "$PT_MNT" "$PT_PID" || { NA_REASON="passthrough_ll did not mount: $(tail -1 "$LOGS/passthrough_ll.log")"; PT_PID=; return 1; }
+      bl_wait_mount "$PT_MNT" "$PT_PID" || { NA_REASON="passthrough_ll did not mount: $(tail -1 "$LOGS/passthrough_ll.log")"; PT_PID=; return 1; }
       DIR=$PT_MNT PID=$PT_PID ;;
     zfs-fuse)
       [ -z "$ZFS_NA" ] || { NA_REASON=$ZFS_NA; return 1; }
