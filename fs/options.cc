@@ -81,6 +81,9 @@ void ParseOption(const std::string& o, ParseResult& r, bool* interval_given) {
     try { c.pressure_low = std::stod(vl); } catch (...) { r.errors.push_back("pressure_low=" + std::string(vl) + ": expected a fraction"); }
   } else if (const char* vh = value("pressure_high")) {
     try { c.pressure_high = std::stod(vh); } catch (...) { r.errors.push_back("pressure_high=" + std::string(vh) + ": expected a fraction"); }
+  } else if (o == "metrics_file=" || o == "metrics_interval=" || o == "metrics_file" || o == "metrics_interval") {
+    r.errors.push_back(o + ": needs a value (metrics_file=PATH, metrics_interval=SECONDS)");
+    if (o.rfind("metrics_interval", 0) == 0) *interval_given = true;
   } else if (const char* vm = value("metrics_file")) {
     std::string path = vm;
     if (path.empty() || path[0] != '/' || path.back() == '/')
