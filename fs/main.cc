@@ -1,6 +1,6 @@
 // chainswapfs: the FUSE daemon. Start-up in order (options -> backing
-// directory -> namespace -> session -> signals -> mount -> daemonize -> loop)
-// and clean-up in reverse.
+// directory -> namespace -> session -> signals -> mount -> daemonize ->
+// stats reporter and metrics writer -> loop) and clean-up in reverse.
 #include <fuse_lowlevel.h>
 #include <malloc.h>
 #include <sys/stat.h>
@@ -19,9 +19,9 @@
 #include "fs/filesystem.h"
 #include "fs/fuse_io.h"
 #include "fs/fuse_ops.h"
-#include "fs/metrics.h"
 #include "fs/logging.h"
 #include "fs/memory_guard.h"
+#include "fs/metrics.h"
 #include "fs/metrics_writer.h"
 #include "fs/options.h"
 
