@@ -1,6 +1,6 @@
 // chainswapfs: the FUSE daemon. Start-up in order (options -> backing
-// directory -> namespace -> session -> signals -> mount -> daemonize -> loop)
-// and clean-up in reverse.
+// directory -> namespace -> session -> signals -> mount -> daemonize ->
+// stats reporter and metrics writer -> loop) and clean-up in reverse.
 #include <fuse_lowlevel.h>
 #include <malloc.h>
 #include <sys/stat.h>
@@ -21,6 +21,8 @@
 #include "fs/fuse_ops.h"
 #include "fs/logging.h"
 #include "fs/memory_guard.h"
+#include "fs/metrics.h"
+#include "fs/metrics_writer.h"
 #include "fs/options.h"
 
 using namespace chainswap;
@@ -105,6 +107,12 @@ int Run(MountConfig cfg) {
     std::fprintf(stderr, "chainswapfs: mountpoint %s is not a directory (ENOTDIR)\n", cfg.mountpoint.c_str());
     return 1;
   }
+  if (!cfg.metrics_file.empty()) {
+    if (Status st = CheckMetricsFile(cfg.metrics_file, cfg.mountpoint); !st.ok()) {
+      std::fprintf(stderr, "chainswapfs: %s\n", st.ToString().c_str());
+      return 1;
+    }
+  }
   SetUpLogging(cfg.foreground, cfg.log_level);
   EngineOptions eopts;
   eopts.bucket_bytes = cfg.bucket_bytes;
@@ -163,6 +171,13 @@ int Run(MountConfig cfg) {
         engine.Start();
         auto reporter = std::make_unique<StatsReporter>(engine, cfg.backing + "/destage.json");
         served->fs->set_reporter(reporter.get());
+        std::unique_ptr<MetricsWriter> metrics;
+        if (!cfg.metrics_file.empty()) {
+          metrics = std::make_unique<MetricsWriter>(cfg.metrics_file, std::chrono::seconds(cfg.metrics_interval_s),
+                                                    DaemonMetricsRender(*served->backing, *reporter),
+                                                    RenderDown(cfg.backing));
+          spdlog::info("metrics: {} every {} s", cfg.metrics_file, cfg.metrics_interval_s);
+        }
         served_fs = served->fs.get();
         spdlog::info("mounted {} on {} (dedup_verify={}, capacity={})", cfg.backing, cfg.mountpoint,
                      cfg.dedup_verify, cfg.capacity_bytes ? std::to_string(cfg.capacity_bytes) : "backing fs");
@@ -179,6 +194,7 @@ int Run(MountConfig cfg) {
         if (rc != 0) spdlog::error("FUSE loop ended with {}", rc);
         Status st = engine.Stop();
         if (!st.ok()) spdlog::error("final sync: {}", st.ToString());
+        metrics.reset();  // its last write says chainswap_up 0
       }
       fuse_session_unmount(se);
       spdlog::info("unmounted {}", cfg.mountpoint);

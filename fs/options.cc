@@ -37,7 +37,8 @@ bool Ignorable(const std::string& o) {
   return o.rfind("x-", 0) == 0 || o.rfind("comment=", 0) == 0;
 }
 
-void ParseOption(const std::string& o, ParseResult& r) {
+// *interval_given: metrics_interval= was seen (it needs metrics_file=).
+void ParseOption(const std::string& o, ParseResult& r, bool* interval_given) {
   MountConfig& c = r.config;
   auto value = [&](const char* key) -> const char* {
     size_t n = std::char_traits<char>::length(key);
@@ -80,6 +81,23 @@ void ParseOption(const std::string& o, ParseResult& r) {
     try { c.pressure_low = std::stod(vl); } catch (...) { r.errors.push_back("pressure_low=" + std::string(vl) + ": expected a fraction"); }
   } else if (const char* vh = value("pressure_high")) {
     try { c.pressure_high = std::stod(vh); } catch (...) { r.errors.push_back("pressure_high=" + std::string(vh) + ": expected a fraction"); }
+  } else if (o == "metrics_file=" || o == "metrics_interval=" || o == "metrics_file" || o == "metrics_interval") {
+    r.errors.push_back(o + ": needs a value (metrics_file=PATH, metrics_interval=SECONDS)");
+    if (o.rfind("metrics_interval", 0) == 0) *interval_given = true;
+  } else if (const char* vm = value("metrics_file")) {
+    std::string path = vm;
+    if (path.empty() || path[0] != '/' || path.back() == '/')
+      r.errors.push_back("metrics_file=" + path + ": expected the absolute path of a file, e.g. "
+                         "/var/lib/node_exporter/textfile_collector/chainswap.prom");
+    else c.metrics_file = path;
+  } else if (const char* vs = value("metrics_interval")) {
+    uint64_t n = 0;
+    if (!ParseSize(vs, &n) || std::string(vs).find_first_not_of("0123456789") != std::string::npos || n < 1 ||
+        n > kMaxMetricsIntervalS)
+      r.errors.push_back("metrics_interval=" + std::string(vs) + ": expected whole seconds from 1 to " +
+                         std::to_string(kMaxMetricsIntervalS));
+    else c.metrics_interval_s = static_cast<uint32_t>(n);
+    *interval_given = true;
   } else if (o == "mlock") {
     c.mlock = true;
   } else if (o == "no_mlock" || o == "mlock=0" || o == "mlock=off") {
@@ -115,6 +133,7 @@ void ParseOption(const std::string& o, ParseResult& r) {
 
 ParseResult ParseMountArgs(const std::vector<std::string>& args) {
   ParseResult r;
+  bool interval_given = false;
   std::vector<std::string> positional;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -136,13 +155,15 @@ ParseResult ParseMountArgs(const std::vector<std::string>& args) {
       }
       std::stringstream ss(list);
       std::string item;
-      while (std::getline(ss, item, ',')) ParseOption(item, r);
+      while (std::getline(ss, item, ',')) ParseOption(item, r, &interval_given);
     } else if (!a.empty() && a[0] == '-') {
       r.errors.push_back("unknown argument " + a);
     } else {
       positional.push_back(a);
     }
   }
+  if (interval_given && r.config.metrics_file.empty())
+    r.errors.push_back("metrics_interval= needs metrics_file=PATH (where to write the metrics)");
   if (r.config.show_help || r.config.show_version) return r;
   if (positional.size() != 2) {
     r.errors.push_back("expected BACKING and MOUNTPOINT, got " + std::to_string(positional.size()) +
@@ -171,6 +192,10 @@ std::string MountUsage(const std::string& prog) {
          "  -o oom_score_adj=N the daemon's OOM score adjustment, -1000..1000 (default -1000:\n"
          "                     never chosen by the OOM killer), or keep (inherit it)\n"
          "  -o no_mlock        do not lock the daemon's memory in RAM (default: locked)\n"
+         "  -o metrics_file=PATH  rewrite PATH (absolute; its directory must exist) with the\n"
+         "                     figures of 'chainswap stats' in the Prometheus text format, for\n"
+         "                     node_exporter's textfile collector (atomically: PATH.tmp, rename)\n"
+         "  -o metrics_interval=SECONDS  how often, 1..3600 (default 15)\n"
          "destage engine:\n"
          "  -o bucket_size=SIZE      journal bucket (segment) size (default 16M)\n"
          "  -o journal_limit=SIZE    writes wait above this much journal (default 256M)\n"

@@ -6,7 +6,8 @@
 // chainswap options (-o): dedup_verify / no_dedup_verify, capacity=SIZE
 // (K/M/G/T suffixes), log_level=trace|debug|info|warn|error, threads=N,
 // bucket_size=SIZE, journal_limit=SIZE, queue_slots=N, delete_slots_min=D,
-// pressure_low=F, pressure_high=F (fractions of journal/store usage).
+// pressure_low=F, pressure_high=F (fractions of journal/store usage),
+// metrics_file=PATH, metrics_interval=SECONDS (fs/metrics_writer.h).
 // Generic mount(8) options that make no sense to FUSE (defaults, auto,
 // noauto, nofail, _netdev, user, users, nouser, x-*) are accepted and
 // ignored, so the daemon works from /etc/fstab. Everything else is passed to
@@ -45,8 +46,14 @@ struct MountConfig {
   // guests exactly when the host is short of memory.
   std::optional<int> oom_score_adj = -1000;  // oom_score_adj=N (-1000..1000) or =keep (nullopt)
   bool mlock = true;                         // mlock / no_mlock
+  // Prometheus metrics for node_exporter's textfile collector
+  // (fs/metrics_writer.h): rewritten every metrics_interval seconds.
+  std::string metrics_file;                  // metrics_file=PATH (absolute); empty: none
+  uint32_t metrics_interval_s = 15;          // metrics_interval=SECONDS, 1..kMaxMetricsIntervalS
   std::vector<std::string> fuse_options;  // passed to libfuse as -o
 };
+
+inline constexpr uint32_t kMaxMetricsIntervalS = 3600;
 
 struct ParseResult {
   MountConfig config;

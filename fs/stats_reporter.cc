@@ -4,34 +4,8 @@
 
 #include <chrono>
 #include <cstdio>
-#include <nlohmann/json.hpp>
 
 namespace chainswap {
-
-std::string StatsToJson(const PublishedStats& p) {
-  const EngineStats& s = p.engine;
-  nlohmann::json j = {{"w_bucket", s.w_bucket},
-                      {"x_bucket", s.x_bucket},
-                      {"queue_slots", s.n},
-                      {"delete_slots", s.d},
-                      {"journal_bytes", s.journal_bytes},
-                      {"journal_limit", s.journal_limit},
-                      {"buckets", s.buckets},
-                      {"pending_records", s.pending_records},
-                      {"staged_write_blocks", s.staged_write_blocks},
-                      {"staged_delete_ranges", s.staged_delete_ranges},
-                      {"writes_absorbed", s.writes_absorbed},
-                      {"ops_destaged", s.ops_destaged},
-                      {"ops_per_sec", p.ops_per_sec},
-                      {"blocks_stored", s.blocks_stored},
-                      {"blocks_deduped", s.blocks_deduped},
-                      {"blocks_freed", s.blocks_freed},
-                      {"enospc", s.enospc},
-                      {"policy_changes", s.policy_changes},
-                      {"store_usage", s.store_usage},
-                      {"error", s.error}};
-  return j.dump(2);
-}
 
 StatsReporter::StatsReporter(Engine& engine, std::string path)
     : engine_(engine), path_(std::move(path)), thread_([this] { Loop(); }) {}

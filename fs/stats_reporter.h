@@ -12,16 +12,9 @@
 #include <thread>
 
 #include "destage/engine.h"
+#include "fs/figures.h"  // PublishedStats, StatsToJson
 
 namespace chainswap {
-
-struct PublishedStats {
-  EngineStats engine;
-  double ops_per_sec = 0;
-};
-
-// JSON text of a snapshot (shared by the file and the tests).
-std::string StatsToJson(const PublishedStats& s);
 
 class StatsReporter {
  public:

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs every Debian package chainswap's build, tests and demo use.
+# Installs every Debian package chainswap's build, tests and demo use
+# (python3-prometheus-client: tests/mount/metrics_test.cc parses the metrics
+# with its parser under /usr/bin/python3).
 # With --bench, also what the side-by-side benchmarks use (zfs-fuse, fio,
 # gcc for passthrough_ll, git for the version in the results' header,
 # python3 for fio's JSON output in tools/bench-lib.sh and bench-scale.sh).
@@ -19,6 +21,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev
   attr util-linux coreutils procps fio
   clang-14 libclang-rt-14-dev
+  python3-prometheus-client
 )
 BENCH_PACKAGES=(zfs-fuse fio gcc linux-perf git python3)
 

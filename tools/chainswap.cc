@@ -10,9 +10,12 @@
 #include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "catalog/backing_dir.h"
+#include "fs/figures.h"
+#include "fs/metrics.h"
 #include "tools/format_table.h"
 #include "tools/bench.h"
 #include "tools/fsck.h"
@@ -237,38 +240,60 @@ int CmdChain(const std::string& action, const std::string& backing, const std::s
   return Fail(Status::Error(ENOENT, "no chain named '" + name + "'"));
 }
 
-int CmdStats(const std::string& backing, bool json, bool per_file) {
+// The backing directory as an absolute path (the `backing` label of the
+// metrics, as the daemon, which mounts with the real path, writes it).
+std::string AbsolutePath(const std::string& path) {
+  char* real = ::realpath(path.c_str(), nullptr);
+  if (!real) return path;
+  std::string abs = real;
+  std::free(real);
+  return abs;
+}
+
+// The figures come from fs/figures.h, the code the daemon's metrics file
+// uses too: the catalog (readable while mounted: WAL readers never block the
+// daemon) and, while mounted, the destage figures the daemon publishes in
+// BACKING/destage.json every second.
+int CmdStats(const std::string& backing, bool json, bool per_file, bool prometheus) {
   CatalogOptions o;
-  o.read_only = true;  // readable while mounted: WAL readers never block the daemon
+  o.read_only = true;
   auto b = BackingDir::Open(backing, LockMode::kNone, o);
   if (!b.ok()) return Fail(b.status());
-  auto stats = (*b)->catalog().Stats();
-  if (!stats.ok()) return Fail(stats.status());
+  Figures fig;
+  fig.backing = AbsolutePath(backing);
+  fig.mounted = BackingDir::IsLocked(backing);
+  if (fig.mounted) ReadPublishedStats(backing + "/destage.json", &fig);
+  // The chain statistics on the catalog's own connection: this process is
+  // its only user.
+  if (Status st = GatherCatalogFigures(**b, (*b)->catalog().db_for_tools(), &fig); !st.ok()) return Fail(st);
+  if (prometheus) {
+    std::string text;
+    auto problems = RenderMetrics(fig, &text);
+    if (!problems.empty()) return Fail(Status::Error(EINVAL, "metrics text: " + problems.front()));
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return std::fflush(stdout) == 0 ? 0 : 1;
+  }
+  // A file's "stored" is its fair share: each block counts 4 KiB / refcount
+  // (reads all its LAT entries; not in the metrics).
   auto files = (*b)->catalog().PerFileStats();
   if (!files.ok()) return Fail(files.status());
   auto ratio_of = [](uint64_t nonzero, uint64_t stored) { return stored ? double(nonzero) / double(stored) : 1.0; };
-  StoreUsage usage = (*b)->catalog().Usage();
-  // Destage figures, published once a second by a running daemon.
-  nlohmann::json destage;
-  const bool mounted = BackingDir::IsLocked(backing);
-  if (mounted) {
-    std::ifstream in(backing + "/destage.json");
-    if (in) destage = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (destage.is_discarded()) destage = nullptr;
-  }
-  auto alloc = (*b)->store().AllocatedBytes();
-  uint64_t store_alloc = alloc.ok() ? *alloc : 0;
+  const StoreUsage& usage = fig.usage;
+  const uint64_t store_alloc = fig.store_allocated_bytes;
+  // Published figures, fresh or not (stale: the daemon stopped publishing).
+  const std::optional<PublishedStats>& published = fig.destage ? fig.destage : fig.stale_destage;
   if (json) {
     nlohmann::json j;
     j["backing"] = backing;
-    j["mounted"] = mounted;
-    j["destage"] = destage;
+    j["mounted"] = fig.mounted;
+    j["up"] = fig.live();
+    j["destage"] = published ? nlohmann::json::parse(StatsToJson(*published)) : nlohmann::json(nullptr);
     j["store"] = {{"used_slots", usage.used_slots},
                   {"free_slots", usage.free_slots},
                   {"high_water_slots", usage.high_water},
                   {"allocated_bytes", store_alloc}};
     j["chains"] = nlohmann::json::array();
-    for (const ChainStats& s : *stats) {
+    for (const ChainStats& s : fig.chains) {
       uint64_t saved = s.nonzero_bytes > s.stored_bytes ? s.nonzero_bytes - s.stored_bytes : 0;
       j["chains"].push_back({{"dedup_id", s.dedup_id},
                              {"name", s.name},
@@ -278,8 +303,7 @@ int CmdStats(const std::string& backing, bool json, bool per_file) {
                              {"zero_blocks", s.zero_blocks},
                              {"stored_bytes", s.stored_bytes},
                              {"saved_bytes", saved},
-                             {"dedup_ratio", s.stored_bytes ? double(s.nonzero_bytes) / double(s.stored_bytes)
-                                                            : 1.0}});
+                             {"dedup_ratio", ratio_of(s.nonzero_bytes, s.stored_bytes)}});
     }
     j["files"] = nlohmann::json::array();
     for (const FileStats& f : *files) {
@@ -293,16 +317,15 @@ int CmdStats(const std::string& backing, bool json, bool per_file) {
     return 0;
   }
   Table t({"dedup_id", "chain", "files", "logical", "nonzero", "stored", "saved", "ratio"});
-  for (const ChainStats& s : *stats) {
+  for (const ChainStats& s : fig.chains) {
     uint64_t saved = s.nonzero_bytes > s.stored_bytes ? s.nonzero_bytes - s.stored_bytes : 0;
     char ratio[32];
-    std::snprintf(ratio, sizeof ratio, "%.2fx", s.stored_bytes ? double(s.nonzero_bytes) / double(s.stored_bytes) : 1.0);
+    std::snprintf(ratio, sizeof ratio, "%.2fx", ratio_of(s.nonzero_bytes, s.stored_bytes));
     t.Add({std::to_string(s.dedup_id), s.name, std::to_string(s.files), HumanBytes(s.logical_bytes),
            HumanBytes(s.nonzero_bytes), HumanBytes(s.stored_bytes), HumanBytes(saved), ratio});
   }
   std::printf("%s", t.Render().c_str());
   if (per_file) {
-    // A file's "stored" is its fair share: each block counts 4 KiB / refcount.
     Table ft({"chain", "file", "logical", "nonzero", "zero blocks", "stored (share)", "saved", "ratio"});
     for (const FileStats& f : *files) {
       char ratio[32];
@@ -317,18 +340,19 @@ int CmdStats(const std::string& backing, bool json, bool per_file) {
               HumanBytes(usage.used_slots * kBlockSize).c_str(),
               static_cast<unsigned long long>(usage.used_slots),
               static_cast<unsigned long long>(usage.free_slots), HumanBytes(store_alloc).c_str());
-  if (destage.is_object()) {
-    auto u = [&](const char* k) { return destage.value(k, uint64_t{0}); };
+  if (published) {
+    const EngineStats& s = published->engine;
     std::printf("destage: W=%llu X=%llu D=%llu/%llu journal %s of %s, %llu pending record(s), "
-                "%llu write block(s) absorbed, %.0f ops/s%s%s\n",
-                (unsigned long long)u("w_bucket"), (unsigned long long)u("x_bucket"),
-                (unsigned long long)u("delete_slots"), (unsigned long long)u("queue_slots"),
-                HumanBytes(u("journal_bytes")).c_str(), HumanBytes(u("journal_limit")).c_str(),
-                (unsigned long long)u("pending_records"), (unsigned long long)u("writes_absorbed"),
-                destage.value("ops_per_sec", 0.0), destage.value("error", std::string()).empty() ? "" : ", ERROR: ",
-                destage.value("error", std::string()).c_str());
+                "%llu write block(s) absorbed, %.0f ops/s%s%s",
+                (unsigned long long)s.w_bucket, (unsigned long long)s.x_bucket, (unsigned long long)s.d,
+                (unsigned long long)s.n, HumanBytes(s.journal_bytes).c_str(), HumanBytes(s.journal_limit).c_str(),
+                (unsigned long long)s.pending_records, (unsigned long long)s.writes_absorbed, published->ops_per_sec,
+                s.error.empty() ? "" : ", ERROR: ", s.error.c_str());
+    if (!fig.live())
+      std::printf(" (published %.0f s ago: the daemon is not publishing)", fig.destage_age_seconds);
+    std::printf("\n");
   } else {
-    std::printf("destage: %s\n", mounted ? "figures not yet published" : "not mounted (journal replays at next mount)");
+    std::printf("destage: %s\n", fig.mounted ? "figures not yet published" : "not mounted (journal replays at next mount)");
   }
   return 0;
 }
@@ -350,6 +374,11 @@ int main(int argc, char** argv) {
   stats->add_flag("--json", json, "machine-readable output (always includes files)");
   bool per_file = false;
   stats->add_flag("--files", per_file, "also a table per swap file");
+  bool prometheus = false;
+  stats->add_flag("--prometheus", prometheus,
+                  "the figures in the Prometheus text exposition format (0.0.4), as the daemon's metrics_file= "
+                  "writes them")
+      ->excludes("--json");
 
   std::string src, dst;
   bool force = false;
@@ -394,7 +423,7 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
   if (*fmt) return CmdFormat(backing);
-  if (*stats) return CmdStats(backing, json, per_file);
+  if (*stats) return CmdStats(backing, json, per_file, prometheus);
   if (*clone) return CmdClone(src, dst, force);
   if (*fsck) return CmdFsck(backing, repair, read_only, no_hash, json);
   if (*chain_list) return CmdChain("list", backing, "", json);

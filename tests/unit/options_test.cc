@@ -201,6 +201,33 @@ TEST(ParseMountArgsTest, HelpAndVersionNeedNoPositionals) {
   EXPECT_TRUE(v.errors.empty()) << AllErrors(v);
 }
 
+TEST(ParseMountArgsTest, MetricsFileAndInterval) {
+  ParseResult r = ParseMountArgs({"b", "m"});
+  EXPECT_TRUE(r.config.metrics_file.empty());
+  EXPECT_EQ(r.config.metrics_interval_s, 15u);
+  r = ParseMountArgs({"b", "m", "-o", "metrics_file=/var/lib/node_exporter/chainswap.prom,metrics_interval=60"});
+  EXPECT_TRUE(r.errors.empty()) << AllErrors(r);
+  EXPECT_EQ(r.config.metrics_file, "/var/lib/node_exporter/chainswap.prom");
+  EXPECT_EQ(r.config.metrics_interval_s, 60u);
+  EXPECT_TRUE(r.config.fuse_options.empty());
+  EXPECT_EQ(ParseMountArgs({"b", "m", "-o", "metrics_file=/x.prom,metrics_interval=3600"}).config.metrics_interval_s,
+            3600u);
+  // Every problem at once; nothing invalid leaks into the config.
+  r = ParseMountArgs({"b", "m", "-o", "metrics_file=relative.prom,metrics_interval=0"});
+  EXPECT_EQ(r.errors.size(), 3u) << AllErrors(r);
+  EXPECT_TRUE(HasError(r, "metrics_file=relative.prom")) << AllErrors(r);
+  EXPECT_TRUE(HasError(r, "metrics_interval=0")) << AllErrors(r);
+  EXPECT_TRUE(HasError(r, "needs metrics_file")) << AllErrors(r);
+  EXPECT_TRUE(r.config.metrics_file.empty());
+  EXPECT_EQ(r.config.metrics_interval_s, 15u);
+  for (const char* bad : {"metrics_interval=3601", "metrics_interval=-1", "metrics_interval=1m",
+                          "metrics_interval=", "metrics_interval=1.5"}) {
+    r = ParseMountArgs({"b", "m", "-o", std::string("metrics_file=/x.prom,") + bad});
+    EXPECT_TRUE(HasError(r, "metrics_interval=")) << bad << ": " << AllErrors(r);
+  }
+  EXPECT_TRUE(HasError(ParseMountArgs({"b", "m", "-o", "metrics_file=/var/lib/"}), "metrics_file=/var/lib/"));
+}
+
 TEST(MountUsageTest, MentionsProgramAndOptions) {
   std::string u = MountUsage("chainswapfs");
   EXPECT_NE(u.find("chainswapfs BACKING MOUNTPOINT"), std::string::npos);
