@@ -243,6 +243,7 @@ void PageGen::ParentSlot(uint64_t desc, uint64_t /*page*/, uint8_t* out) {
     case kKindRecord:
       RecordPage(desc & kPayloadMask, out);
       return;
+    case kKindZero:
     default:
       std::memset(out, 0, kPage);
   }
