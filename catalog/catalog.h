@@ -154,6 +154,12 @@ struct ApplyResult {
   uint64_t collisions = 0;       // hash matched, bytes differed
 };
 
+// The chain_stats view's rows on any connection of a catalog database
+// (Catalog::Stats runs it on the writer's; `chainswap stats` and the
+// metrics writer on a read connection of their own, so that the count of
+// every chain's blocks does not hold the writer mutex).
+Result<std::vector<ChainStats>> QueryChainStats(const sql::Db& db);
+
 class Catalog {
  public:
   ~Catalog();

@@ -131,7 +131,11 @@ Result<std::optional<uint64_t>> Catalog::NextMapped(int64_t file_id, uint64_t lb
 
 Result<std::vector<ChainStats>> Catalog::Stats() {
   MutexLock lock(&mu_);
-  return sql::QueryAll(db_, catalog_sql::kChainStats, [](const sql::Stmt& row) {
+  return QueryChainStats(db_);
+}
+
+Result<std::vector<ChainStats>> QueryChainStats(const sql::Db& db) {
+  return sql::QueryAll(db, catalog_sql::kChainStats, [](const sql::Stmt& row) {
     ChainStats c;
     c.dedup_id = row.Int(0);
     c.name = row.Text(1);

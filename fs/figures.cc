@@ -108,20 +108,6 @@ std::optional<PublishedStats> StatsFromJson(std::string_view text) {
   return p;
 }
 
-Result<std::vector<ChainStats>> ReadChainStats(const sql::Db& db) {
-  return sql::QueryAll(db, catalog_sql::kChainStats, [](const sql::Stmt& row) {
-    ChainStats c;
-    c.dedup_id = row.Int(0);
-    c.name = row.Text(1);
-    c.files = static_cast<uint64_t>(row.Int(2));
-    c.logical_bytes = static_cast<uint64_t>(row.Int(3));
-    c.nonzero_bytes = static_cast<uint64_t>(row.Int(4));
-    c.zero_blocks = static_cast<uint64_t>(row.Int(5));
-    c.stored_bytes = static_cast<uint64_t>(row.Int(6));
-    return c;
-  });
-}
-
 Result<sql::Db> OpenStatsReader(const std::string& catalog_path) {
   auto db = sql::Db::Open(catalog_path, SQLITE_OPEN_READWRITE);
   if (!db.ok()) return db.status();
@@ -151,7 +137,7 @@ void ScanJournal(const std::string& journal_dir, uint64_t* segments, double* old
 }
 
 Status GatherCatalogFigures(BackingDir& backing, const sql::Db& db, Figures* out) {
-  auto chains = ReadChainStats(db);
+  auto chains = QueryChainStats(db);
   if (!chains.ok()) return chains.status();
   out->chains = std::move(*chains);
   auto files = backing.catalog().ListFiles();

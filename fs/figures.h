@@ -85,11 +85,7 @@ struct Figures {
   bool live() const { return destage.has_value(); }
 };
 
-// Chain statistics (the chain_stats view, as Catalog::Stats reads it) on a
-// connection of the catalog database that the caller owns.
-Result<std::vector<ChainStats>> ReadChainStats(const sql::Db& db);
-
-// A read connection for ReadChainStats in the daemon: opened like the
+// A read connection for QueryChainStats (catalog/catalog.h) in the daemon: opened like the
 // catalog's reader connections (read-write, as a WAL reader needs the -shm
 // file), query_only, with a 2 MiB page cache so that it never holds more.
 Result<sql::Db> OpenStatsReader(const std::string& catalog_path);

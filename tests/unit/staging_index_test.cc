@@ -37,19 +37,18 @@ const std::shared_ptr<Segment>& TestSegment() {
 
 // `r` written to the test segment: the index reads a write's bytes back
 // from there.
-Record Journaled(Record r) {
+Record Journaled(Record r, const std::shared_ptr<Segment>& seg = TestSegment()) {
   uint8_t h[kRecordHeaderSize];
   EncodeHeader(r, PayloadChecksum(r), h);
-  auto at = TestSegment()->Append(h, r.data.get(), r.count * kBlockSize);
+  auto at = seg->Append(h, r.data.get(), r.count * kBlockSize);
   EXPECT_TRUE(at.ok()) << at.status().ToString();
-  r.segment = TestSegment();
+  r.segment = seg;
   r.payload_offset = (at.ok() ? *at : 0) + kRecordHeaderSize;
   return r;
 }
 
-// Every block of a write record is tagged with (seq, index) in its first 16
-// bytes, so a hit can be traced back to the record and block it came from.
-Record W(uint64_t seq, int64_t file, uint64_t lba, uint64_t count) {
+// A write record of `count` blocks with `data` as its payload, journaled.
+Record Write(uint64_t seq, int64_t file, uint64_t lba, uint64_t count, std::shared_ptr<uint8_t[]> data) {
   Record r;
   r.seq = seq;
   r.kind = RecordKind::kWrite;
@@ -57,6 +56,13 @@ Record W(uint64_t seq, int64_t file, uint64_t lba, uint64_t count) {
   r.dedup_id = 1;
   r.lba = lba;
   r.count = count;
+  r.data = std::move(data);
+  return Journaled(std::move(r));
+}
+
+// Every block of a write record is tagged with (seq, index) in its first 16
+// bytes, so a hit can be traced back to the record and block it came from.
+Record W(uint64_t seq, int64_t file, uint64_t lba, uint64_t count) {
   std::shared_ptr<uint8_t[]> d(new uint8_t[count * kBlockSize]);
   for (uint64_t i = 0; i < count; ++i) {
     uint8_t* b = d.get() + i * kBlockSize;
@@ -64,8 +70,7 @@ Record W(uint64_t seq, int64_t file, uint64_t lba, uint64_t count) {
     std::memcpy(b, &seq, 8);
     std::memcpy(b + 8, &i, 8);
   }
-  r.data = std::move(d);
-  return Journaled(std::move(r));
+  return Write(seq, file, lba, count, std::move(d));
 }
 
 Record D(uint64_t seq, int64_t file, uint64_t lba, uint64_t count, bool drop = false) {
@@ -429,16 +434,7 @@ TEST(StagingIndexTest, StagedWritesPerFile) {
 
 // A write record whose blocks are all zeros (a hole once destaged).
 Record Z(uint64_t seq, int64_t file, uint64_t lba, uint64_t count) {
-  Record r;
-  r.seq = seq;
-  r.kind = RecordKind::kWrite;
-  r.file_id = file;
-  r.dedup_id = 1;
-  r.lba = lba;
-  r.count = count;
-  std::shared_ptr<uint8_t[]> d(new uint8_t[count * kBlockSize]());
-  r.data = std::move(d);
-  return Journaled(std::move(r));
+  return Write(seq, file, lba, count, std::shared_ptr<uint8_t[]>(new uint8_t[count * kBlockSize]()));
 }
 
 TEST(StagingIndexTest, FootprintMergesCoveredLbasAndCountsDataBlocks) {
@@ -483,17 +479,8 @@ TEST(StagingIndexTest, HitOutlivesRetirementAndSegmentRemoval) {
   test::TempDir dir;
   auto seg = Segment::Create(dir.path(), 7);
   ASSERT_TRUE(seg.ok()) << seg.status().ToString();
-  Record w = W(1, 1, 0, 2);
-  {
-    Record r = w;
-    uint8_t h[kRecordHeaderSize];
-    EncodeHeader(r, PayloadChecksum(r), h);
-    auto at = (*seg)->Append(h, r.data.get(), r.count * kBlockSize);
-    ASSERT_TRUE(at.ok());
-    w.segment = *seg;
-    w.payload_offset = *at + kRecordHeaderSize;
-    w.data.reset();  // as the journal does: the payload is in the segment only
-  }
+  Record w = Journaled(W(1, 1, 0, 2), *seg);
+  w.data.reset();  // as the journal does: the payload is in the segment only
   StagingIndex ix;
   ix.Add(w, std::vector<uint8_t>{0, 0});
   std::vector<std::optional<StagingIndex::Hit>> out;
