@@ -15,6 +15,18 @@ namespace chainswap {
 namespace {
 
 constexpr uint64_t kMaxLba = static_cast<uint64_t>(INT64_MAX) >> kBlockShift;
+// The write destager applies consecutive records together, up to this many
+// blocks, so that small random writes do not cost one catalog transaction
+// each: a transaction rewrites each B-tree page it touches once, however many
+// of its rows changed, so wide transactions cut the catalog's WAL traffic.
+constexpr uint64_t kBatchBlocks = 4096;
+// A batch's payloads and the record headers between them: its read buffer,
+// allocated once (one record is at most kMaxRecordBlocks blocks, which fits).
+constexpr uint64_t kBatchBufferBytes = kBatchBlocks * kBlockSize + (1u << 20);
+static_assert(kMaxRecordBlocks * uint64_t{kBlockSize} <= kBatchBufferBytes);
+// At most this many files' stripes held at once (ThreadSanitizer's deadlock
+// detector aborts a thread that holds 64 locks).
+constexpr size_t kMaxBatchStripes = 16;
 
 }  // namespace
 
@@ -25,7 +37,8 @@ Destagers::Destagers(Catalog& catalog, StagingIndex& index, BucketJournal& journ
       journal_(journal),
       counters_(counters),
       options_(std::move(options)),
-      queue_(options_.queue, [this] { return Snapshot(); }) {}
+      queue_(options_.queue, [this] { return Snapshot(); }),
+      batch_buf_(new uint8_t[kBatchBufferBytes]) {}
 
 Destagers::~Destagers() { Join(); }
 
@@ -167,21 +180,9 @@ Result<const BlockHasher*> Destagers::HasherFor(int64_t dedup_id, HasherCache* c
 }
 
 Status Destagers::ProcessWrites(const Bucket& b, size_t* next_record) {
-  // Consecutive records are applied together, up to kBatchBlocks blocks, so
-  // that small random writes do not cost one catalog transaction each: a
-  // transaction rewrites each B-tree page it touches once, however many of
-  // its rows changed, so wide transactions cut the catalog's WAL traffic.
-  constexpr uint64_t kBatchBlocks = 4096;
-  // At most this many files' stripes held at once (ThreadSanitizer's
-  // deadlock detector aborts a thread that holds 64 locks).
-  constexpr size_t kMaxBatchStripes = 16;
   std::vector<BlockOp> ops;
   std::vector<size_t> stripes;
   HasherCache hashers;
-  // Payloads are read through a mapping of the sealed segment (page cache,
-  // file-backed): nothing of the bucket is copied into the heap.
-  auto map = b.segment->Map(b.bytes);
-  if (!map.ok()) return map.status();
   size_t i = *next_record;
   while (i < b.records.size()) {
     if (stopping_.load(std::memory_order_relaxed)) return Status::Error(ECANCELED, "stopping");
@@ -189,13 +190,24 @@ Status Destagers::ProcessWrites(const Bucket& b, size_t* next_record) {
     uint64_t blocks = 0, records = 0;
     stripes.clear();
     uint64_t held = 0;  // bit s: stripe s is in the batch
+    // The batch's payloads lie in [span_begin, span_end) of the segment
+    // (records are appended in order; delete headers in between are read
+    // along).
+    uint64_t span_begin = 0, span_end = 0;
     while (j < b.records.size()) {
       const Record& r = b.records[j];
       if (r.kind == RecordKind::kWrite) {
         const size_t s = static_cast<uint64_t>(r.file_id) % stripes_.size();
         const bool new_stripe = !((held >> s) & 1);
-        if (records > 0 && (blocks + r.count > kBatchBlocks || (new_stripe && stripes.size() >= kMaxBatchStripes)))
+        const uint64_t end = r.payload_offset + uint64_t{r.count} * kBlockSize;
+        if (end > b.bytes || end < r.payload_offset)
+          return Status::Error(EIO, "journal record of swap file " + std::to_string(r.file_id) +
+                                        " lies beyond its segment " + b.segment->path());
+        if (records > 0 && (blocks + r.count > kBatchBlocks || end - span_begin > kBatchBufferBytes ||
+                            (new_stripe && stripes.size() >= kMaxBatchStripes)))
           break;
+        if (records == 0) span_begin = r.payload_offset;
+        span_end = end;
         blocks += r.count;
         ++records;
         if (new_stripe) {
@@ -205,6 +217,8 @@ Status Destagers::ProcessWrites(const Bucket& b, size_t* next_record) {
       }
       ++j;
     }
+    // One read for the batch, before any lock is taken.
+    if (records > 0) CS_RETURN_IF_ERROR(b.segment->ReadAt(span_begin, span_end - span_begin, batch_buf_.get()));
     // Every file of the batch is locked for its check-and-apply, in stripe
     // order (the delete destager holds one stripe at a time: no cycle).
     std::sort(stripes.begin(), stripes.end());
@@ -240,10 +254,7 @@ Status Destagers::ProcessWrites(const Bucket& b, size_t* next_record) {
         op.file_id = r.file_id;
         op.dedup_id = r.dedup_id;
         op.lba = r.lba + n;
-        if (r.payload_offset + (n + 1) * kBlockSize > map->size())
-          return Status::Error(EIO, "journal record of swap file " + std::to_string(r.file_id) +
-                                        " lies beyond its segment " + b.segment->path());
-        op.data = map->data() + r.payload_offset + n * kBlockSize;
+        op.data = batch_buf_.get() + (r.payload_offset - span_begin) + n * kBlockSize;
         // The journal tested each block for zeros once: a precomputed hash
         // means non-zero (Catalog::ApplyBlockOps).
         if (!IsZeroBlock(op.data)) op.hash = hasher->Hash(op.data);

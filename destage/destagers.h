@@ -150,6 +150,11 @@ class Destagers {
 
   // Mirror of the journal's stopping flag, read lock-free between batches.
   std::atomic<bool> stopping_{false};
+  // Owned by the write destager thread: a batch's payloads, read from its
+  // sealed segment with pread (sized once; no mapping whose pages reclaim
+  // could evict and the destager would then fault back in, see
+  // fs/memory_guard.h). kBatchBufferBytes in destagers.cc.
+  std::unique_ptr<uint8_t[]> batch_buf_;
   // Owned by the delete destager thread (its idle work): no lock.
   uint64_t idle_synced_ops_ = 0;  // ops_destaged at the last idle catalog sync
   int64_t idle_wal_try_ns_ = 0;   // when the last idle catalog sync ran

@@ -3,9 +3,11 @@
 // when the bucket retires. The in-memory bucket bookkeeping lives in the
 // Engine; this class only does the file I/O.
 //
-// Payloads are not kept in the daemon's heap: readers of a staged block
-// (ReadAt) and the write destager (Map) read them back from the file, so
-// they live in the page cache, which the kernel can reclaim.
+// Payloads are not kept in the daemon's heap: readers of a staged block and
+// the write destager read them back from the file with ReadAt (pread), so
+// they live in the page cache, which the kernel can reclaim, and reading
+// them never takes a page fault on the daemon's side (replay's Scan maps
+// the file; it runs once, at mount).
 //
 // Thread-safety: Segment appends must be serialized by the caller (the
 // Engine's append lock); Sync and Remove may run concurrently with appends to
