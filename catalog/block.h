@@ -27,6 +27,15 @@ struct BlockHash {
   bool operator==(const BlockHash&) const = default;
 };
 
+// The hash key of a block (schema v3, pat.hash_key and the chain hash
+// index): the first 48 bits of the hash's canonical form, read big-endian
+// as a signed 48-bit integer (SQLite stores it in 6 bytes).
+inline int64_t HashKey(const BlockHash& h) {
+  uint64_t v = 0;
+  for (int i = 0; i < 6; ++i) v = (v << 8) | h.bytes[static_cast<size_t>(i)];
+  return static_cast<int64_t>(v << 16) >> 16;
+}
+
 // True when every byte of the block is zero.
 bool IsZeroBlock(const uint8_t* block);
 

@@ -9,23 +9,35 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include "catalog/catalog_sql.h"
 #include "catalog/schema.h"
 
 namespace chainswap {
 
+namespace {
+
+// Half of the budget is the writer's page cache, half the hash log.
+uint64_t CacheBudget(const CatalogOptions& o) { return std::max(o.cache_bytes, kMinCatalogCacheBytes); }
+uint64_t PageCacheBytes(const CatalogOptions& o) { return CacheBudget(o) / 2; }
+size_t HashLogEntries(const CatalogOptions& o) { return HashLog::EntriesFor(CacheBudget(o) / 2); }
+
+}  // namespace
+
 Catalog::Catalog(sql::Db db, ContentStore* store, const CatalogOptions& options, std::string path)
     : options_(options),
       path_(std::move(path)),
       store_(store),
       db_(std::move(db)),
+      hash_log_(HashLogEntries(options)),
       slots_(options.capacity_slots, kUnpunchedReserveSlots,
              [store](uint64_t first, uint64_t count) { return store->PunchSlots(first, count); }),
-      readers_(path_) {}
+      readers_(path_, catalog_sql::OpenPragmas(kReaderCacheBytes, options.mmap_bytes)) {}
 
 Catalog::~Catalog() {
   st_.reset();  // finalize statements before the connection closes
@@ -86,9 +98,11 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path, ContentS
     if (!st.ok()) return Status::Error(st.code() == EIO ? EUCLEAN : st.code(),
                                        "catalog " + path + ": " + st.message());
   }
-  CS_RETURN_IF_ERROR(db->Exec(catalog_sql::kOpenPragmas));
-  Status st = CheckAndUpgradeSchema(*db, options.read_only);
-  if (!st.ok()) return Status::Error(st.code(), path + ": " + st.message());
+  CS_RETURN_IF_ERROR(db->Exec(catalog_sql::OpenPragmas(PageCacheBytes(options), options.mmap_bytes)));
+  auto version = CheckAndUpgradeSchema(*db, options.read_only);
+  if (!version.ok()) return Status::Error(version.status().code(), path + ": " + version.status().message());
+  // A read-only open of an older version reads only what every version has
+  // (Init prepares no apply statement).
   std::unique_ptr<Catalog> cat(new Catalog(std::move(*db), store, options, path));
   Status is = cat->Init();
   if (!is.ok()) return Status::Error(is.code(), "catalog " + path + ": " + is.message());
@@ -97,18 +111,44 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path, ContentS
 
 Status Catalog::Init() {
   MutexLock lock(&mu_);
-  auto st = catalog_sql::WriterStatements::Prepare(db_);
+  auto st = catalog_sql::WriterStatements::Prepare(db_, /*reads_only=*/options_.read_only);
   if (!st.ok()) return st.status();
   st_ = std::move(*st);
 
-  auto free_slots = sql::QueryAll(db_, catalog_sql::kFreeSlots,
-                                  [](const sql::Stmt& row) { return static_cast<uint64_t>(row.Int(0)); });
-  if (!free_slots.ok()) return free_slots.status();
-  auto p = sql::Stmt::Prepare(db_, catalog_sql::kPatCountAndEnd);
-  if (!p.ok()) return p.status();
-  auto r = p->Step();
-  if (!r.ok()) return r.status();
-  slots_.Load(*free_slots, static_cast<uint64_t>(p->Int(0)), static_cast<uint64_t>(p->Int(1)));
+  // The free slots are the gaps in the PAT below its highest block.
+  std::vector<uint64_t> free_slots;
+  uint64_t used = 0, end = 0;
+  auto pat = sql::Stmt::Prepare(db_, catalog_sql::kPatBlocks);
+  if (!pat.ok()) return pat.status();
+  CS_RETURN_IF_ERROR(pat->ForEachRow([&](const sql::Stmt& row) {
+    const auto p = static_cast<uint64_t>(row.Int(0));
+    for (; end < p; ++end) free_slots.push_back(end);
+    ++used;
+    end = p + 1;
+  }));
+  slots_.Load(free_slots, used, end);
+  if (options_.read_only) return Status::Ok();
+
+  // The hash log, replayed (HashLog::LoadRow): it is merged again from its
+  // start, whatever of it was merged before.
+  auto log = sql::Stmt::Prepare(db_, catalog_sql::kHashLogRows);
+  if (!log.ok()) return log.status();
+  for (;;) {  // a loop, not ForEachRow: the analysis sees mu_ held here
+    auto r = log->Step();
+    if (!r.ok()) return r.status();
+    if (!*r) break;
+    hash_log_.LoadRow(log->Int(0), log->Int(1), log->Int(2), log->Int(3) != 0);
+  }
+  hash_log_.Loaded();
+  hash_log_pending_.store(hash_log_.log_rows() > 0, std::memory_order_relaxed);
+
+  // Slots above the highest one in use hold nothing the catalog references
+  // (freed ones, or a crashed transaction's new blocks): give them back.
+  auto len = store_->LengthSlots();
+  if (len.ok() && *len > end) {
+    Status ts = store_->TruncateToSlots(end);
+    if (!ts.ok()) spdlog::warn("catalog: {}", ts.ToString());
+  }
   return Status::Ok();
 }
 
@@ -182,6 +222,10 @@ Status Catalog::Sync(bool idle) {
 }
 
 Status Catalog::SyncLocked(bool idle) {
+  if (idle && !options_.read_only) {
+    Status ms = IdleMergeLocked();
+    if (!ms.ok()) spdlog::warn("catalog: hash index merge: {}", ms.ToString());
+  }
   // Order (SPEC §5, power cuts): the store's bytes, then the WAL that
   // references them, both under mu_ so that no commit slips in between.
   // SQLite never syncs on its own (synchronous=NORMAL, no auto-checkpoint):

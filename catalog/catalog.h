@@ -17,10 +17,12 @@
 // Parts (each in its own file; docs/ARCHITECTURE.md, "The catalog"):
 //   catalog.cc            opening, the journal mark, Sync and the WAL, usage
 //   catalog_namespace.cc  chain and swap-file rows, the hasher cache
-//   catalog_apply.cc      the apply routine: ApplyBlockOps, CloneRange, refcounts
+//   catalog_apply.cc      the apply routine: ApplyBlockOps, CloneRange,
+//                         refcounts, the hash index and the merge of its log
 //   catalog_read.cc       reads and statistics
 //   catalog_sql.h         every SQL statement they run
 //   slot_allocator.h      the free list and its pending -> free -> punched cycle
+//   hash_log.h            the hash index's changes not merged yet, in memory
 //   reader_pool.h         the reader connections
 //
 // Thread-safety: every public method is thread-safe. The writer mutex (mu_)
@@ -48,6 +50,7 @@
 
 #include "catalog/block.h"
 #include "catalog/content_store.h"
+#include "catalog/hash_log.h"
 #include "catalog/mutex.h"
 #include "catalog/reader_pool.h"
 #include "catalog/slot_allocator.h"
@@ -73,10 +76,32 @@ inline constexpr uint64_t kWalReserveBytes = 1u << 20;
 // first) and punches the rest; an idle Sync punches them all.
 inline constexpr uint64_t kUnpunchedReserveSlots = 4096;  // 16 MiB
 
+// Memory (docs/OPERATIONS.md, "Memory"). The catalog's anonymous memory is
+// CatalogOptions::cache_bytes — half of it the writer connection's SQLite
+// page cache, half the hash index's unmerged changes (HashLog) — plus
+// kReaderCacheBytes of page cache per reader connection (one per thread
+// that reads at once), plus the slot allocator's free list.
+inline constexpr uint64_t kDefaultCatalogCacheBytes = 32u << 20;
+inline constexpr uint64_t kMinCatalogCacheBytes = 1u << 20;
+inline constexpr uint64_t kReaderCacheBytes = 1u << 20;
+// The hash log is merged into hash_index by the apply transactions, each
+// at least kHashMergeChunk changes (and twice as many as it logged), and by
+// an idle Sync, up to kIdleHashMergeChunk changes each.
+inline constexpr size_t kHashMergeChunk = 64;
+inline constexpr size_t kIdleHashMergeChunk = 16384;
+
 struct CatalogOptions {
   bool dedup_verify = true;      // compare bytes on a hash match (SPEC §4.3)
   uint64_t capacity_slots = 0;   // 0: unlimited (bounded by the backing fs)
   bool read_only = false;
+  // The catalog's memory budget (see kDefaultCatalogCacheBytes); at least
+  // kMinCatalogCacheBytes.
+  uint64_t cache_bytes = kDefaultCatalogCacheBytes;
+  // Bytes of the catalog file SQLite may memory-map for reads (PRAGMA
+  // mmap_size; file-backed pages the kernel can reclaim). 0: none. Off by
+  // default: the daemon mlocks what it maps (fs/memory_guard.h), which
+  // would pin the mapped catalog in RAM.
+  uint64_t mmap_bytes = 0;
 };
 
 struct ChainInfo {
@@ -250,8 +275,12 @@ class Catalog {
   // Lock-free: the allocator's figures as of its last commit or Sync.
   StoreUsage Usage();
   // True while freed slots wait for a Sync (to become reusable, or to be
-  // punched): the engine calls Sync when idle so space comes back. Lock-free.
-  bool HasSlotsToRelease() const { return slots_.HasSlotsToRelease(); }
+  // punched), or changes to the hash index wait to be merged: the engine
+  // calls Sync(idle) when idle so that space comes back and the index is
+  // compacted. Lock-free.
+  bool HasSlotsToRelease() const {
+    return slots_.HasSlotsToRelease() || hash_log_pending_.load(std::memory_order_relaxed);
+  }
   // Verify bytes on every hash match even with dedup_verify off. Set after a
   // crash: committed catalog rows may reference slots whose bytes never
   // reached the disk (the store is synced only at retirement and fsync), and
@@ -265,9 +294,11 @@ class Catalog {
   // returns OK, never before the store bytes it references. Then slots
   // whose frees are now durable become reusable, and free slots left
   // unused since the previous Sync are punched beyond the lowest
-  // kUnpunchedReserveSlots. `idle` (nothing is being destaged): punches
-  // them all, and folds a WAL longer than kWalReserveBytes into the
-  // database and empties it (gives up after 50 ms if a reader is in it).
+  // kUnpunchedReserveSlots. `idle` (nothing is being destaged): first
+  // merges up to kIdleHashMergeChunk changes of the hash log into the hash
+  // index, punches every free slot, and folds a WAL longer than
+  // kWalReserveBytes into the database and empties it (gives up after 50 ms
+  // if a reader is in it).
   Status Sync(bool idle = false) EXCLUDES(mu_);
   // Size of the WAL file (0 before the first Sync opened it).
   uint64_t WalBytes() EXCLUDES(mu_);
@@ -281,17 +312,40 @@ class Catalog {
   struct ApplyTxn;
 
   Catalog(sql::Db db, ContentStore* store, const CatalogOptions& options, std::string path);
-  // Prepares the writer's statements and loads the slot allocator from the
-  // free_slot and pat tables. Called once, by Open.
+  // Prepares the writer's statements, loads the slot allocator from the PAT
+  // (free slots are its gaps) and the hash log, and cuts the store back to
+  // the highest slot in use. Called once, by Open.
   Status Init() EXCLUDES(mu_);
 
   // ---- The apply routine (catalog_apply.cc). REQUIRES: a transaction open
   // on db_ and in slots_.
   Status ApplyWriteLocked(const BlockOp& op, ApplyTxn& txn) REQUIRES(mu_);
   Status ApplyDeleteLocked(const BlockOp& op, ApplyTxn& txn) REQUIRES(mu_);
-  // Drops n references to a block; at zero its PAT row goes and its slot is
-  // freed (reusable after the next Sync).
+  // Drops n references to a block; at zero its PAT row goes, its index
+  // entry is removed (logged) and its slot is freed (reusable after the
+  // next Sync).
   Status UnrefLocked(int64_t pblock, int64_t n, ApplyTxn& txn) REQUIRES(mu_);
+  // The chain's stored block with these bytes (hash key `key`, hash
+  // `hash`), if any: candidates from the hash log and hash_index, checked
+  // against their PAT rows, then verified (dedup_verify) or trusted on a
+  // whole-hash match (block_hash).
+  Result<std::optional<int64_t>> FindDuplicateLocked(const BlockOp& op, const BlockHash& hash, int64_t key,
+                                                     ApplyTxn& txn) REQUIRES(mu_);
+  // Appends a change of the hash index to hash_log and the HashLog.
+  Status LogIndexChangeLocked(int64_t key, int64_t pblock, bool add) REQUIRES(mu_);
+  // Merges up to `max` changes of the frozen generation of the hash log
+  // into hash_index (and, with its last chunk, deletes its log rows);
+  // *merged: how many (none when nothing is frozen), for
+  // HashLog::ChunkMerged after the commit.
+  // REQUIRES: a transaction open on db_ and in hash_log_.
+  Status MergeHashLogLocked(size_t max, std::optional<size_t>* merged) REQUIRES(mu_);
+  // Opens / commits / rolls back the three transactions of an apply:
+  // the database's, the allocator's and the hash log's.
+  Status BeginApplyLocked(sql::Transaction& db_txn) REQUIRES(mu_);
+  Status CommitApplyLocked(sql::Transaction& db_txn, Status st, std::optional<size_t> merged) REQUIRES(mu_);
+  // A merge transaction of its own, for an idle Sync: freezes whatever the
+  // active generation has, merges up to kIdleHashMergeChunk changes.
+  Status IdleMergeLocked() REQUIRES(mu_);
   // A slot for a new block, its free_slot row deleted. ENOSPC at capacity.
   Result<uint64_t> AllocSlotLocked() REQUIRES(mu_);
   // Adds the transaction's LAT entry deltas to swap_file.mapped_blocks.
@@ -321,6 +375,11 @@ class Catalog {
   std::unique_ptr<catalog_sql::WriterStatements> st_ GUARDED_BY(mu_);
   std::map<int64_t, std::shared_ptr<const BlockHasher>> hashers_ GUARDED_BY(mu_);  // by dedup ID
   int wal_fd_ GUARDED_BY(mu_) = -1;  // the WAL, opened by the first Sync
+  // The hash index's changes not merged into hash_index yet (hash_log).
+  HashLog hash_log_ GUARDED_BY(mu_);
+  // Whether hash_log has rows (to merge, or to delete): set under mu_ after
+  // each commit, read lock-free by HasSlotsToRelease().
+  std::atomic<bool> hash_log_pending_{false};
 
   // The free list; its own lock, taken inside mu_ only.
   SlotAllocator slots_;

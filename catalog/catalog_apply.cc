@@ -1,12 +1,15 @@
 // The catalog's apply routine (SPEC §4, §5): ApplyBlockOps and CloneRange,
-// refcounts, and the slots they take from and give back to the allocator.
-// Every transaction runs on the writer connection under mu_ and spans one
-// database transaction and one allocator transaction (slot_allocator.h):
-// both commit, or both roll back. The SQL is in catalog_sql.h.
+// refcounts, the slots they take from and give back to the allocator, and
+// the chain hash index (lookups, and the merge of its log). Every
+// transaction runs on the writer connection under mu_ and spans one
+// database transaction, one allocator transaction (slot_allocator.h) and
+// one hash-log transaction (hash_log.h): all commit, or all roll back. The
+// SQL is in catalog_sql.h.
 #include "catalog/catalog.h"
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -19,6 +22,7 @@ struct Catalog::ApplyTxn {
   ApplyResult res;
   std::map<uint64_t, const uint8_t*> new_data;  // slot -> bytes to store before the commit
   std::map<int64_t, int64_t> mapped_delta;      // file -> LAT entry delta
+  std::vector<int64_t> candidates;              // scratch of FindDuplicateLocked
 };
 
 namespace {
@@ -54,15 +58,17 @@ Result<uint64_t> Catalog::AllocSlotLocked() {
   }
   auto a = slots_.Allocate();
   if (!a.ok()) return a.status();
-  if (a->from_free) {
-    st_->free_slot_delete.Reset().Bind(1, SlotToPblock(a->slot));
-    CS_RETURN_IF_ERROR(st_->free_slot_delete.Run());
-  }
   return a->slot;
 }
 
+Status Catalog::LogIndexChangeLocked(int64_t key, int64_t pblock, bool add) {
+  const int64_t seq = add ? hash_log_.Add(key, pblock) : hash_log_.Remove(key, pblock);
+  st_->hash_log_append.Reset().Bind(1, seq).Bind(2, key).Bind(3, pblock).Bind(4, add ? 1 : 0);
+  return st_->hash_log_append.Run();
+}
+
 Status Catalog::UnrefLocked(int64_t pblock, int64_t n, ApplyTxn& txn) {
-  auto& get = st_->pat_refcount;
+  auto& get = st_->pat_get;
   get.Reset().Bind(1, pblock);
   auto r = get.Step();
   if (!r.ok()) return r.status();
@@ -71,7 +77,8 @@ Status Catalog::UnrefLocked(int64_t pblock, int64_t n, ApplyTxn& txn) {
     spdlog::error("catalog: LAT referenced unknown physical block {}", pblock);
     return Status::Error(EUCLEAN, "LAT references unknown physical block " + std::to_string(pblock));
   }
-  int64_t rc = get.Int(0);
+  const int64_t rc = get.Int(1);
+  const int64_t key = get.Int(2);
   get.Reset();
   if (rc > n) {
     st_->pat_add_ref.Reset().Bind(1, pblock).Bind(2, -n);
@@ -80,12 +87,73 @@ Status Catalog::UnrefLocked(int64_t pblock, int64_t n, ApplyTxn& txn) {
   if (rc < n) spdlog::error("catalog: refcount of block {} was {} < {} references", pblock, rc, n);
   st_->pat_delete.Reset().Bind(1, pblock);
   CS_RETURN_IF_ERROR(st_->pat_delete.Run());
-  st_->free_slot_insert.Reset().Bind(1, pblock);
-  CS_RETURN_IF_ERROR(st_->free_slot_insert.Run());
+  CS_RETURN_IF_ERROR(LogIndexChangeLocked(key, pblock, /*add=*/false));
+  st_->block_hash_delete.Reset().Bind(1, pblock);
+  CS_RETURN_IF_ERROR(st_->block_hash_delete.Run());
   slots_.Free(PblockToSlot(pblock));
   txn.new_data.erase(PblockToSlot(pblock));
   ++txn.res.blocks_freed;
   return Status::Ok();
+}
+
+Result<std::optional<int64_t>> Catalog::FindDuplicateLocked(const BlockOp& op, const BlockHash& hash, int64_t key,
+                                                            ApplyTxn& txn) {
+  // Candidates: the unmerged adds of the hash log and hash_index's entries.
+  std::vector<int64_t>& cands = txn.candidates;
+  cands.clear();
+  hash_log_.Candidates(key, &cands);
+  auto& find = st_->hash_index_find;
+  find.Reset().Bind(1, key);
+  CS_RETURN_IF_ERROR(find.ForEachRow([&](const sql::Stmt& row) { cands.push_back(row.Int(0)); }));
+  find.Reset();
+  if (cands.empty()) return std::optional<int64_t>();
+  std::sort(cands.begin(), cands.end());
+  cands.erase(std::unique(cands.begin(), cands.end()), cands.end());
+  const bool trust_hash = !options_.dedup_verify && !force_verify_.load(std::memory_order_relaxed);
+  for (int64_t cand : cands) {
+    // A candidate is a block of this chain with this key as the PAT says
+    // now: hash_index may still name a freed (or reused) slot whose remove
+    // is not merged yet, and keys of other chains may be equal.
+    auto& get = st_->pat_get;
+    get.Reset().Bind(1, cand);
+    auto r = get.Step();
+    if (!r.ok()) return r.status();
+    const bool same = *r && get.Int(0) == op.dedup_id && get.Int(2) == key;
+    get.Reset();
+    if (!same) continue;
+    if (trust_hash) {
+      // Without verify-on-match: the whole hash decides where it is known
+      // (blocks stored with dedup_verify off); otherwise the bytes do.
+      auto& bh = st_->block_hash_get;
+      bh.Reset().Bind(1, cand);
+      auto hr = bh.Step();
+      if (!hr.ok()) return hr.status();
+      const bool known = *hr;
+      const bool equal = known && bh.Blob(0).size() == hash.bytes.size() &&
+                         std::memcmp(bh.Blob(0).data(), hash.bytes.data(), hash.bytes.size()) == 0;
+      bh.Reset();
+      if (equal) return std::optional<int64_t>(cand);
+      if (known) {
+        ++txn.res.collisions;
+        spdlog::warn("catalog: hash key collision in chain {} (block {} has another hash); storing separately",
+                     op.dedup_id, cand);
+        continue;
+      }
+    }
+    alignas(64) uint8_t buf[kBlockSize];
+    const uint8_t* bytes;
+    auto pending = txn.new_data.find(PblockToSlot(cand));
+    if (pending != txn.new_data.end()) {
+      bytes = pending->second;
+    } else {
+      CS_RETURN_IF_ERROR(store_->ReadSlots(PblockToSlot(cand), 1, buf));
+      bytes = buf;
+    }
+    if (std::memcmp(bytes, op.data, kBlockSize) == 0) return std::optional<int64_t>(cand);
+    ++txn.res.collisions;
+    spdlog::warn("catalog: hash collision in chain {} (block {} differs); storing separately", op.dedup_id, cand);
+  }
+  return std::optional<int64_t>();
 }
 
 Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyTxn& txn) {
@@ -103,6 +171,7 @@ Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyTxn& txn) {
     if (!h.ok()) return h.status();
     hash = (*h)->Hash(op.data);
   }
+  const int64_t key = HashKey(hash);
 
   // Current mapping of the LBA.
   std::optional<int64_t> old;
@@ -112,35 +181,9 @@ Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyTxn& txn) {
   if (*r) old = st_->lat_get.Int(0);
   st_->lat_get.Reset();
 
-  // Look the content up in the chain hash table; verify candidates' bytes.
-  std::optional<int64_t> match;
-  std::vector<int64_t> candidates;
-  auto& find = st_->hash_find;
-  find.Reset().Bind(1, op.dedup_id).BindBlob(2, hash.bytes);
-  CS_RETURN_IF_ERROR(find.ForEachRow([&](const sql::Stmt& row) { candidates.push_back(row.Int(0)); }));
-  find.Reset();
-  for (int64_t cand : candidates) {
-    if (!options_.dedup_verify && !force_verify_.load(std::memory_order_relaxed)) {
-      match = cand;
-      break;
-    }
-    alignas(64) uint8_t buf[kBlockSize];
-    const uint8_t* bytes;
-    auto pending = txn.new_data.find(PblockToSlot(cand));
-    if (pending != txn.new_data.end()) {
-      bytes = pending->second;
-    } else {
-      CS_RETURN_IF_ERROR(store_->ReadSlots(PblockToSlot(cand), 1, buf));
-      bytes = buf;
-    }
-    if (std::memcmp(bytes, op.data, kBlockSize) == 0) {
-      match = cand;
-      break;
-    }
-    ++txn.res.collisions;
-    spdlog::warn("catalog: hash collision in chain {} (block {} differs); storing separately",
-                 op.dedup_id, cand);
-  }
+  auto found = FindDuplicateLocked(op, hash, key, txn);
+  if (!found.ok()) return found.status();
+  const std::optional<int64_t> match = *found;
 
   if (match && old && *match == *old) return Status::Ok();  // already in this state
 
@@ -161,8 +204,14 @@ Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyTxn& txn) {
     auto slot = AllocSlotLocked();
     if (!slot.ok()) return slot.status();
     target = SlotToPblock(*slot);
-    st_->pat_insert.Reset().Bind(1, target).Bind(2, op.dedup_id).BindBlob(3, hash.bytes);
+    st_->pat_insert.Reset().Bind(1, target).Bind(2, op.dedup_id).Bind(3, key);
     CS_RETURN_IF_ERROR(st_->pat_insert.Run());
+    CS_RETURN_IF_ERROR(LogIndexChangeLocked(key, target, /*add=*/true));
+    if (!options_.dedup_verify) {
+      // Without verify-on-match, a later match is trusted on the whole hash.
+      st_->block_hash_insert.Reset().Bind(1, target).BindBlob(2, hash.bytes);
+      CS_RETURN_IF_ERROR(st_->block_hash_insert.Run());
+    }
     txn.new_data[*slot] = op.data;
     ++txn.res.blocks_stored;
   }
@@ -196,14 +245,65 @@ Status Catalog::AddMappedLocked(const ApplyTxn& txn) {
   return Status::Ok();
 }
 
+Status Catalog::MergeHashLogLocked(size_t max, std::optional<size_t>* merged) {
+  merged->reset();
+  if (!hash_log_.frozen_open()) return Status::Ok();
+  // In (key, pblock) order: consecutive changes fall into the same leaf of
+  // hash_index, which is then written once for all of them.
+  const auto chunk = hash_log_.NextChunk(max);
+  for (const HashLog::Change& c : chunk) {
+    sql::Stmt& q = c.add() ? st_->hash_index_add : st_->hash_index_remove;
+    q.Reset().Bind(1, c.key).Bind(2, c.pblock());
+    CS_RETURN_IF_ERROR(q.Run());
+  }
+  if (hash_log_.IsLastChunk(max)) {
+    st_->hash_log_truncate.Reset().Bind(1, hash_log_.FrozenEnd());
+    CS_RETURN_IF_ERROR(st_->hash_log_truncate.Run());
+  }
+  *merged = chunk.size();
+  return Status::Ok();
+}
+
+Status Catalog::BeginApplyLocked(sql::Transaction& db_txn) {
+  hash_log_.MaybeFreeze();
+  slots_.Begin();
+  hash_log_.Begin();
+  return db_txn.Begin();
+}
+
+Status Catalog::CommitApplyLocked(sql::Transaction& db_txn, Status st, std::optional<size_t> merged) {
+  if (st.ok()) st = db_txn.Commit();
+  if (!st.ok()) {
+    slots_.Abort();
+    hash_log_.Abort();
+    return st;  // db_txn's destructor rolls back
+  }
+  // Only now may freed slots be punched and handed out again (once the
+  // next Sync has made the commit durable).
+  slots_.Commit();
+  hash_log_.Commit();
+  if (merged) hash_log_.ChunkMerged(*merged);
+  hash_log_pending_.store(hash_log_.log_rows() > 0, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+Status Catalog::IdleMergeLocked() {
+  hash_log_.MaybeFreeze(/*force=*/true);
+  if (!hash_log_.frozen_open()) return Status::Ok();
+  sql::Transaction db_txn(db_);
+  Status st = BeginApplyLocked(db_txn);
+  std::optional<size_t> merged;
+  if (st.ok()) st = MergeHashLogLocked(kIdleHashMergeChunk, &merged);
+  return CommitApplyLocked(db_txn, st, merged);
+}
+
 Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
                                            std::span<const FileMetaUpdate> meta) {
   if (options_.read_only) return Status::Error(EROFS, "catalog opened read-only");
   MutexLock lock(&mu_);
   ApplyTxn txn;
-  slots_.Begin();
   sql::Transaction db_txn(db_);
-  Status st = db_txn.Begin();
+  Status st = BeginApplyLocked(db_txn);
   for (size_t i = 0; st.ok() && i < ops.size(); ++i) {
     st = ops[i].kind == BlockOp::Kind::kWrite ? ApplyWriteLocked(ops[i], txn)
                                               : ApplyDeleteLocked(ops[i], txn);
@@ -215,15 +315,13 @@ Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
     st_->file_set_meta.Bind(3, m.mtime_ns).Bind(4, m.ctime_ns);
     st = st_->file_set_meta.Run();
   }
+  // Merge twice as many changes of the hash log as this transaction logged
+  // (at least kHashMergeChunk): the frozen generation is merged before the
+  // active one fills up.
+  std::optional<size_t> merged;
+  if (st.ok()) st = MergeHashLogLocked(std::max(kHashMergeChunk, 2 * hash_log_.txn_rows()), &merged);
   if (st.ok()) st = WriteNewBlocks(*store_, txn.new_data);
-  if (st.ok()) st = db_txn.Commit();
-  if (!st.ok()) {
-    slots_.Abort();
-    return st;  // db_txn's destructor rolls back
-  }
-  // Only now may freed slots be punched and handed out again (once the
-  // next Sync has made the commit durable).
-  slots_.Commit();
+  CS_RETURN_IF_ERROR(CommitApplyLocked(db_txn, st, merged));
   // Bound the WAL between retirements: past twice the checkpoint size, sync
   // (store, then WAL) and checkpoint now; the next commit starts it over.
   if (WalBytesLocked() > 2 * kWalCheckpointBytes) {
@@ -247,9 +345,8 @@ Status Catalog::CloneRange(int64_t src_file, int64_t dst_file, uint64_t src_lba,
   if (*sc != *dc) return Status::Error(EXDEV, "clone across chains (different dedup domains)");
 
   ApplyTxn txn;
-  slots_.Begin();
   sql::Transaction db_txn(db_);
-  Status st = db_txn.Begin();
+  Status st = BeginApplyLocked(db_txn);
   // The destination range becomes a hole first (old blocks unreferenced).
   if (st.ok()) {
     BlockOp del;
@@ -281,13 +378,7 @@ Status Catalog::CloneRange(int64_t src_file, int64_t dst_file, uint64_t src_lba,
     }
   }
   if (st.ok()) st = AddMappedLocked(txn);
-  if (st.ok()) st = db_txn.Commit();
-  if (!st.ok()) {
-    slots_.Abort();
-    return st;  // db_txn's destructor rolls back
-  }
-  slots_.Commit();
-  return Status::Ok();
+  return CommitApplyLocked(db_txn, st, /*merged=*/std::nullopt);
 }
 
 }  // namespace chainswap

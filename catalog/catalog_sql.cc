@@ -7,49 +7,63 @@ namespace chainswap::catalog_sql {
 
 namespace {
 
-// A statement set with every member prepared from its text.
+// Prepares every listed member of `set` from its text.
 template <typename Set>
-Result<std::unique_ptr<Set>> PrepareSet(const sql::Db& db,
-                                        std::initializer_list<std::pair<sql::Stmt Set::*, std::string_view>> items) {
-  auto set = std::make_unique<Set>();
+Status PrepareInto(const sql::Db& db, Set& set,
+                   std::initializer_list<std::pair<sql::Stmt Set::*, std::string_view>> items) {
   for (const auto& [member, text] : items) {
     auto s = sql::Stmt::Prepare(db, text);
     if (!s.ok()) return s.status();
-    (*set).*member = std::move(*s);
+    set.*member = std::move(*s);
   }
-  return set;
+  return Status::Ok();
 }
 
 }  // namespace
 
-Result<std::unique_ptr<WriterStatements>> WriterStatements::Prepare(const sql::Db& db) {
+Result<std::unique_ptr<WriterStatements>> WriterStatements::Prepare(const sql::Db& db, bool reads_only) {
   using S = WriterStatements;
-  return PrepareSet<S>(db, {
-                               {&S::lat_get, kLatGet},
-                               {&S::lat_put, kLatPut},
-                               {&S::lat_delete_range, kLatDeleteRange},
-                               {&S::lat_range, kLatRange},
-                               {&S::lat_next, kLatNext},
-                               {&S::hash_find, kHashFind},
-                               {&S::pat_insert, kPatInsert},
-                               {&S::pat_add_ref, kPatAddRef},
-                               {&S::pat_refcount, kPatRefcount},
-                               {&S::pat_delete, kPatDelete},
-                               {&S::free_slot_insert, kFreeSlotInsert},
-                               {&S::free_slot_delete, kFreeSlotDelete},
-                               {&S::file_add_mapped, kFileAddMapped},
-                               {&S::file_mapped, kFileMapped},
-                               {&S::file_set_meta, kFileSetMeta},
-                           });
+  auto set = std::make_unique<S>();
+  CS_RETURN_IF_ERROR(PrepareInto<S>(db, *set,
+                                    {
+                                        {&S::lat_range, kLatRange},
+                                        {&S::lat_next, kLatNext},
+                                        {&S::file_mapped, kFileMapped},
+                                    }));
+  if (reads_only) return set;
+  CS_RETURN_IF_ERROR(PrepareInto<S>(db, *set,
+                                    {
+                                        {&S::lat_get, kLatGet},
+                                        {&S::lat_put, kLatPut},
+                                        {&S::lat_delete_range, kLatDeleteRange},
+                                        {&S::hash_index_find, kHashIndexFind},
+                                        {&S::pat_get, kPatGet},
+                                        {&S::pat_insert, kPatInsert},
+                                        {&S::pat_add_ref, kPatAddRef},
+                                        {&S::pat_delete, kPatDelete},
+                                        {&S::hash_log_append, kHashLogAppend},
+                                        {&S::hash_log_truncate, kHashLogTruncate},
+                                        {&S::hash_index_add, kHashIndexAdd},
+                                        {&S::hash_index_remove, kHashIndexRemove},
+                                        {&S::block_hash_insert, kBlockHashInsert},
+                                        {&S::block_hash_get, kBlockHashGet},
+                                        {&S::block_hash_delete, kBlockHashDelete},
+                                        {&S::file_add_mapped, kFileAddMapped},
+                                        {&S::file_set_meta, kFileSetMeta},
+                                    }));
+  return set;
 }
 
 Result<std::unique_ptr<ReaderStatements>> ReaderStatements::Prepare(const sql::Db& db) {
   using S = ReaderStatements;
-  return PrepareSet<S>(db, {
-                               {&S::lat_range, kLatRange},
-                               {&S::file_mapped, kFileMapped},
-                               {&S::lat_count, kLatCount},
-                           });
+  auto set = std::make_unique<S>();
+  CS_RETURN_IF_ERROR(PrepareInto<S>(db, *set,
+                                    {
+                                        {&S::lat_range, kLatRange},
+                                        {&S::file_mapped, kFileMapped},
+                                        {&S::lat_count, kLatCount},
+                                    }));
+  return set;
 }
 
 }  // namespace chainswap::catalog_sql

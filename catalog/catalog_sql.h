@@ -13,6 +13,7 @@
 // the owner of its connection, which serializes its use (sqlite.h).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -35,22 +36,27 @@ inline std::string ReadWritePragmas(uint64_t journal_size_limit) {
   return "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0; "
          "PRAGMA journal_size_limit=" + std::to_string(journal_size_limit) + ";";
 }
-// Every open, read-write or not.
-inline constexpr std::string_view kOpenPragmas =
-    "PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY; PRAGMA foreign_keys=ON;";
+// Every open, read-write or not, and every reader connection: a page
+// cache of `cache_bytes` (anonymous memory), up to `mmap_bytes` of the
+// database file memory-mapped (file-backed).
+inline std::string OpenPragmas(uint64_t cache_bytes, uint64_t mmap_bytes) {
+  return "PRAGMA cache_size=-" + std::to_string(std::max<uint64_t>(cache_bytes >> 10, 64)) +
+         "; PRAGMA mmap_size=" + std::to_string(mmap_bytes) +
+         "; PRAGMA temp_store=MEMORY; PRAGMA foreign_keys=ON;";
+}
 // One read snapshot on a reader connection (deferred: never takes a lock
 // that blocks the writer).
 inline constexpr std::string_view kBeginRead = "BEGIN";
 inline constexpr std::string_view kEndRead = "COMMIT";
 
-// ---- Allocator start-up ------------------------------------------------
+// ---- Start-up ----------------------------------------------------------
 
-// -> slot
-inline constexpr std::string_view kFreeSlots = "SELECT slot FROM free_slot";
-// -> PAT entries, first slot above every PAT entry
-inline constexpr std::string_view kPatCountAndEnd = "SELECT count(*), coalesce(max(pblock) + 1, 0) FROM pat";
+// -> pblock of every PAT entry, ascending (the free slots are the gaps)
+inline constexpr std::string_view kPatBlocks = "SELECT pblock FROM pat ORDER BY pblock";
 // -> first slot above every PAT entry
 inline constexpr std::string_view kPatEnd = "SELECT coalesce(max(pblock) + 1, 0) FROM pat";
+// -> seq, hash_key, pblock, op of every change not merged into hash_index
+inline constexpr std::string_view kHashLogRows = "SELECT seq, hash_key, pblock, op FROM hash_log ORDER BY seq";
 
 // ---- Namespace: chains -------------------------------------------------
 
@@ -139,12 +145,13 @@ inline constexpr std::string_view kLatNext = "SELECT min(lba) FROM lat WHERE fil
 inline constexpr std::string_view kLatCopyRange =
     "INSERT INTO lat(file_id, lba, pblock) SELECT ?1, lba + ?2, pblock FROM lat "
     "WHERE file_id = ?3 AND lba >= ?4 AND lba < ?5";
-// dedup_id, hash -> pblock (the chain hash table; ascending pblock)
-inline constexpr std::string_view kHashFind =
-    "SELECT pblock FROM pat WHERE dedup_id = ?1 AND hash = ?2 ORDER BY pblock";
-// pblock, dedup_id, hash (refcount 1)
+// hash_key -> pblock (candidates of the merged part of the chain hash index)
+inline constexpr std::string_view kHashIndexFind = "SELECT pblock FROM hash_index WHERE hash_key = ?1";
+// pblock -> dedup_id, refcount, hash_key
+inline constexpr std::string_view kPatGet = "SELECT dedup_id, refcount, hash_key FROM pat WHERE pblock = ?1";
+// pblock, dedup_id, hash_key (refcount 1)
 inline constexpr std::string_view kPatInsert =
-    "INSERT INTO pat(pblock, dedup_id, hash, refcount) VALUES (?1, ?2, ?3, 1)";
+    "INSERT INTO pat(pblock, dedup_id, refcount, hash_key) VALUES (?1, ?2, 1, ?3)";
 // pblock, n: refcount += n
 inline constexpr std::string_view kPatAddRef = "UPDATE pat SET refcount = refcount + ?2 WHERE pblock = ?1";
 // src file_id, first lba, end lba: every block the range maps gains one
@@ -153,14 +160,24 @@ inline constexpr std::string_view kPatAddRefsOfRange =
     "UPDATE pat SET refcount = refcount + x.n FROM "
     "(SELECT pblock, count(*) AS n FROM lat WHERE file_id = ?1 AND lba >= ?2 "
     "AND lba < ?3 GROUP BY pblock) AS x WHERE pat.pblock = x.pblock";
-// pblock -> refcount
-inline constexpr std::string_view kPatRefcount = "SELECT refcount FROM pat WHERE pblock = ?1";
 // pblock
 inline constexpr std::string_view kPatDelete = "DELETE FROM pat WHERE pblock = ?1";
-// slot
-inline constexpr std::string_view kFreeSlotInsert = "INSERT OR IGNORE INTO free_slot(slot) VALUES (?1)";
-// slot
-inline constexpr std::string_view kFreeSlotDelete = "DELETE FROM free_slot WHERE slot = ?1";
+// seq, hash_key, pblock, op (1 add, 0 remove): a change to the hash index
+inline constexpr std::string_view kHashLogAppend =
+    "INSERT INTO hash_log(seq, hash_key, pblock, op) VALUES (?1, ?2, ?3, ?4)";
+// seq: the merged generation's changes, every row below seq
+inline constexpr std::string_view kHashLogTruncate = "DELETE FROM hash_log WHERE seq < ?1";
+// hash_key, pblock: a merged add
+inline constexpr std::string_view kHashIndexAdd =
+    "INSERT OR IGNORE INTO hash_index(hash_key, pblock) VALUES (?1, ?2)";
+// hash_key, pblock: a merged remove
+inline constexpr std::string_view kHashIndexRemove = "DELETE FROM hash_index WHERE hash_key = ?1 AND pblock = ?2";
+// pblock, hash (16 bytes)
+inline constexpr std::string_view kBlockHashInsert = "INSERT OR REPLACE INTO block_hash(pblock, hash) VALUES (?1, ?2)";
+// pblock -> hash
+inline constexpr std::string_view kBlockHashGet = "SELECT hash FROM block_hash WHERE pblock = ?1";
+// pblock
+inline constexpr std::string_view kBlockHashDelete = "DELETE FROM block_hash WHERE pblock = ?1";
 // file_id, delta: mapped_blocks += delta (never below 0)
 inline constexpr std::string_view kFileAddMapped =
     "UPDATE swap_file SET mapped_blocks = max(mapped_blocks + ?2, 0) WHERE file_id = ?1";
@@ -186,24 +203,33 @@ inline constexpr std::string_view kFileStats =
 // The writer connection's statements, prepared once at open: the apply
 // routine runs them for every block. Each is named after its constant.
 struct WriterStatements {
-  sql::Stmt lat_get;           // kLatGet
-  sql::Stmt lat_put;           // kLatPut
-  sql::Stmt lat_delete_range;  // kLatDeleteRange
-  sql::Stmt lat_range;         // kLatRange
-  sql::Stmt lat_next;          // kLatNext
-  sql::Stmt hash_find;         // kHashFind
-  sql::Stmt pat_insert;        // kPatInsert
-  sql::Stmt pat_add_ref;       // kPatAddRef
-  sql::Stmt pat_refcount;      // kPatRefcount
-  sql::Stmt pat_delete;        // kPatDelete
-  sql::Stmt free_slot_insert;  // kFreeSlotInsert
-  sql::Stmt free_slot_delete;  // kFreeSlotDelete
-  sql::Stmt file_add_mapped;   // kFileAddMapped
-  sql::Stmt file_mapped;       // kFileMapped
-  sql::Stmt file_set_meta;     // kFileSetMeta
+  // Reads of tables every schema version has (a read-only open of an older
+  // catalog prepares only these).
+  sql::Stmt lat_range;   // kLatRange
+  sql::Stmt lat_next;    // kLatNext
+  sql::Stmt file_mapped; // kFileMapped
+  // The apply routine (read-write opens).
+  sql::Stmt lat_get;             // kLatGet
+  sql::Stmt lat_put;             // kLatPut
+  sql::Stmt lat_delete_range;    // kLatDeleteRange
+  sql::Stmt hash_index_find;     // kHashIndexFind
+  sql::Stmt pat_get;             // kPatGet
+  sql::Stmt pat_insert;          // kPatInsert
+  sql::Stmt pat_add_ref;         // kPatAddRef
+  sql::Stmt pat_delete;          // kPatDelete
+  sql::Stmt hash_log_append;     // kHashLogAppend
+  sql::Stmt hash_log_truncate;   // kHashLogTruncate
+  sql::Stmt hash_index_add;      // kHashIndexAdd
+  sql::Stmt hash_index_remove;   // kHashIndexRemove
+  sql::Stmt block_hash_insert;   // kBlockHashInsert
+  sql::Stmt block_hash_get;      // kBlockHashGet
+  sql::Stmt block_hash_delete;   // kBlockHashDelete
+  sql::Stmt file_add_mapped;     // kFileAddMapped
+  sql::Stmt file_set_meta;       // kFileSetMeta
 
-  // Prepares them all on `db`; the set must be destroyed before `db`.
-  static Result<std::unique_ptr<WriterStatements>> Prepare(const sql::Db& db);
+  // Prepares them on `db` (only the first group when `reads_only`); the
+  // set must be destroyed before `db`.
+  static Result<std::unique_ptr<WriterStatements>> Prepare(const sql::Db& db, bool reads_only);
 };
 
 // A reader connection's statements (ReaderPool).

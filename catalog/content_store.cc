@@ -70,7 +70,12 @@ Result<std::unique_ptr<ContentStore>> ContentStore::Open(const std::string& path
   return std::unique_ptr<ContentStore>(new ContentStore(fd, path));
 }
 
+std::unique_ptr<ContentStore> ContentStore::OpenDiscarding() {
+  return std::unique_ptr<ContentStore>(new ContentStore(-1, "(discarding store)"));
+}
+
 Status ContentStore::ReadSlots(uint64_t slot, uint32_t count, uint8_t* out) const {
+  if (fd_ < 0) return Status::Error(EIO, "a discarding store holds no data");
   return PreadFull(fd_, out, size_t{count} * kBlockSize, static_cast<off_t>(slot << kBlockShift));
 }
 
@@ -81,6 +86,13 @@ Status ContentStore::WriteSlots(uint64_t slot, uint32_t count, const uint8_t* da
 }
 
 Status ContentStore::WriteSlots(uint64_t slot, std::span<const uint8_t* const> blocks) {
+  if (fd_ < 0) {
+    uint64_t end = discard_end_.load(std::memory_order_relaxed);
+    while (end < slot + blocks.size() &&
+           !discard_end_.compare_exchange_weak(end, slot + blocks.size(), std::memory_order_relaxed)) {
+    }
+    return Status::Ok();
+  }
   std::array<iovec, 256> iov;
   off_t off = static_cast<off_t>(slot << kBlockShift);
   size_t i = 0;
@@ -109,6 +121,7 @@ Status ContentStore::WriteSlots(uint64_t slot, std::span<const uint8_t* const> b
 Status ContentStore::PunchSlot(uint64_t slot) { return PunchSlots(slot, 1); }
 
 Status ContentStore::PunchSlots(uint64_t slot, uint64_t count) {
+  if (fd_ < 0) return Status::Ok();
   if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(slot << kBlockShift),
                   static_cast<off_t>(count << kBlockShift)) != 0) {
     return Status::FromErrno("content store punch slots " + std::to_string(slot) + "+" + std::to_string(count));
@@ -117,23 +130,30 @@ Status ContentStore::PunchSlots(uint64_t slot, uint64_t count) {
 }
 
 Status ContentStore::TruncateToSlots(uint64_t end_slot) {
+  if (fd_ < 0) {
+    discard_end_.store(end_slot, std::memory_order_relaxed);
+    return Status::Ok();
+  }
   if (::ftruncate(fd_, static_cast<off_t>(end_slot << kBlockShift)) != 0)
     return Status::FromErrno("content store truncate");
   return Status::Ok();
 }
 
 Status ContentStore::Sync() {
+  if (fd_ < 0) return Status::Ok();
   if (::fdatasync(fd_) != 0) return Status::FromErrno("content store fdatasync");
   return Status::Ok();
 }
 
 Result<uint64_t> ContentStore::AllocatedBytes() const {
+  if (fd_ < 0) return uint64_t{0};
   struct stat st;
   if (::fstat(fd_, &st) != 0) return Status::FromErrno("content store fstat");
   return static_cast<uint64_t>(st.st_blocks) * 512;
 }
 
 Result<uint64_t> ContentStore::LengthSlots() const {
+  if (fd_ < 0) return discard_end_.load(std::memory_order_relaxed);
   struct stat st;
   if (::fstat(fd_, &st) != 0) return Status::FromErrno("content store fstat");
   return (static_cast<uint64_t>(st.st_size) + kBlockSize - 1) >> kBlockShift;

@@ -13,6 +13,7 @@
 // thread is reading (the catalog's refcounts guarantee it).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -32,6 +33,11 @@ class ContentStore {
   static Result<std::unique_ptr<ContentStore>> Open(const std::string& path, bool read_only = false);
   // Creates an empty store file (0600); fails with EEXIST if present.
   static Status Create(const std::string& path);
+  // A store that keeps nothing, for benchmarks of the catalog alone
+  // (chainswap-catalog-bench): writes, punches and syncs succeed and drop
+  // their data, reads fail with EIO, the length is one past the highest
+  // slot written. Never used by the daemon or the tools.
+  static std::unique_ptr<ContentStore> OpenDiscarding();
 
   // Reads `count` consecutive slots starting at `slot` into out (count*4 KiB).
   // EIO when the file ends before them (a damaged store: never zeros).
@@ -58,8 +64,9 @@ class ContentStore {
 
  private:
   ContentStore(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
-  int fd_;
+  int fd_;  // -1: a discarding store
   std::string path_;
+  std::atomic<uint64_t> discard_end_{0};  // a discarding store's length in slots
 };
 
 }  // namespace chainswap

@@ -27,7 +27,7 @@ ReaderPool::Lease ReaderPool::Acquire() {
   }
   // Opened outside the lock: other readers need not wait for it.
   auto db = sql::Db::Open(path_, SQLITE_OPEN_READWRITE);
-  if (!db.ok()) return Lease(nullptr, GiveBack(this));
+  if (!db.ok() || !db->Exec(pragmas_).ok()) return Lease(nullptr, GiveBack(this));
   auto r = std::make_unique<Reader>();
   r->db = std::move(*db);
   auto st = catalog_sql::ReaderStatements::Prepare(r->db);

@@ -53,8 +53,9 @@ class ReaderPool {
   using Lease = std::unique_ptr<Reader, GiveBack>;
 
   // Connections open `path` read-write (read-only opens of a WAL database
-  // need the -shm file to exist), and only read.
-  explicit ReaderPool(std::string path) : path_(std::move(path)) {}
+  // need the -shm file to exist), run `pragmas` (their page cache size),
+  // and only read.
+  ReaderPool(std::string path, std::string pragmas) : path_(std::move(path)), pragmas_(std::move(pragmas)) {}
   ~ReaderPool();
   ReaderPool(const ReaderPool&) = delete;
   ReaderPool& operator=(const ReaderPool&) = delete;
@@ -63,7 +64,9 @@ class ReaderPool {
   Lease Acquire() EXCLUDES(mu_);
 
  private:
-  const std::string path_;  // constant after construction
+  // Constant after construction.
+  const std::string path_;
+  const std::string pragmas_;
 
   Mutex mu_;
   std::vector<std::unique_ptr<Reader>> idle_ GUARDED_BY(mu_);

@@ -2,7 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstring>
 #include <string>
+
+#include "catalog/block.h"
 
 namespace chainswap {
 
@@ -40,24 +43,52 @@ CREATE TABLE lat (
   pblock   INTEGER NOT NULL,
   PRIMARY KEY (file_id, lba)
 ) WITHOUT ROWID;
+)sql";
 
+// The block tables, version 3 (versions 1 and 2: pat with the whole
+// 16-byte hash and chain_hash_index on it, and a free_slot table).
+constexpr const char* kBlockTables = R"sql(
 -- Physical addressing table: physical block (= content-store slot) ->
--- owning chain, keyed content hash, reference count (number of LAT rows).
+-- owning chain, reference count (number of LAT rows), hash key. The hash
+-- key is the first 48 bits of the block's keyed hash (its 16-byte canonical
+-- form), as a signed integer. A content-store slot below the highest
+-- pblock that has no row here is free.
 CREATE TABLE pat (
   pblock    INTEGER PRIMARY KEY,
   dedup_id  INTEGER NOT NULL,
-  hash      BLOB NOT NULL,
-  refcount  INTEGER NOT NULL CHECK (refcount > 0)
-);
--- The chain hash table: (chain, hash) -> physical block. Not unique: a
--- verified collision stores the second block under the same hash.
-CREATE INDEX chain_hash_index ON pat(dedup_id, hash);
-
--- Content-store slots below the high-water mark that hold no block.
-CREATE TABLE free_slot (
-  slot INTEGER PRIMARY KEY
+  refcount  INTEGER NOT NULL CHECK (refcount > 0),
+  hash_key  INTEGER NOT NULL
 );
 
+-- The chain hash index: hash key -> physical block, for every PAT row.
+-- Not unique: keys of different chains, and of different contents, may be
+-- equal; a lookup checks each candidate's PAT row (chain, key) and then
+-- its bytes (verify-on-match). It is the merge of two tables: hash_index,
+-- the bulk of it, and hash_log, the changes not merged into it yet.
+CREATE TABLE hash_index (
+  hash_key  INTEGER NOT NULL,
+  pblock    INTEGER NOT NULL,
+  PRIMARY KEY (hash_key, pblock)
+) WITHOUT ROWID;
+
+-- Changes to the chain hash index in the order they were made (seq):
+-- op 1 adds (hash_key, pblock), op 0 removes it. Appended in the
+-- transaction that stores or frees the block, merged into hash_index in
+-- sorted batches (the last change of a pair wins), then deleted.
+CREATE TABLE hash_log (
+  seq       INTEGER PRIMARY KEY,
+  hash_key  INTEGER NOT NULL,
+  pblock    INTEGER NOT NULL,
+  op        INTEGER NOT NULL CHECK (op IN (0, 1))
+);
+
+-- The whole 16-byte keyed hash of blocks stored while dedup_verify was
+-- off: a hash-key match is trusted without reading the stored bytes only
+-- when the whole hash is known and equal.
+CREATE TABLE block_hash (
+  pblock  INTEGER PRIMARY KEY,
+  hash    BLOB NOT NULL
+);
 )sql";
 
 // The chain table, version 2 (version 1: name TEXT NOT NULL UNIQUE).
@@ -79,9 +110,11 @@ CREATE TABLE chain (
 );
 )sql";
 
-// The views, version 2 (removed chains are not shown).
+// The views, version 3 (removed chains are not shown since version 2;
+// chain_hash.hash is the 48-bit hash key since version 3, the 16-byte hash
+// before).
 constexpr const char* kViews = R"sql(
-CREATE VIEW chain_hash AS SELECT dedup_id, hash, pblock FROM pat;
+CREATE VIEW chain_hash AS SELECT dedup_id, hash_key AS hash, pblock FROM pat;
 CREATE VIEW file_stats AS
 SELECT f.file_id                                   AS file_id,
        c.dedup_id                                  AS dedup_id,
@@ -133,7 +166,46 @@ Status UpgradeV1ToV2(sql::Db& db) {
   // that takes the name (foreign keys are off, so the drop checks nothing).
   CS_RETURN_IF_ERROR(db.Exec("DROP TABLE chain"));
   CS_RETURN_IF_ERROR(db.Exec("ALTER TABLE chain_v2 RENAME TO chain"));
-  return db.Exec(kViews);
+  return Status::Ok();  // the views are recreated by the last step
+}
+
+// SQL function chainswap_hash_key(hash BLOB) -> the hash key (HashKey()) of
+// a 16-byte hash; an error for any other value.
+void HashKeySqlFunction(sqlite3_context* ctx, int, sqlite3_value** argv) {
+  if (sqlite3_value_type(argv[0]) != SQLITE_BLOB || sqlite3_value_bytes(argv[0]) != sizeof(BlockHash::bytes)) {
+    sqlite3_result_error(ctx, "pat.hash is not a 16-byte hash", -1);
+    return;
+  }
+  BlockHash h;
+  std::memcpy(h.bytes.data(), sqlite3_value_blob(argv[0]), h.bytes.size());
+  sqlite3_result_int64(ctx, HashKey(h));
+}
+
+// Version 2 -> 3: the PAT keeps a 48-bit hash key instead of the 16-byte
+// hash; the chain hash index becomes hash_index (+ hash_log), built sorted
+// from the PAT; the free list is no longer a table (free slots are the
+// gaps in the PAT); block_hash starts empty (blocks stored before the
+// upgrade are verified by their bytes even with dedup_verify off).
+// REQUIRES: inside a transaction, foreign keys off.
+Status UpgradeV2ToV3(sql::Db& db) {
+  CS_RETURN_IF_ERROR(db.Exec(kDropViews));
+  const int rc = sqlite3_create_function_v2(db.get(), "chainswap_hash_key", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+                                            nullptr, HashKeySqlFunction, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return sql::FromSqlite(rc, db.get(), "register chainswap_hash_key");
+  std::string tables = kBlockTables;
+  const std::string from = "CREATE TABLE pat (";
+  tables.replace(tables.find(from), from.size(), "CREATE TABLE pat_v3 (");
+  CS_RETURN_IF_ERROR(db.Exec(tables));
+  CS_RETURN_IF_ERROR(db.Exec("INSERT INTO pat_v3(pblock, dedup_id, refcount, hash_key) "
+                             "SELECT pblock, dedup_id, refcount, chainswap_hash_key(hash) FROM pat"));
+  CS_RETURN_IF_ERROR(db.Exec("DROP INDEX chain_hash_index; DROP TABLE pat; DROP TABLE free_slot; "
+                             "ALTER TABLE pat_v3 RENAME TO pat"));
+  // Sorted: the index's B-tree is built by appends, its pages full.
+  CS_RETURN_IF_ERROR(db.Exec("INSERT INTO hash_index(hash_key, pblock) SELECT hash_key, pblock FROM pat "
+                             "ORDER BY hash_key, pblock"));
+  sqlite3_create_function_v2(db.get(), "chainswap_hash_key", 1, SQLITE_UTF8, nullptr, nullptr, nullptr, nullptr,
+                             nullptr);
+  return Status::Ok();
 }
 
 }  // namespace
@@ -142,6 +214,7 @@ Status CreateSchema(sql::Db& db) {
   sql::Transaction txn(db);
   CS_RETURN_IF_ERROR(txn.Begin());
   CS_RETURN_IF_ERROR(db.Exec(kTables));
+  CS_RETURN_IF_ERROR(db.Exec(kBlockTables));
   CS_RETURN_IF_ERROR(db.Exec(kChainTable));
   CS_RETURN_IF_ERROR(db.Exec(kViews));
   CS_RETURN_IF_ERROR(db.Exec(std::string("INSERT INTO meta(key, value) VALUES ('format', '") +
@@ -174,7 +247,7 @@ Result<int64_t> SchemaVersion(sql::Db& db) {
 
 }  // namespace
 
-Status CheckAndUpgradeSchema(sql::Db& db, bool read_only) {
+Result<int> CheckAndUpgradeSchema(sql::Db& db, bool read_only) {
   auto version = SchemaVersion(db);
   if (!version.ok()) return version.status();
   const int64_t v = *version;
@@ -184,16 +257,18 @@ Status CheckAndUpgradeSchema(sql::Db& db, bool read_only) {
                                      std::to_string(kSchemaVersion) + "); upgrade chainswap");
   }
   if (v < 1) return Status::Error(EUCLEAN, "catalog schema version " + std::to_string(v) + " is invalid");
-  if (v == kSchemaVersion) return Status::Ok();
-  // Older versions are compatible for reading: read-only opens (fsck, stats)
-  // leave them as they are; a mount upgrades them, step by step, in one
-  // transaction.
-  if (read_only) return Status::Ok();
+  if (v == kSchemaVersion) return kSchemaVersion;
+  // Read-only opens (stats, a read-only mount) leave an older version as it
+  // is and read what has not changed (catalog.h); a read-write open
+  // upgrades it, step by step, in one transaction.
+  if (read_only) return static_cast<int>(v);
   CS_RETURN_IF_ERROR(db.Exec("PRAGMA foreign_keys=OFF"));  // no effect inside a transaction
   Status st = [&]() -> Status {
     sql::Transaction txn(db);
     CS_RETURN_IF_ERROR(txn.Begin());
     if (v < 2) CS_RETURN_IF_ERROR(UpgradeV1ToV2(db));
+    if (v < 3) CS_RETURN_IF_ERROR(UpgradeV2ToV3(db));
+    CS_RETURN_IF_ERROR(db.Exec(kViews));
     auto fk = sql::Stmt::Prepare(db, "PRAGMA foreign_key_check");
     if (!fk.ok()) return fk.status();
     auto bad = fk->Step();
@@ -206,7 +281,8 @@ Status CheckAndUpgradeSchema(sql::Db& db, bool read_only) {
   if (!st.ok()) return Status::Error(st.code(), "catalog upgrade from schema version " + std::to_string(v) +
                                                     " to " + std::to_string(kSchemaVersion) + ": " + st.message());
   spdlog::info("catalog upgraded from schema version {} to {}", v, kSchemaVersion);
-  return on;
+  if (!on.ok()) return on;
+  return kSchemaVersion;
 }
 
 }  // namespace chainswap

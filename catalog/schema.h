@@ -5,6 +5,12 @@
 //      views chain_hash, file_stats, chain_stats.
 //   2: chain.name nullable (NULL: the chain directory was removed while its
 //      files are still reclaimed); the views leave removed chains out.
+//   3: pat keeps a 48-bit hash key (pat.hash_key) instead of the 16-byte
+//      hash; the chain hash index is hash_index (WITHOUT ROWID, keyed by
+//      (hash_key, pblock)) plus hash_log, its changes not merged yet;
+//      block_hash keeps whole hashes of blocks stored without
+//      verify-on-match; free_slot is gone (a slot is free when the PAT has
+//      no row for it); chain_hash.hash is the hash key.
 // A database newer than kSchemaVersion is refused; older ones are upgraded
 // step by step by CheckAndUpgradeSchema() when opened read-write.
 #pragma once
@@ -13,7 +19,7 @@
 
 namespace chainswap {
 
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 inline constexpr const char* kFormatMagic = "chainswap-catalog";
 
 // Creates every table, index and view of the current version in an empty
@@ -21,7 +27,9 @@ inline constexpr const char* kFormatMagic = "chainswap-catalog";
 Status CreateSchema(sql::Db& db);
 
 // Verifies this is a chainswap catalog (EUCLEAN if not), refuses newer
-// versions (EPROTO) and upgrades older ones.
-Status CheckAndUpgradeSchema(sql::Db& db, bool read_only);
+// versions (EPROTO) and upgrades older ones, all steps in one transaction
+// (read-write opens only: a read-only open leaves an older version as it
+// is). Returns the schema version the database has now.
+Result<int> CheckAndUpgradeSchema(sql::Db& db, bool read_only);
 
 }  // namespace chainswap

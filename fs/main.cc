@@ -66,6 +66,8 @@ Result<Served> OpenServed(const MountConfig& cfg, const EngineOptions& base) {
   CatalogOptions copts;
   copts.dedup_verify = cfg.dedup_verify;
   copts.capacity_slots = cfg.capacity_bytes / kBlockSize;
+  copts.cache_bytes = cfg.catalog_cache_bytes;
+  copts.mmap_bytes = cfg.catalog_mmap_bytes;
   Served s;
   auto backing = BackingDir::Open(cfg.backing, LockMode::kExclusive, copts);
   if (!backing.ok()) return backing.status();

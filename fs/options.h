@@ -4,7 +4,7 @@
 //   chainswapfs BACKING MOUNTPOINT [-f] [-d] [-s] [-o opt[,opt...]]
 //
 // chainswap options (-o): dedup_verify / no_dedup_verify, capacity=SIZE
-// (K/M/G/T suffixes), log_level=trace|debug|info|warn|error, threads=N,
+// (K/M/G/T suffixes), catalog_cache=SIZE, catalog_mmap=SIZE, log_level=trace|debug|info|warn|error, threads=N,
 // bucket_size=SIZE, journal_limit=SIZE, queue_slots=N, delete_slots_min=D,
 // pressure_low=F, pressure_high=F (fractions of journal/store usage),
 // metrics_file=PATH, metrics_interval=SECONDS (fs/metrics_writer.h).
@@ -31,6 +31,8 @@ struct MountConfig {
   bool show_version = false;
   bool dedup_verify = true;
   uint64_t capacity_bytes = 0;   // 0: unlimited
+  uint64_t catalog_cache_bytes = 32ull << 20;  // catalog_cache= (CatalogOptions::cache_bytes)
+  uint64_t catalog_mmap_bytes = 0;             // catalog_mmap= (CatalogOptions::mmap_bytes)
   std::string log_level = "info";
   unsigned threads = 8;          // max FUSE worker threads
   // Destage engine (SPEC §5).

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "catalog/block.h"
+#include "catalog/schema.h"
 #include "destage/journal.h"
 
 namespace chainswap {
@@ -17,8 +18,9 @@ namespace {
 
 struct PatRow {
   int64_t dedup_id;
-  BlockHash hash;
+  int64_t key;  // pat.hash_key
   int64_t refcount;
+  bool indexed = false;  // the chain hash index has (key, pblock)
 };
 
 // Runs a query and calls fn for every row.
@@ -64,6 +66,17 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
     rep.issues.push_back({std::move(kind), std::move(detail), repaired});
   };
 
+  {
+    auto v = sql::Stmt::Prepare(db, "PRAGMA user_version");
+    if (!v.ok()) return v.status();
+    auto r = v->Step();
+    if (!r.ok()) return r.status();
+    if (*r && v->Int(0) < kSchemaVersion)
+      return Status::Error(EPROTO, "catalog schema version " + std::to_string(v->Int(0)) + " is older than " +
+                                       std::to_string(kSchemaVersion) +
+                                       ", which fsck checks: mount it once, or run 'chainswap fsck --repair' "
+                                       "(which upgrades it first)");
+  }
   // One transaction over every read: a consistent snapshot even while a
   // daemon destages (WAL), and the write lock from the start when repairing.
   sql::Transaction txn(db);
@@ -96,19 +109,79 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
   }));
   rep.files = files.size();
 
-  // PAT, free list, store length.
+  // PAT, store length.
   std::unordered_map<int64_t, PatRow> pat;
-  CS_RETURN_IF_ERROR(ForEach(db, "SELECT pblock, dedup_id, hash, refcount FROM pat", [&](sql::Stmt& s) {
-    PatRow p{s.Int(1), {}, s.Int(3)};
-    auto h = s.Blob(2);
-    if (h.size() == p.hash.bytes.size()) std::memcpy(p.hash.bytes.data(), h.data(), h.size());
-    pat[s.Int(0)] = p;
+  CS_RETURN_IF_ERROR(ForEach(db, "SELECT pblock, dedup_id, hash_key, refcount FROM pat", [&](sql::Stmt& s) {
+    pat[s.Int(0)] = PatRow{s.Int(1), s.Int(2), s.Int(3)};
   }));
-  std::set<int64_t> free_slots;
-  CS_RETURN_IF_ERROR(ForEach(db, "SELECT slot FROM free_slot", [&](sql::Stmt& s) { free_slots.insert(s.Int(0)); }));
   auto len = store.LengthSlots();
   if (!len.ok()) return len.status();
   const int64_t store_slots = static_cast<int64_t>(*len);
+  bool rebuild_index = false;
+
+  // The chain hash index: hash_index with hash_log's changes applied (the
+  // last change of a pair wins), one entry per PAT row under its key.
+  {
+    std::map<std::pair<int64_t, int64_t>, bool> log;  // (key, pblock) -> present
+    CS_RETURN_IF_ERROR(ForEach(db, "SELECT hash_key, pblock, op FROM hash_log ORDER BY seq", [&](sql::Stmt& s) {
+      log[{s.Int(0), s.Int(1)}] = s.Int(2) != 0;
+    }));
+    uint64_t dangling = 0;
+    std::string example;
+    auto entry = [&](int64_t key, int64_t pb) {
+      auto p = pat.find(pb);
+      if (p != pat.end() && p->second.key == key && !p->second.indexed) {
+        p->second.indexed = true;
+        return;
+      }
+      if (dangling++ == 0)
+        example = "key " + std::to_string(key) + " -> block " + std::to_string(pb) +
+                  (p == pat.end() ? " (no such block)" : " (the block's key is " + std::to_string(p->second.key) + ")");
+    };
+    CS_RETURN_IF_ERROR(ForEach(db, "SELECT hash_key, pblock FROM hash_index", [&](sql::Stmt& s) {
+      const std::pair<int64_t, int64_t> kp{s.Int(0), s.Int(1)};
+      auto l = log.find(kp);
+      if (l == log.end()) {
+        entry(kp.first, kp.second);
+      } else if (l->second) {
+        entry(kp.first, kp.second);
+        log.erase(l);  // counted once
+      }
+    }));
+    for (const auto& [kp, present] : log)
+      if (present) entry(kp.first, kp.second);
+    if (dangling) {
+      add("index_dangling", std::to_string(dangling) + " chain hash index entr" + (dangling == 1 ? "y" : "ies") +
+                                " name no block under that key, e.g. " + example, opts.repair);
+      rebuild_index = true;
+    }
+    uint64_t missing = 0;
+    for (const auto& [pb, row] : pat) {
+      if (row.indexed) continue;
+      if (missing++ < 3)
+        add("index_missing", "block " + std::to_string(pb) + " (key " + std::to_string(row.key) +
+                                 ") is not in the chain hash index: it cannot be deduplicated against", opts.repair);
+    }
+    if (missing > 3)
+      add("index_missing", std::to_string(missing - 3) + " more block(s) are not in the chain hash index", opts.repair);
+    if (missing) rebuild_index = true;
+  }
+  std::map<int64_t, BlockHash> whole_hashes;  // block_hash
+  uint64_t orphan_hashes = 0;
+  CS_RETURN_IF_ERROR(ForEach(db, "SELECT pblock, hash FROM block_hash", [&](sql::Stmt& s) {
+    if (!pat.count(s.Int(0))) {
+      ++orphan_hashes;
+      return;
+    }
+    BlockHash h;
+    auto b = s.Blob(1);
+    if (b.size() == h.bytes.size()) std::memcpy(h.bytes.data(), b.data(), b.size());
+    whole_hashes[s.Int(0)] = h;
+  }));
+  if (orphan_hashes) {
+    add("block_hash_orphan", std::to_string(orphan_hashes) + " block_hash row(s) of no stored block", opts.repair);
+    if (opts.repair) CS_RETURN_IF_ERROR(db.Exec("DELETE FROM block_hash WHERE pblock NOT IN (SELECT pblock FROM pat)"));
+  }
 
   // LAT: references per block, entries that point nowhere or across chains.
   std::unordered_map<int64_t, int64_t> refs;
@@ -142,7 +215,7 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
       CS_RETURN_IF_ERROR(Exec1(db, "DELETE FROM lat WHERE file_id = ?1 AND lba = ?2", {file, lba}));
   }
 
-  // Refcounts, free list.
+  // Refcounts.
   std::vector<int64_t> to_free;
   std::set<int64_t> freed_pblocks;  // dropped by the repair: no hash to check
   for (auto& [pb, row] : pat) {
@@ -154,32 +227,22 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
         if (actual == 0) {
           freed_pblocks.insert(pb);
           CS_RETURN_IF_ERROR(Exec1(db, "DELETE FROM pat WHERE pblock = ?1", {pb}));
-          CS_RETURN_IF_ERROR(Exec1(db, "INSERT OR IGNORE INTO free_slot(slot) VALUES (?1)", {pb}));
+          CS_RETURN_IF_ERROR(Exec1(db, "DELETE FROM block_hash WHERE pblock = ?1", {pb}));
           to_free.push_back(pb);
+          rebuild_index = true;
         } else {
           CS_RETURN_IF_ERROR(Exec1(db, "UPDATE pat SET refcount = ?2 WHERE pblock = ?1", {pb, actual}));
         }
       }
     }
-    if (free_slots.count(pb) && actual > 0) {
-      add("free_and_used", "slot " + std::to_string(pb) + " is on the free list and referenced", opts.repair);
-      if (opts.repair) CS_RETURN_IF_ERROR(Exec1(db, "DELETE FROM free_slot WHERE slot = ?1", {pb}));
-    }
   }
-  int64_t high = 0;
-  for (auto& [pb, row] : pat) high = std::max(high, pb + 1);
-  for (int64_t s : free_slots) high = std::max(high, s + 1);
-  uint64_t leaked = 0;
-  for (int64_t s = 0; s < high; ++s) {
-    if (!pat.count(s) && !free_slots.count(s)) {
-      ++leaked;
-      if (opts.repair) {
-        CS_RETURN_IF_ERROR(Exec1(db, "INSERT OR IGNORE INTO free_slot(slot) VALUES (?1)", {s}));
-        to_free.push_back(s);
-      }
-    }
+  if (opts.repair && rebuild_index) {
+    // The index from the PAT as it is now, sorted (its pages full); no
+    // change is left to merge.
+    CS_RETURN_IF_ERROR(db.Exec("DELETE FROM hash_log; DELETE FROM hash_index; "
+                               "INSERT INTO hash_index(hash_key, pblock) SELECT hash_key, pblock FROM pat "
+                               "ORDER BY hash_key, pblock"));
   }
-  if (leaked) add("leaked_slot", std::to_string(leaked) + " slot(s) below the high-water mark are neither used nor free", opts.repair);
 
   // mapped_blocks per file.
   for (auto& [file, fm] : files) {
@@ -210,23 +273,28 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
       if (h == hashers.end()) continue;
       CS_RETURN_IF_ERROR(store.ReadSlots(static_cast<uint64_t>(pb), 1, buf));
       ++rep.blocks_checked;
-      if (!(h->second->Hash(buf) == row.hash) && opts.journal_live) {
+      auto whole = whole_hashes.find(pb);
+      const int64_t key = row.key;  // lambdas cannot capture structured bindings before clang 16
+      auto matches = [&](const uint8_t* bytes) {
+        const BlockHash got = h->second->Hash(bytes);
+        return HashKey(got) == key && (whole == whole_hashes.end() || got == whole->second);
+      };
+      if (!matches(buf) && opts.journal_live) {
         // A live daemon may have freed and reused the slot since the
         // snapshot: judge it again against the catalog as it is now.
         bool still = false;
-        auto q = sql::Stmt::Prepare(db, "SELECT hash FROM pat WHERE pblock = ?1");
+        auto q = sql::Stmt::Prepare(db, "SELECT hash_key FROM pat WHERE pblock = ?1");
         if (q.ok()) {
           q->Bind(1, pb);
           auto r = q->Step();
-          if (r.ok() && *r && q->Blob(0).size() == row.hash.bytes.size() &&
-              std::memcmp(q->Blob(0).data(), row.hash.bytes.data(), row.hash.bytes.size()) == 0) {
+          if (r.ok() && *r && q->Int(0) == row.key) {
             CS_RETURN_IF_ERROR(store.ReadSlots(static_cast<uint64_t>(pb), 1, buf));
-            still = !(h->second->Hash(buf) == row.hash);
+            still = !matches(buf);
           }
         }
         if (!still) continue;
       }
-      if (!(h->second->Hash(buf) == row.hash))
+      if (!matches(buf))
         add("hash", "block " + std::to_string(pb) + " of chain " + std::to_string(row.dedup_id) +
                         ": content does not match its hash (not repairable: the data is wrong)");
     }

@@ -3,17 +3,23 @@
 //
 // Checks: every refcount equals the number of LAT entries pointing at the
 // block; every LAT entry points at a PAT entry of its own chain; every PAT
-// hash matches its slot's content keyed by its chain's seed; no slot is both
-// free and referenced; no referenced slot is outside the store; no slot below
-// the high-water mark is neither used nor free (leaked); mapped_blocks of
-// every file equals its LAT entries; every file belongs to a chain; every
-// journal segment is readable.
+// hash key (and whole hash in block_hash) matches its slot's content keyed by
+// its chain's seed; the chain hash index (hash_index with the changes of
+// hash_log applied, the last change of a pair winning) has exactly one entry
+// per PAT row, under its hash key, and nothing else; every block_hash row
+// belongs to a PAT row; no referenced slot is outside the store;
+// mapped_blocks of every file equals its LAT entries; every file belongs to
+// a chain; every journal segment is readable. (Since schema v3 a slot is
+// free exactly when the PAT has no row for it: there is no free list to
+// disagree with the PAT.) A catalog of an older schema version is checked
+// only after a read-write open has upgraded it (--repair does).
 //
 // Repairs (--repair): drop LAT entries that point nowhere, across chains,
 // outside the store or at files that do not exist (they become holes); recount
-// refcounts (blocks at 0 are freed and punched); take referenced slots off the
-// free list; put leaked slots on it (punched); recount mapped_blocks. A hash
-// mismatch or a damaged journal is reported, never "repaired" by guessing.
+// refcounts (blocks at 0 are freed and punched); rebuild the chain hash
+// index from the PAT when it is wrong or a block was freed (and drop
+// block_hash rows of no block); recount mapped_blocks. A hash mismatch or a
+// damaged journal is reported, never "repaired" by guessing.
 #pragma once
 
 #include <string>
@@ -31,8 +37,9 @@ struct FsckOptions {
 };
 
 struct FsckIssue {
-  std::string kind;      // refcount, dangling, cross_chain, hash, free_and_used, outside_store,
-                         // leaked_slot, mapped_blocks, file_chain, lat_orphan_file, journal
+  std::string kind;      // refcount, dangling, cross_chain, hash, outside_store, index_missing,
+                         // index_dangling, block_hash_orphan, mapped_blocks, file_chain,
+                         // lat_orphan_file, journal
   std::string detail;
   bool repaired = false;
 };

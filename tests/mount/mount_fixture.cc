@@ -727,8 +727,22 @@ int64_t MountedFs::DedupIdOf(const std::string& chain) const {
        "SELECT l.file_id, l.lba, l.pblock, f.dedup_id, p.dedup_id FROM lat l "
        "JOIN swap_file f ON f.file_id = l.file_id JOIN pat p ON p.pblock = l.pblock "
        "WHERE p.dedup_id != f.dedup_id LIMIT 10"},
-      {"blocks both in pat and on the free list (slot)",
-       "SELECT s.slot FROM free_slot s JOIN pat p ON p.pblock = s.slot LIMIT 10"},
+      {"pat rows missing from the chain hash index, hash_index with hash_log applied (pblock|hash_key)",
+       "WITH last AS (SELECT hash_key, pblock, op FROM (SELECT hash_key, pblock, op, row_number() OVER "
+       "(PARTITION BY hash_key, pblock ORDER BY seq DESC) AS rn FROM hash_log) WHERE rn = 1), "
+       "eff AS (SELECT hash_key, pblock FROM hash_index i WHERE NOT EXISTS (SELECT 1 FROM last WHERE "
+       "last.hash_key = i.hash_key AND last.pblock = i.pblock AND last.op = 0) "
+       "UNION SELECT hash_key, pblock FROM last WHERE op = 1) "
+       "SELECT p.pblock, p.hash_key FROM pat p WHERE NOT EXISTS "
+       "(SELECT 1 FROM eff WHERE eff.hash_key = p.hash_key AND eff.pblock = p.pblock) LIMIT 10"},
+      {"chain hash index entries naming no block under that key (hash_key|pblock)",
+       "WITH last AS (SELECT hash_key, pblock, op FROM (SELECT hash_key, pblock, op, row_number() OVER "
+       "(PARTITION BY hash_key, pblock ORDER BY seq DESC) AS rn FROM hash_log) WHERE rn = 1), "
+       "eff AS (SELECT hash_key, pblock FROM hash_index i WHERE NOT EXISTS (SELECT 1 FROM last WHERE "
+       "last.hash_key = i.hash_key AND last.pblock = i.pblock AND last.op = 0) "
+       "UNION SELECT hash_key, pblock FROM last WHERE op = 1) "
+       "SELECT e.hash_key, e.pblock FROM eff e WHERE NOT EXISTS "
+       "(SELECT 1 FROM pat p WHERE p.pblock = e.pblock AND p.hash_key = e.hash_key) LIMIT 10"},
       {"swap_file.mapped_blocks differs from its LAT rows (file_id|mapped_blocks|lat_rows)",
        "SELECT f.file_id, f.mapped_blocks, coalesce(r.n, 0) FROM swap_file f "
        "LEFT JOIN (SELECT file_id, count(*) AS n FROM lat GROUP BY file_id) r ON r.file_id = f.file_id "

@@ -35,8 +35,11 @@ class StatsTest : public MountTest {
     ASSERT_TRUE(WriteFile(fs().Path("pool", "vm02.vswp"), 0, shared));
     ASSERT_TRUE(WriteFile(fs().Path("pool", "vm03.vswp"), 0, MakeData(61, 2 * kMiB)));
     ASSERT_TRUE(Succeeds(::truncate(fs().Path("pool", "vm03.vswp").c_str(), 3 * kMiB)));
+    // The sizes reach the catalog when their bucket retires, after the
+    // blocks (which the destager applies first): wait for both.
     ASSERT_TRUE(WaitUntil([&] {
-      return fs().PatRows("pool") == kStoredBlocks && fs().TotalLatRows() == kNonZeroBlocks;
+      return fs().PatRows("pool") == kStoredBlocks && fs().TotalLatRows() == kNonZeroBlocks &&
+             fs().QueryInt("SELECT coalesce(sum(size), 0) FROM swap_file WHERE name IS NOT NULL") == kLogicalBytes;
     })) << "PAT rows " << fs().PatRows("pool") << ", LAT rows " << fs().TotalLatRows();
   }
 };

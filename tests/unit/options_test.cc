@@ -161,6 +161,22 @@ TEST(ParseMountArgsTest, BadCapacities) {
   EXPECT_EQ(four_k.config.capacity_bytes, 4096u);
 }
 
+TEST(ParseMountArgsTest, CatalogMemoryOptions) {
+  ParseResult def = ParseMountArgs({"b", "m"});
+  EXPECT_EQ(def.config.catalog_cache_bytes, 32ull << 20);
+  EXPECT_EQ(def.config.catalog_mmap_bytes, 0u);
+  ParseResult set = ParseMountArgs({"b", "m", "-o", "catalog_cache=8M,catalog_mmap=2G"});
+  EXPECT_TRUE(set.errors.empty()) << AllErrors(set);
+  EXPECT_EQ(set.config.catalog_cache_bytes, 8ull << 20);
+  EXPECT_EQ(set.config.catalog_mmap_bytes, 2ull << 30);
+  for (const char* bad : {"catalog_cache=512K", "catalog_cache=", "catalog_cache=big", "catalog_mmap=-1"}) {
+    ParseResult r = ParseMountArgs({"b", "m", "-o", bad});
+    ASSERT_EQ(r.errors.size(), 1u) << bad << ": " << AllErrors(r);
+    EXPECT_NE(r.errors[0].find(std::string(bad).substr(0, std::string(bad).find('=') + 1)), std::string::npos)
+        << r.errors[0];
+  }
+}
+
 TEST(ParseMountArgsTest, BadThreads) {
   for (const char* t : {"threads=0", "threads=257", "threads=abc", "threads=-1"}) {
     ParseResult r = ParseMountArgs({"b", "m", "-o", t});

@@ -141,14 +141,42 @@ struct CatalogDump {
   bool operator==(const CatalogDump&) const = default;
 };
 
+// The free slots (schema v3: the gaps in the PAT below the allocator's
+// high-water mark), ascending, as strings.
+inline std::vector<std::string> FreeSlots(Catalog& cat) {
+  std::vector<std::string> out;
+  const std::vector<std::string> used = QueryRows(cat.db_for_tools(), "SELECT pblock FROM pat ORDER BY pblock");
+  size_t u = 0;
+  for (uint64_t s = 0; s < cat.Usage().high_water; ++s) {
+    if (u < used.size() && used[u] == std::to_string(s)) {
+      ++u;
+      continue;
+    }
+    out.push_back(std::to_string(s));
+  }
+  return out;
+}
+
+// The chain hash index as lookups see it: hash_index with hash_log's
+// changes applied (the last change of a pair wins), as "key|pblock" rows.
+inline std::vector<std::string> EffectiveHashIndex(sql::Db& db) {
+  return QueryRows(db,
+                   "WITH last AS (SELECT hash_key, pblock, op FROM (SELECT hash_key, pblock, op, row_number() OVER "
+                   "(PARTITION BY hash_key, pblock ORDER BY seq DESC) AS rn FROM hash_log) WHERE rn = 1) "
+                   "SELECT hash_key || '|' || pblock FROM ("
+                   "SELECT hash_key, pblock FROM hash_index i WHERE NOT EXISTS "
+                   "(SELECT 1 FROM last WHERE last.hash_key = i.hash_key AND last.pblock = i.pblock AND last.op = 0) "
+                   "UNION SELECT hash_key, pblock FROM last WHERE op = 1) ORDER BY hash_key, pblock");
+}
+
 inline CatalogDump DumpCatalog(Catalog& cat) {
   sql::Db& db = cat.db_for_tools();
   CatalogDump d;
   d.lat = QueryRows(db, "SELECT file_id || '|' || lba || '|' || pblock FROM lat ORDER BY file_id, lba");
   d.pat = QueryRows(db,
-                    "SELECT pblock || '|' || dedup_id || '|' || hex(hash) || '|' || refcount "
+                    "SELECT pblock || '|' || dedup_id || '|' || hash_key || '|' || refcount "
                     "FROM pat ORDER BY pblock");
-  d.free_slot = QueryRows(db, "SELECT slot FROM free_slot ORDER BY slot");
+  d.free_slot = FreeSlots(cat);
   d.files = QueryRows(db,
                       "SELECT file_id || '|' || coalesce(name, 'NULL') || '|' || size || '|' || "
                       "mapped_blocks FROM swap_file ORDER BY file_id");
@@ -179,9 +207,11 @@ inline void ExpectCatalogInvariants(Catalog& cat, ContentStore& store, bool chec
                            "WHERE NOT EXISTS (SELECT 1 FROM pat p WHERE p.pblock = l.pblock)")),
             "")
       << "LAT entries pointing at no PAT entry";
-  EXPECT_EQ(Join(QueryRows(db, "SELECT slot FROM free_slot WHERE slot IN (SELECT pblock FROM pat)")),
-            "")
-      << "slots both free and referenced";
+  EXPECT_EQ(Join(EffectiveHashIndex(db)),
+            Join(QueryRows(db, "SELECT hash_key || '|' || pblock FROM pat ORDER BY hash_key, pblock")))
+      << "the chain hash index (hash_index + hash_log) differs from the PAT";
+  EXPECT_EQ(Join(QueryRows(db, "SELECT pblock FROM block_hash WHERE pblock NOT IN (SELECT pblock FROM pat)")), "")
+      << "block_hash rows of no stored block";
   EXPECT_EQ(Join(QueryRows(db,
                            "SELECT f.file_id || ' mapped=' || f.mapped_blocks || ' lat=' || "
                            "(SELECT count(*) FROM lat l WHERE l.file_id = f.file_id) FROM swap_file f "
@@ -196,15 +226,15 @@ inline void ExpectCatalogInvariants(Catalog& cat, ContentStore& store, bool chec
       << "LAT entries sharing a block across chains";
   StoreUsage u = cat.Usage();
   EXPECT_EQ(static_cast<int64_t>(u.used_slots), QueryInt(db, "SELECT count(*) FROM pat"));
-  EXPECT_EQ(static_cast<int64_t>(u.free_slots), QueryInt(db, "SELECT count(*) FROM free_slot"));
+  EXPECT_EQ(u.free_slots, FreeSlots(cat).size());
   int64_t max_pat = QueryInt(db, "SELECT coalesce(max(pblock), -1) FROM pat");
-  int64_t max_free = QueryInt(db, "SELECT coalesce(max(slot), -1) FROM free_slot");
   // Every slot below the high-water mark is either used or free: none leaked.
   EXPECT_EQ(u.used_slots + u.free_slots, u.high_water) << "slots leaked or double-counted";
   EXPECT_GT(static_cast<int64_t>(u.high_water), max_pat);
-  EXPECT_GT(static_cast<int64_t>(u.high_water), max_free);
   if (!check_hashes) return;
-  auto q = sql::Stmt::Prepare(db, "SELECT pblock, dedup_id, hash FROM pat ORDER BY pblock");
+  auto q = sql::Stmt::Prepare(db,
+                              "SELECT p.pblock, p.dedup_id, p.hash_key, h.hash FROM pat p "
+                              "LEFT JOIN block_hash h ON h.pblock = p.pblock ORDER BY p.pblock");
   ASSERT_TRUE(q.ok());
   for (;;) {
     auto r = q->Step();
@@ -217,10 +247,13 @@ inline void ExpectCatalogInvariants(Catalog& cat, ContentStore& store, bool chec
     CS_ASSERT_OK(store.ReadSlots(static_cast<uint64_t>(pblock), 1, blk.data()));
     EXPECT_FALSE(IsZeroBlock(blk.data())) << "stored block " << pblock << " is all zero";
     BlockHash h = (*hasher)->Hash(blk.data());
-    auto stored = q->Blob(2);
-    ASSERT_EQ(stored.size(), h.bytes.size());
-    EXPECT_TRUE(std::equal(stored.begin(), stored.end(), h.bytes.begin()))
-        << "hash of block " << pblock << " does not match its content";
+    EXPECT_EQ(q->Int(2), HashKey(h)) << "hash key of block " << pblock << " does not match its content";
+    if (!q->IsNull(3)) {
+      auto whole = q->Blob(3);
+      ASSERT_EQ(whole.size(), h.bytes.size());
+      EXPECT_TRUE(std::equal(whole.begin(), whole.end(), h.bytes.begin()))
+          << "block_hash of block " << pblock << " does not match its content";
+    }
   }
 }
 
