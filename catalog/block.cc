@@ -15,10 +15,14 @@ std::atomic<bool> g_force_collisions{false};
 }
 
 bool IsZeroBlock(const uint8_t* block) {
-  // Compare 64-bit words; the compiler vectorizes this loop.
-  const auto* w = reinterpret_cast<const uint64_t*>(block);
+  // Compare 64-bit words (loaded with memcpy: a request's buffer need not
+  // be 8-byte aligned); the compiler vectorizes this loop.
   uint64_t acc = 0;
-  for (size_t i = 0; i < kBlockSize / sizeof(uint64_t); ++i) acc |= w[i];
+  for (size_t i = 0; i < kBlockSize; i += sizeof(uint64_t)) {
+    uint64_t w;
+    std::memcpy(&w, block + i, sizeof w);
+    acc |= w;
+  }
   return acc == 0;
 }
 

@@ -81,7 +81,7 @@ inline constexpr uint64_t kUnpunchedReserveSlots = 4096;  // 16 MiB
 // page cache, half the hash index's unmerged changes (HashLog) — plus
 // kReaderCacheBytes of page cache per reader connection (one per thread
 // that reads at once), plus the slot allocator's free list.
-inline constexpr uint64_t kDefaultCatalogCacheBytes = 32u << 20;
+inline constexpr uint64_t kDefaultCatalogCacheBytes = 16u << 20;
 inline constexpr uint64_t kMinCatalogCacheBytes = 1u << 20;
 inline constexpr uint64_t kReaderCacheBytes = 1u << 20;
 // The hash log is merged into hash_index by the apply transactions, each

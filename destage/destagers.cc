@@ -19,7 +19,7 @@ constexpr uint64_t kMaxLba = static_cast<uint64_t>(INT64_MAX) >> kBlockShift;
 // blocks, so that small random writes do not cost one catalog transaction
 // each: a transaction rewrites each B-tree page it touches once, however many
 // of its rows changed, so wide transactions cut the catalog's WAL traffic.
-constexpr uint64_t kBatchBlocks = 2048;
+constexpr uint64_t kBatchBlocks = 1024;
 // A batch's payloads and the record headers between them: its read buffer,
 // allocated once (one record is at most kMaxRecordBlocks blocks, which fits).
 constexpr uint64_t kBatchBufferBytes = kBatchBlocks * kBlockSize + (1u << 20);

@@ -133,9 +133,18 @@ Status Engine::WriteRecords(FileRef f, uint64_t offset, std::span<const uint8_t>
   size_t consumed = 0;
   while (done_lba <= last) {
     const uint64_t n = std::min<uint64_t>(last - done_lba + 1, kMaxRecordBlocks);
-    uint8_t* buf = ScratchBlocks(n);
     const bool first_rec = done_lba == first;
     const bool last_rec = done_lba + n - 1 == last;
+    if (!(first_rec && head != 0) && !(last_rec && tail != 0)) {
+      // Whole blocks: journaled straight from the request's buffer (no copy,
+      // and no scratch buffer grown to the request's size).
+      CS_RETURN_IF_ERROR(AppendBlocks(f, done_lba, n, data.data() + consumed, meta, space_exempt));
+      consumed += n * kBlockSize;
+      counters_.blocks_written += n;
+      done_lba += n;
+      continue;
+    }
+    uint8_t* buf = ScratchBlocks(n);
     // Read-modify-write of partial edge blocks that hold data.
     if (first_rec && head != 0) {
       if ((first << kBlockShift) < size) CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, first, 1, buf));

@@ -88,6 +88,7 @@ Result<Served> OpenServed(const MountConfig& cfg, const EngineOptions& base) {
 // Protection from the OOM killer and from reclaim of the daemon's own pages
 // (fs/memory_guard.h), in the serving process before it starts threads.
 void GuardMemory(const MountConfig& cfg) {
+  BoundAllocatorRetention();
   if (cfg.oom_score_adj) {
     Status st = ProtectFromOomKiller(*cfg.oom_score_adj);
     if (st.ok()) spdlog::info("oom_score_adj {}", *cfg.oom_score_adj);

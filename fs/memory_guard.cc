@@ -1,6 +1,7 @@
 #include "fs/memory_guard.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -26,6 +27,12 @@ Status ProtectFromOomKiller(int adj) {
                                                      : ""));
   }
   return Status::Ok();
+}
+
+void BoundAllocatorRetention() {
+  (void)::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  (void)::mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
+  (void)::mallopt(M_ARENA_MAX, 4);
 }
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

@@ -15,6 +15,13 @@
 //                         (8 MiB thread stacks) costs nothing. The catalog is
 //                         not memory-mapped and the page cache is not the
 //                         daemon's, so file data stays reclaimable.
+//   BoundAllocatorRetention  caps what glibc's malloc keeps of freed memory:
+//                         a fixed mmap threshold (256 KiB; glibc otherwise
+//                         raises it, and with it the trim threshold, up to
+//                         32 MiB after the first large free), a 1 MiB trim
+//                         threshold and at most 4 arenas. Freed staging
+//                         bookkeeping then goes back to the kernel instead of
+//                         staying resident and locked.
 //
 // Errors are values: the caller logs them and goes on serving (an
 // unprotected daemon is better than none).
@@ -32,6 +39,9 @@
 namespace chainswap {
 
 Status ProtectFromOomKiller(int adj);
+
+// See above; a no-op under a sanitizer's allocator. Call before threads.
+void BoundAllocatorRetention();
 
 // What LockMemory achieved, for the start-up log line. ENOTSUP in an
 // AddressSanitizer or ThreadSanitizer build.

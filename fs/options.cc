@@ -54,7 +54,7 @@ void ParseOption(const std::string& o, ParseResult& r, bool* interval_given) {
       r.errors.push_back("capacity=" + std::string(v) + ": expected a size such as 64G (at least 4K)");
   } else if (const char* vc = value("catalog_cache")) {
     if (!ParseSize(vc, &c.catalog_cache_bytes) || c.catalog_cache_bytes < (1u << 20))
-      r.errors.push_back("catalog_cache=" + std::string(vc) + ": expected a size such as 32M (at least 1M)");
+      r.errors.push_back("catalog_cache=" + std::string(vc) + ": expected a size such as 16M (at least 1M)");
   } else if (const char* vmap = value("catalog_mmap")) {
     if (!ParseSize(vmap, &c.catalog_mmap_bytes))
       r.errors.push_back("catalog_mmap=" + std::string(vmap) + ": expected a size such as 8G, or 0 (off)");
@@ -194,7 +194,7 @@ std::string MountUsage(const std::string& prog) {
          "  -o no_dedup_verify trust the keyed 128-bit hash alone\n"
          "  -o capacity=SIZE   limit the content store (e.g. 64G); default: the backing fs\n"
          "  -o catalog_cache=SIZE  the catalog's memory: SQLite page cache and unmerged hash\n"
-         "                     index changes (default 32M, at least 1M; docs/OPERATIONS.md)\n"
+         "                     index changes (default 16M, at least 1M; docs/OPERATIONS.md)\n"
          "  -o catalog_mmap=SIZE   let SQLite map this much of the catalog for reads (default 0;\n"
          "                     the memory lock pins mapped pages too: use with no_mlock)\n"
          "  -o log_level=LEVEL trace, debug, info (default), warn, error, off\n"

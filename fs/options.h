@@ -31,7 +31,7 @@ struct MountConfig {
   bool show_version = false;
   bool dedup_verify = true;
   uint64_t capacity_bytes = 0;   // 0: unlimited
-  uint64_t catalog_cache_bytes = 32ull << 20;  // catalog_cache= (CatalogOptions::cache_bytes)
+  uint64_t catalog_cache_bytes = 16ull << 20;  // catalog_cache= (CatalogOptions::cache_bytes)
   uint64_t catalog_mmap_bytes = 0;             // catalog_mmap= (CatalogOptions::mmap_bytes)
   std::string log_level = "info";
   unsigned threads = 8;          // max FUSE worker threads

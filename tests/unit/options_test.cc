@@ -163,7 +163,7 @@ TEST(ParseMountArgsTest, BadCapacities) {
 
 TEST(ParseMountArgsTest, CatalogMemoryOptions) {
   ParseResult def = ParseMountArgs({"b", "m"});
-  EXPECT_EQ(def.config.catalog_cache_bytes, 32ull << 20);
+  EXPECT_EQ(def.config.catalog_cache_bytes, 16ull << 20);
   EXPECT_EQ(def.config.catalog_mmap_bytes, 0u);
   ParseResult set = ParseMountArgs({"b", "m", "-o", "catalog_cache=8M,catalog_mmap=2G"});
   EXPECT_TRUE(set.errors.empty()) << AllErrors(set);
