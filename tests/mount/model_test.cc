@@ -184,6 +184,13 @@ class ModelTest : public extra::DaemonTest {
   void TearDown() override {
     // Every fd on the mount is closed before the fixture unmounts (an open
     // fd would keep `fusermount3 -u` busy).
+    DropAllFds();
+    extra::DaemonTest::TearDown();
+  }
+
+  // Closes every fd the model holds without checking the result, and
+  // forgets the unlinked files (their last fd is gone).
+  void DropAllFds() {
     for (auto& c : chains_)
       for (auto& f : c.files) {
         f->buf.Reset();
@@ -191,7 +198,6 @@ class ModelTest : public extra::DaemonTest {
       }
     for (auto& z : zombies_) z->buf.Reset();
     zombies_.clear();
-    extra::DaemonTest::TearDown();
   }
 
   // ------------------------------------------------------------ randomness
@@ -1475,13 +1481,7 @@ class ModelTest : public extra::DaemonTest {
     ++remounts_;
     ASSERT_TRUE(daemon().Kill9());
     // The fds are dead (ENOTCONN); closing them is all that is left to do.
-    for (auto& c : chains_)
-      for (auto& f : c.files) {
-        f->buf.Reset();
-        f->dio.Reset();
-      }
-    for (auto& z : zombies_) z->buf.Reset();
-    zombies_.clear();
+    DropAllFds();
     ASSERT_TRUE(daemon().Start(opts));
     CompareAll("after kill -9 and replay");
     ASSERT_FALSE(HasFailure());
