@@ -98,7 +98,7 @@ inline constexpr size_t kIdleHashMergeChunk = 16384;
 // kHashEntryBytes each: what one entry costs the catalog file (its
 // hash_index row, and the key and birth day in its PAT row), as measured by
 // tools/catalog_bench (docs/BENCHMARKS.md, "Catalog growth").
-inline constexpr uint64_t kHashEntryBytes = 24;
+inline constexpr uint64_t kHashEntryBytes = 25;
 // Prune (Catalog::PruneHashIndex) unindexes this many blocks per
 // transaction.
 inline constexpr size_t kPruneChunk = 16384;
