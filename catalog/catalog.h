@@ -18,7 +18,8 @@
 //   catalog.cc            opening, the journal mark, Sync and the WAL, usage
 //   catalog_namespace.cc  chain and swap-file rows, the hasher cache
 //   catalog_apply.cc      the apply routine: ApplyBlockOps, CloneRange,
-//                         refcounts, the hash index and the merge of its log
+//                         refcounts, the hash index and the merge of its log,
+//                         its quota and prune
 //   catalog_read.cc       reads and statistics
 //   catalog_sql.h         every SQL statement they run
 //   slot_allocator.h      the free list and its pending -> free -> punched cycle

@@ -13,8 +13,8 @@ mount_it() { $BIN/fs/chainswapfs "$B" "$M" -f -o log_level=warn 2>>${TMPDIR:-/tm
   for i in $(seq 100); do mountpoint -q "$M" && return 0; sleep 0.1; done; echo "no mount"; exit 1; }
 umount_it() { fusermount3 -u "$M"; wait $PID; }
 stat_json() { $BIN/tools/chainswap stats --json "$B"; }
-lat_blocks() { stat_json | python3 -c 'import json,sys; j=json.load(sys.stdin); print(sum(c["nonzero_bytes"] for c in j["chains"])//4096)'; }
-stored() { stat_json | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["store"]["used_slots"], j["hash_table"]["entries"], j["hash_table"]["unindexed_blocks"])'; }
+lat_blocks() { stat_json | /usr/bin/python3 -c 'import json,sys; j=json.load(sys.stdin); print(sum(c["nonzero_bytes"] for c in j["chains"])//4096)'; }
+stored() { stat_json | /usr/bin/python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["store"]["used_slots"], j["hash_table"]["entries"], j["hash_table"]["unindexed_blocks"])'; }
 mount_it
 $BIN/tools/chainswap bench "$M" --backing "$B" --image-mib 64 --random-ops 0 --discard 0 --keep > ${TMPDIR:-/tmp}/bench-$P.txt
 umount_it
