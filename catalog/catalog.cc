@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <vector>
 
 #include "catalog/catalog_sql.h"
@@ -127,6 +128,7 @@ Status Catalog::Init() {
     end = p + 1;
   }));
   slots_.Load(free_slots, used, end);
+  CS_RETURN_IF_ERROR(LoadHashCountersLocked());
   if (options_.read_only) return Status::Ok();
 
   // The hash log, replayed (HashLog::LoadRow): it is merged again from its
@@ -151,6 +153,34 @@ Status Catalog::Init() {
   }
   return Status::Ok();
 }
+
+Status Catalog::LoadHashCountersLocked() {
+  auto f = QueryHashTableFigures(db_);
+  if (!f.ok()) return f.status();
+  if (!f->known && !options_.read_only) {
+    // Counters missing (written by an early build of version 3): from the PAT.
+    CS_RETURN_IF_ERROR(db_.Exec(catalog_sql::kInitHashCounters));
+    f = QueryHashTableFigures(db_);
+    if (!f.ok()) return f.status();
+  }
+  hash_entries_ = f->entries;
+  hash_unindexed_ = f->unindexed;
+  hash_limit_ = options_.hash_table_limit.value_or(f->limit_entries);
+  if (options_.read_only || !options_.hash_table_limit) return Status::Ok();
+  // Recorded for the statistics (`chainswap stats` reads it from here).
+  auto q = sql::Stmt::Prepare(db_, catalog_sql::kSetHashTableLimit);
+  if (!q.ok()) return q.status();
+  q->Bind(1, static_cast<int64_t>(hash_limit_));
+  CS_RETURN_IF_ERROR(q->Run());
+  if (hash_limit_ > 0 && hash_entries_ >= hash_limit_) {
+    quota_logged_ = true;
+    spdlog::warn("catalog: the chain hash table holds {} entries, at or over its quota (hash_table_limit={}): new "
+                 "unique blocks are stored without a hash entry (see 'chainswap prune')", hash_entries_, hash_limit_);
+  }
+  return Status::Ok();
+}
+
+int64_t DayNumberNow() { return static_cast<int64_t>(::time(nullptr)) / 86400; }
 
 // ------------------------------------------------------------------ journal
 

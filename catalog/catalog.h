@@ -18,7 +18,8 @@
 //   catalog.cc            opening, the journal mark, Sync and the WAL, usage
 //   catalog_namespace.cc  chain and swap-file rows, the hasher cache
 //   catalog_apply.cc      the apply routine: ApplyBlockOps, CloneRange,
-//                         refcounts, the hash index and the merge of its log
+//                         refcounts, the hash index and the merge of its log,
+//                         its quota and prune
 //   catalog_read.cc       reads and statistics
 //   catalog_sql.h         every SQL statement they run
 //   slot_allocator.h      the free list and its pending -> free -> punched cycle
@@ -90,6 +91,22 @@ inline constexpr uint64_t kReaderCacheBytes = 1u << 20;
 inline constexpr size_t kHashMergeChunk = 64;
 inline constexpr size_t kIdleHashMergeChunk = 16384;
 
+// The chain hash table's quota (hash_table_limit=, OpenZFS's
+// dedup_table_quota): once the catalog holds this many hash entries, a new
+// block that matches nothing is stored without one (pat.hash_key NULL,
+// "unindexed"): it is valid, keeps its refcount and its data, and is only
+// never deduplicated against. A size is converted to entries at
+// kHashEntryBytes each: what one entry costs the catalog file (its
+// hash_index row, and the key and birth day in its PAT row), as measured by
+// tools/catalog_bench (docs/BENCHMARKS.md, "Catalog growth").
+inline constexpr uint64_t kHashEntryBytes = 25;
+// Prune (Catalog::PruneHashIndex) unindexes this many blocks per
+// transaction.
+inline constexpr size_t kPruneChunk = 16384;
+
+// Days since 1970-01-01 UTC, by the real-time clock: the unit of pat.born.
+int64_t DayNumberNow();
+
 struct CatalogOptions {
   bool dedup_verify = true;      // compare bytes on a hash match (SPEC §4.3)
   uint64_t capacity_slots = 0;   // 0: unlimited (bounded by the backing fs)
@@ -102,6 +119,10 @@ struct CatalogOptions {
   // default: the daemon mlocks what it maps (fs/memory_guard.h), which
   // would pin the mapped catalog in RAM.
   uint64_t mmap_bytes = 0;
+  // The hash table's quota in entries (0: none), recorded in the catalog
+  // (meta hash_table_limit) by a read-write open for the statistics. Unset:
+  // the recorded one applies (offline tools, which do not store blocks).
+  std::optional<uint64_t> hash_table_limit;
 };
 
 struct ChainInfo {
@@ -177,6 +198,23 @@ struct ApplyResult {
   uint64_t blocks_deduped = 0;   // writes that matched an existing block
   uint64_t blocks_freed = 0;     // PAT entries dropped at refcount 0
   uint64_t collisions = 0;       // hash matched, bytes differed
+  uint64_t blocks_unindexed = 0; // of blocks_stored: without a hash entry (the quota was reached)
+};
+
+// The chain hash table's figures (meta rows kept by the apply transactions;
+// docs/FORMAT.md).
+struct HashTableFigures {
+  bool known = false;           // false: a catalog older than these counters
+  uint64_t entries = 0;         // blocks with a hash entry
+  uint64_t unindexed = 0;       // blocks without one (pruned, or stored at the quota)
+  uint64_t limit_entries = 0;   // the quota of the last read-write open; 0: none
+};
+
+// What Catalog::PruneHashIndex did.
+struct PruneResult {
+  uint64_t pruned = 0;          // hash entries dropped
+  uint64_t entries_left = 0;    // hash entries after it
+  uint64_t unindexed = 0;       // blocks without a hash entry after it
 };
 
 // The chain_stats view's rows on any connection of a catalog database
@@ -184,6 +222,9 @@ struct ApplyResult {
 // metrics writer on a read connection of their own, so that the count of
 // every chain's blocks does not hold the writer mutex).
 Result<std::vector<ChainStats>> QueryChainStats(const sql::Db& db);
+// The hash table's figures on any connection of a catalog database (read
+// in one statement: the counters agree with each other).
+Result<HashTableFigures> QueryHashTableFigures(const sql::Db& db);
 
 class Catalog {
  public:
@@ -269,6 +310,22 @@ class Catalog {
   // Lowest LBA >= lba that is mapped, if any (for SEEK_DATA).
   Result<std::optional<uint64_t>> NextMapped(int64_t file_id, uint64_t lba) EXCLUDES(mu_);
 
+  // ---- The hash table's quota and prune ---------------------------------
+  // Unindexes blocks with refcount 1 born on or before `last_born_day`
+  // (DayNumberNow() minus an age; INT64_MAX: any), oldest first (by birth
+  // day, then block number), at most `max_entries` of them, in
+  // transactions of kPruneChunk: their PAT rows lose the hash key, their
+  // index entries are removed (through the hash log, merged before this
+  // returns), their block_hash rows go. Their data and refcounts stay; a
+  // later write of the same bytes is stored anew. Memory: 16 bytes per
+  // candidate. EROFS on a read-only catalog. On error, the transactions
+  // committed so far stay (each is whole).
+  Result<PruneResult> PruneHashIndex(int64_t last_born_day, uint64_t max_entries) EXCLUDES(mu_);
+  // Indexed blocks with refcount 1 (what prune may drop; counts the PAT).
+  Result<uint64_t> UniqueHashEntries() EXCLUDES(mu_);
+  // The counters as of the last commit.
+  HashTableFigures HashTable() EXCLUDES(mu_);
+
   // ---- Statistics ------------------------------------------------------
   Result<std::vector<ChainStats>> Stats() EXCLUDES(mu_);
   Result<std::vector<FileStats>> PerFileStats() EXCLUDES(mu_);
@@ -342,7 +399,15 @@ class Catalog {
   // Opens / commits / rolls back the three transactions of an apply:
   // the database's, the allocator's and the hash log's.
   Status BeginApplyLocked(sql::Transaction& db_txn) REQUIRES(mu_);
-  Status CommitApplyLocked(sql::Transaction& db_txn, Status st, std::optional<size_t> merged) REQUIRES(mu_);
+  // `txn` (null: a transaction that changes no block): its changes of the
+  // hash table's counters are written before the commit and kept after it.
+  Status CommitApplyLocked(sql::Transaction& db_txn, Status st, std::optional<size_t> merged,
+                           const ApplyTxn* txn) REQUIRES(mu_);
+  // Reads the hash table's counters (computing them when a catalog lacks
+  // them) and records the quota. Called once, by Init.
+  Status LoadHashCountersLocked() REQUIRES(mu_);
+  // One prune transaction over `blocks` (pblock, hash key).
+  Status PruneChunkLocked(std::span<const std::pair<int64_t, int64_t>> blocks, uint64_t* pruned) REQUIRES(mu_);
   // A merge transaction of its own, for an idle Sync: freezes whatever the
   // active generation has, merges up to kIdleHashMergeChunk changes.
   Status IdleMergeLocked() REQUIRES(mu_);
@@ -380,6 +445,13 @@ class Catalog {
   // Whether hash_log has rows (to merge, or to delete): set under mu_ after
   // each commit, read lock-free by HasSlotsToRelease().
   std::atomic<bool> hash_log_pending_{false};
+  // The hash table's counters as committed (meta hash_entries,
+  // hash_unindexed), its quota (0: none) and whether reaching it was
+  // logged since the open.
+  uint64_t hash_entries_ GUARDED_BY(mu_) = 0;
+  uint64_t hash_unindexed_ GUARDED_BY(mu_) = 0;
+  uint64_t hash_limit_ GUARDED_BY(mu_) = 0;
+  bool quota_logged_ GUARDED_BY(mu_) = false;
 
   // The free list; its own lock, taken inside mu_ only.
   SlotAllocator slots_;

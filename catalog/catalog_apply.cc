@@ -23,6 +23,10 @@ struct Catalog::ApplyTxn {
   std::map<uint64_t, const uint8_t*> new_data;  // slot -> bytes to store before the commit
   std::map<int64_t, int64_t> mapped_delta;      // file -> LAT entry delta
   std::vector<int64_t> candidates;              // scratch of FindDuplicateLocked
+  // Changes of the hash table's counters (hash_entries_, hash_unindexed_).
+  int64_t entries_delta = 0;
+  int64_t unindexed_delta = 0;
+  int64_t today = DayNumberNow();  // pat.born of the blocks it stores
 };
 
 namespace {
@@ -78,7 +82,8 @@ Status Catalog::UnrefLocked(int64_t pblock, int64_t n, ApplyTxn& txn) {
     return Status::Error(EUCLEAN, "LAT references unknown physical block " + std::to_string(pblock));
   }
   const int64_t rc = get.Int(1);
-  const int64_t key = get.Int(2);
+  const bool indexed = !get.IsNull(2);  // an unindexed block has no key
+  const int64_t key = indexed ? get.Int(2) : 0;
   get.Reset();
   if (rc > n) {
     st_->pat_add_ref.Reset().Bind(1, pblock).Bind(2, -n);
@@ -87,9 +92,14 @@ Status Catalog::UnrefLocked(int64_t pblock, int64_t n, ApplyTxn& txn) {
   if (rc < n) spdlog::error("catalog: refcount of block {} was {} < {} references", pblock, rc, n);
   st_->pat_delete.Reset().Bind(1, pblock);
   CS_RETURN_IF_ERROR(st_->pat_delete.Run());
-  CS_RETURN_IF_ERROR(LogIndexChangeLocked(key, pblock, /*add=*/false));
-  st_->block_hash_delete.Reset().Bind(1, pblock);
-  CS_RETURN_IF_ERROR(st_->block_hash_delete.Run());
+  if (indexed) {
+    CS_RETURN_IF_ERROR(LogIndexChangeLocked(key, pblock, /*add=*/false));
+    st_->block_hash_delete.Reset().Bind(1, pblock);
+    CS_RETURN_IF_ERROR(st_->block_hash_delete.Run());
+    --txn.entries_delta;
+  } else {
+    --txn.unindexed_delta;  // no entry to remove, no whole hash kept
+  }
   slots_.Free(PblockToSlot(pblock));
   txn.new_data.erase(PblockToSlot(pblock));
   ++txn.res.blocks_freed;
@@ -118,7 +128,8 @@ Result<std::optional<int64_t>> Catalog::FindDuplicateLocked(const BlockOp& op, c
     get.Reset().Bind(1, cand);
     auto r = get.Step();
     if (!r.ok()) return r.status();
-    const bool same = *r && get.Int(0) == op.dedup_id && get.Int(2) == key;
+    // (An unindexed block has no key: a stale entry of a pruned block.)
+    const bool same = *r && get.Int(0) == op.dedup_id && !get.IsNull(2) && get.Int(2) == key;
     get.Reset();
     if (!same) continue;
     if (trust_hash) {
@@ -204,10 +215,28 @@ Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyTxn& txn) {
     auto slot = AllocSlotLocked();
     if (!slot.ok()) return slot.status();
     target = SlotToPblock(*slot);
-    st_->pat_insert.Reset().Bind(1, target).Bind(2, op.dedup_id).Bind(3, key);
-    CS_RETURN_IF_ERROR(st_->pat_insert.Run());
-    CS_RETURN_IF_ERROR(LogIndexChangeLocked(key, target, /*add=*/true));
-    if (!options_.dedup_verify) {
+    // At the quota, the block is stored without a hash entry.
+    const bool indexed =
+        hash_limit_ == 0 || static_cast<int64_t>(hash_entries_) + txn.entries_delta < static_cast<int64_t>(hash_limit_);
+    auto& ins = st_->pat_insert;
+    ins.Reset().Bind(1, target).Bind(2, op.dedup_id);
+    if (indexed) ins.Bind(3, key).Bind(4, txn.today);
+    else ins.BindNull(3).BindNull(4);
+    CS_RETURN_IF_ERROR(ins.Run());
+    if (!indexed) {
+      ++txn.unindexed_delta;
+      ++txn.res.blocks_unindexed;
+      if (!quota_logged_) {
+        quota_logged_ = true;
+        spdlog::warn("catalog: the chain hash table is at its quota (hash_table_limit={} entries): new unique "
+                     "blocks are stored without a hash entry and are not deduplicated against (see 'chainswap "
+                     "prune')", hash_limit_);
+      }
+    } else {
+      ++txn.entries_delta;
+      CS_RETURN_IF_ERROR(LogIndexChangeLocked(key, target, /*add=*/true));
+    }
+    if (indexed && !options_.dedup_verify) {
       // Without verify-on-match, a later match is trusted on the whole hash.
       st_->block_hash_insert.Reset().Bind(1, target).BindBlob(2, hash.bytes);
       CS_RETURN_IF_ERROR(st_->block_hash_insert.Run());
@@ -271,7 +300,15 @@ Status Catalog::BeginApplyLocked(sql::Transaction& db_txn) {
   return db_txn.Begin();
 }
 
-Status Catalog::CommitApplyLocked(sql::Transaction& db_txn, Status st, std::optional<size_t> merged) {
+Status Catalog::CommitApplyLocked(sql::Transaction& db_txn, Status st, std::optional<size_t> merged,
+                                  const ApplyTxn* txn) {
+  const bool counters = txn && (txn->entries_delta != 0 || txn->unindexed_delta != 0);
+  const int64_t entries = counters ? static_cast<int64_t>(hash_entries_) + txn->entries_delta : 0;
+  const int64_t unindexed = counters ? static_cast<int64_t>(hash_unindexed_) + txn->unindexed_delta : 0;
+  if (st.ok() && counters) {
+    st_->set_hash_counters.Reset().Bind(1, std::max<int64_t>(entries, 0)).Bind(2, std::max<int64_t>(unindexed, 0));
+    st = st_->set_hash_counters.Run();
+  }
   if (st.ok()) st = db_txn.Commit();
   if (!st.ok()) {
     slots_.Abort();
@@ -282,6 +319,10 @@ Status Catalog::CommitApplyLocked(sql::Transaction& db_txn, Status st, std::opti
   // next Sync has made the commit durable).
   slots_.Commit();
   hash_log_.Commit();
+  if (counters) {
+    hash_entries_ = static_cast<uint64_t>(std::max<int64_t>(entries, 0));
+    hash_unindexed_ = static_cast<uint64_t>(std::max<int64_t>(unindexed, 0));
+  }
   if (merged) hash_log_.ChunkMerged(*merged);
   hash_log_pending_.store(hash_log_.log_rows() > 0, std::memory_order_relaxed);
   return Status::Ok();
@@ -294,7 +335,7 @@ Status Catalog::IdleMergeLocked() {
   Status st = BeginApplyLocked(db_txn);
   std::optional<size_t> merged;
   if (st.ok()) st = MergeHashLogLocked(kIdleHashMergeChunk, &merged);
-  return CommitApplyLocked(db_txn, st, merged);
+  return CommitApplyLocked(db_txn, st, merged, /*txn=*/nullptr);
 }
 
 Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
@@ -321,7 +362,7 @@ Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
   std::optional<size_t> merged;
   if (st.ok()) st = MergeHashLogLocked(std::max(kHashMergeChunk, 2 * hash_log_.txn_rows()), &merged);
   if (st.ok()) st = WriteNewBlocks(*store_, txn.new_data);
-  CS_RETURN_IF_ERROR(CommitApplyLocked(db_txn, st, merged));
+  CS_RETURN_IF_ERROR(CommitApplyLocked(db_txn, st, merged, &txn));
   // Bound the WAL between retirements: past twice the checkpoint size, sync
   // (store, then WAL) and checkpoint now; the next commit starts it over.
   if (WalBytesLocked() > 2 * kWalCheckpointBytes) {
@@ -378,7 +419,84 @@ Status Catalog::CloneRange(int64_t src_file, int64_t dst_file, uint64_t src_lba,
     }
   }
   if (st.ok()) st = AddMappedLocked(txn);
-  return CommitApplyLocked(db_txn, st, /*merged=*/std::nullopt);
+  return CommitApplyLocked(db_txn, st, /*merged=*/std::nullopt, &txn);
+}
+
+// ------------------------------------------------------------------ prune
+
+Status Catalog::PruneChunkLocked(std::span<const std::pair<int64_t, int64_t>> blocks, uint64_t* pruned) {
+  auto up = sql::Stmt::Prepare(db_, catalog_sql::kPatUnindex);
+  if (!up.ok()) return up.status();
+  ApplyTxn txn;
+  sql::Transaction db_txn(db_);
+  Status st = BeginApplyLocked(db_txn);
+  uint64_t n = 0;
+  for (const auto& [pblock, key] : blocks) {
+    if (!st.ok()) break;
+    up->Reset().Bind(1, pblock);
+    st = up->Run();
+    // No change: the block is no longer unique, or has no key already.
+    if (!st.ok() || db_.Changes() == 0) continue;
+    st = LogIndexChangeLocked(key, pblock, /*add=*/false);
+    if (st.ok()) {
+      st_->block_hash_delete.Reset().Bind(1, pblock);
+      st = st_->block_hash_delete.Run();
+    }
+    --txn.entries_delta;
+    ++txn.unindexed_delta;
+    ++n;
+  }
+  std::optional<size_t> merged;
+  if (st.ok()) st = MergeHashLogLocked(std::max(kHashMergeChunk, 2 * hash_log_.txn_rows()), &merged);
+  CS_RETURN_IF_ERROR(CommitApplyLocked(db_txn, st, merged, &txn));
+  *pruned += n;
+  return Status::Ok();
+}
+
+Result<PruneResult> Catalog::PruneHashIndex(int64_t last_born_day, uint64_t max_entries) {
+  if (options_.read_only) return Status::Error(EROFS, "catalog opened read-only");
+  MutexLock lock(&mu_);
+  // The candidates first (oldest first), then the transactions: a query
+  // does not stay open across commits.
+  std::vector<std::pair<int64_t, int64_t>> blocks;  // (pblock, hash key)
+  {
+    auto q = sql::Stmt::Prepare(db_, catalog_sql::kPruneCandidates);
+    if (!q.ok()) return q.status();
+    q->Bind(1, last_born_day);
+    while (blocks.size() < max_entries) {
+      auto r = q->Step();
+      if (!r.ok()) return r.status();
+      if (!*r) break;
+      blocks.emplace_back(q->Int(0), q->Int(1));
+    }
+  }
+  PruneResult res;
+  for (size_t i = 0; i < blocks.size(); i += kPruneChunk) {
+    const size_t n = std::min(kPruneChunk, blocks.size() - i);
+    CS_RETURN_IF_ERROR(PruneChunkLocked(std::span(blocks).subspan(i, n), &res.pruned));
+  }
+  // Merge every remove into hash_index now (the next mount would
+  // otherwise), then fold the WAL into the database.
+  for (size_t rounds = 0; hash_log_.log_rows() > 0 && rounds < 1000000; ++rounds)
+    CS_RETURN_IF_ERROR(IdleMergeLocked());
+  CS_RETURN_IF_ERROR(SyncLocked(/*idle=*/true));
+  res.entries_left = hash_entries_;
+  res.unindexed = hash_unindexed_;
+  return res;
+}
+
+Result<uint64_t> Catalog::UniqueHashEntries() {
+  MutexLock lock(&mu_);
+  auto q = sql::Stmt::Prepare(db_, catalog_sql::kUniqueHashEntries);
+  if (!q.ok()) return q.status();
+  auto r = q->Step();
+  if (!r.ok()) return r.status();
+  return static_cast<uint64_t>(*r ? q->Int(0) : 0);
+}
+
+HashTableFigures Catalog::HashTable() {
+  MutexLock lock(&mu_);
+  return HashTableFigures{true, hash_entries_, hash_unindexed_, hash_limit_};
 }
 
 }  // namespace chainswap

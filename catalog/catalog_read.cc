@@ -148,6 +148,22 @@ Result<std::vector<ChainStats>> QueryChainStats(const sql::Db& db) {
   });
 }
 
+Result<HashTableFigures> QueryHashTableFigures(const sql::Db& db) {
+  auto q = sql::Stmt::Prepare(db, catalog_sql::kHashCounters);
+  if (!q.ok()) return q.status();
+  auto r = q->Step();
+  if (!r.ok()) return r.status();
+  HashTableFigures f;
+  if (!*r) return f;
+  f.known = !q->IsNull(0) && !q->IsNull(1);
+  if (f.known) {
+    f.entries = static_cast<uint64_t>(std::max<int64_t>(q->Int(0), 0));
+    f.unindexed = static_cast<uint64_t>(std::max<int64_t>(q->Int(1), 0));
+  }
+  if (!q->IsNull(2)) f.limit_entries = static_cast<uint64_t>(std::max<int64_t>(q->Int(2), 0));
+  return f;
+}
+
 Result<std::vector<FileStats>> Catalog::PerFileStats() {
   MutexLock lock(&mu_);
   return sql::QueryAll(db_, catalog_sql::kFileStats, [](const sql::Stmt& row) {

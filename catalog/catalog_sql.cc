@@ -50,6 +50,7 @@ Result<std::unique_ptr<WriterStatements>> WriterStatements::Prepare(const sql::D
                                         {&S::block_hash_delete, kBlockHashDelete},
                                         {&S::file_add_mapped, kFileAddMapped},
                                         {&S::file_set_meta, kFileSetMeta},
+                                        {&S::set_hash_counters, kSetHashCounters},
                                     }));
   return set;
 }

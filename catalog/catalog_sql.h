@@ -149,9 +149,10 @@ inline constexpr std::string_view kLatCopyRange =
 inline constexpr std::string_view kHashIndexFind = "SELECT pblock FROM hash_index WHERE hash_key = ?1";
 // pblock -> dedup_id, refcount, hash_key
 inline constexpr std::string_view kPatGet = "SELECT dedup_id, refcount, hash_key FROM pat WHERE pblock = ?1";
-// pblock, dedup_id, hash_key (refcount 1)
+// pblock, dedup_id, hash_key, born (refcount 1; hash_key and born NULL:
+// an unindexed block)
 inline constexpr std::string_view kPatInsert =
-    "INSERT INTO pat(pblock, dedup_id, refcount, hash_key) VALUES (?1, ?2, 1, ?3)";
+    "INSERT INTO pat(pblock, dedup_id, refcount, hash_key, born) VALUES (?1, ?2, 1, ?3, ?4)";
 // pblock, n: refcount += n
 inline constexpr std::string_view kPatAddRef = "UPDATE pat SET refcount = refcount + ?2 WHERE pblock = ?1";
 // src file_id, first lba, end lba: every block the range maps gains one
@@ -178,6 +179,40 @@ inline constexpr std::string_view kBlockHashInsert = "INSERT OR REPLACE INTO blo
 inline constexpr std::string_view kBlockHashGet = "SELECT hash FROM block_hash WHERE pblock = ?1";
 // pblock
 inline constexpr std::string_view kBlockHashDelete = "DELETE FROM block_hash WHERE pblock = ?1";
+// The hash table's counters (meta hash_entries: the PAT rows with a hash
+// key; hash_unindexed: those without), computed from the PAT: a new
+// catalog, the upgrade to version 3, fsck's repair.
+inline constexpr std::string_view kInitHashCounters =
+    "INSERT OR REPLACE INTO meta(key, value) VALUES "
+    "('hash_entries', (SELECT count(hash_key) FROM pat)), "
+    "('hash_unindexed', (SELECT count(*) - count(hash_key) FROM pat))";
+// -> indexed blocks with refcount 1 (what prune may drop)
+inline constexpr std::string_view kUniqueHashEntries =
+    "SELECT count(*) FROM pat WHERE refcount = 1 AND hash_key IS NOT NULL";
+// hash_entries, hash_unindexed: the hash table's counters (meta), written
+// by the transaction that changed them
+inline constexpr std::string_view kSetHashCounters =
+    "INSERT INTO meta(key, value) VALUES ('hash_entries', ?1), ('hash_unindexed', ?2) "
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+// -> hash_entries, hash_unindexed, hash_table_limit (NULL when the meta row
+//    is missing: a catalog of an older version, or no quota ever set)
+inline constexpr std::string_view kHashCounters =
+    "SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'hash_entries'), "
+    "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'hash_unindexed'), "
+    "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'hash_table_limit')";
+// hash_table_limit: the quota of this (read-write) open, 0 for none
+inline constexpr std::string_view kSetHashTableLimit =
+    "INSERT INTO meta(key, value) VALUES ('hash_table_limit', ?1) "
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+// born: the last birth day to take -> pblock, hash_key of the indexed
+//    blocks with refcount 1 born on or before it, oldest first (prune)
+inline constexpr std::string_view kPruneCandidates =
+    "SELECT pblock, hash_key FROM pat WHERE refcount = 1 AND hash_key IS NOT NULL AND born <= ?1 "
+    "ORDER BY born, pblock";
+// pblock: drops the block's hash key and birth day (prune) if it still has
+// refcount 1 and a key (one change)
+inline constexpr std::string_view kPatUnindex =
+    "UPDATE pat SET hash_key = NULL, born = NULL WHERE pblock = ?1 AND refcount = 1 AND hash_key IS NOT NULL";
 // file_id, delta: mapped_blocks += delta (never below 0)
 inline constexpr std::string_view kFileAddMapped =
     "UPDATE swap_file SET mapped_blocks = max(mapped_blocks + ?2, 0) WHERE file_id = ?1";
@@ -226,6 +261,7 @@ struct WriterStatements {
   sql::Stmt block_hash_delete;   // kBlockHashDelete
   sql::Stmt file_add_mapped;     // kFileAddMapped
   sql::Stmt file_set_meta;       // kFileSetMeta
+  sql::Stmt set_hash_counters;   // kSetHashCounters
 
   // Prepares them on `db` (only the first group when `reads_only`); the
   // set must be destroyed before `db`.

@@ -4,8 +4,11 @@
 
 #include <cstring>
 #include <string>
+#include <string_view>
 
 #include "catalog/block.h"
+#include "catalog/catalog.h"
+#include "catalog/catalog_sql.h"
 
 namespace chainswap {
 
@@ -49,18 +52,24 @@ CREATE TABLE lat (
 // 16-byte hash and chain_hash_index on it, and a free_slot table).
 constexpr const char* kBlockTables = R"sql(
 -- Physical addressing table: physical block (= content-store slot) ->
--- owning chain, reference count (number of LAT rows), hash key. The hash
--- key is the first 48 bits of the block's keyed hash (its 16-byte canonical
--- form), as a signed integer. A content-store slot below the highest
--- pblock that has no row here is free.
+-- owning chain, reference count (number of LAT rows), hash key, birth day.
+-- The hash key is the first 48 bits of the block's keyed hash (its 16-byte
+-- canonical form), as a signed integer; NULL for an *unindexed* block, one
+-- with no entry in the chain hash index (stored while the hash table was at
+-- its quota, or pruned): it is valid, only never deduplicated against.
+-- born is the day (since 1970-01-01 UTC) the block was stored, NULL for an
+-- unindexed block: prune drops entries oldest first. A content-store slot
+-- below the highest pblock that has no row here is free.
 CREATE TABLE pat (
   pblock    INTEGER PRIMARY KEY,
   dedup_id  INTEGER NOT NULL,
   refcount  INTEGER NOT NULL CHECK (refcount > 0),
-  hash_key  INTEGER NOT NULL
+  hash_key  INTEGER,
+  born      INTEGER
 );
 
--- The chain hash index: hash key -> physical block, for every PAT row.
+-- The chain hash index: hash key -> physical block, for every PAT row
+-- with a hash key.
 -- Not unique: keys of different chains, and of different contents, may be
 -- equal; a lookup checks each candidate's PAT row (chain, key) and then
 -- its bytes (verify-on-match). It is the merge of two tables: hash_index,
@@ -114,7 +123,7 @@ CREATE TABLE chain (
 // chain_hash.hash is the 48-bit hash key since version 3, the 16-byte hash
 // before).
 constexpr const char* kViews = R"sql(
-CREATE VIEW chain_hash AS SELECT dedup_id, hash_key AS hash, pblock FROM pat;
+CREATE VIEW chain_hash AS SELECT dedup_id, hash_key AS hash, pblock FROM pat WHERE hash_key IS NOT NULL;
 CREATE VIEW file_stats AS
 SELECT f.file_id                                   AS file_id,
        c.dedup_id                                  AS dedup_id,
@@ -196,8 +205,10 @@ Status UpgradeV2ToV3(sql::Db& db) {
   const std::string from = "CREATE TABLE pat (";
   tables.replace(tables.find(from), from.size(), "CREATE TABLE pat_v3 (");
   CS_RETURN_IF_ERROR(db.Exec(tables));
-  CS_RETURN_IF_ERROR(db.Exec("INSERT INTO pat_v3(pblock, dedup_id, refcount, hash_key) "
-                             "SELECT pblock, dedup_id, refcount, chainswap_hash_key(hash) FROM pat"));
+  // Every block is indexed, born the day of the upgrade (its age is not known).
+  CS_RETURN_IF_ERROR(db.Exec("INSERT INTO pat_v3(pblock, dedup_id, refcount, hash_key, born) "
+                             "SELECT pblock, dedup_id, refcount, chainswap_hash_key(hash), " +
+                             std::to_string(DayNumberNow()) + " FROM pat"));
   CS_RETURN_IF_ERROR(db.Exec("DROP INDEX chain_hash_index; DROP TABLE pat; DROP TABLE free_slot; "
                              "ALTER TABLE pat_v3 RENAME TO pat"));
   // Sorted: the index's B-tree is built by appends, its pages full.
@@ -205,7 +216,7 @@ Status UpgradeV2ToV3(sql::Db& db) {
                              "ORDER BY hash_key, pblock"));
   sqlite3_create_function_v2(db.get(), "chainswap_hash_key", 1, SQLITE_UTF8, nullptr, nullptr, nullptr, nullptr,
                              nullptr);
-  return Status::Ok();
+  return db.Exec(std::string(catalog_sql::kInitHashCounters));
 }
 
 }  // namespace
@@ -217,6 +228,7 @@ Status CreateSchema(sql::Db& db) {
   CS_RETURN_IF_ERROR(db.Exec(kBlockTables));
   CS_RETURN_IF_ERROR(db.Exec(kChainTable));
   CS_RETURN_IF_ERROR(db.Exec(kViews));
+  CS_RETURN_IF_ERROR(db.Exec(std::string(catalog_sql::kInitHashCounters)));
   CS_RETURN_IF_ERROR(db.Exec(std::string("INSERT INTO meta(key, value) VALUES ('format', '") +
                              kFormatMagic + "')"));
   CS_RETURN_IF_ERROR(db.Exec("PRAGMA user_version = " + std::to_string(kSchemaVersion)));

@@ -10,7 +10,11 @@
 //      (hash_key, pblock)) plus hash_log, its changes not merged yet;
 //      block_hash keeps whole hashes of blocks stored without
 //      verify-on-match; free_slot is gone (a slot is free when the PAT has
-//      no row for it); chain_hash.hash is the hash key.
+//      no row for it); chain_hash.hash is the hash key. A block may have
+//      no hash entry (pat.hash_key NULL: stored at the hash table's quota,
+//      or pruned); pat.born is the day an indexed block was stored; meta
+//      keeps the counts hash_entries and hash_unindexed, and the quota
+//      hash_table_limit of the last mount.
 // A database newer than kSchemaVersion is refused; older ones are upgraded
 // step by step by CheckAndUpgradeSchema() when opened read-write.
 #pragma once

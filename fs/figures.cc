@@ -140,6 +140,9 @@ Status GatherCatalogFigures(BackingDir& backing, const sql::Db& db, Figures* out
   auto chains = QueryChainStats(db);
   if (!chains.ok()) return chains.status();
   out->chains = std::move(*chains);
+  auto hash_table = QueryHashTableFigures(db);
+  if (!hash_table.ok()) return hash_table.status();
+  out->hash_table = *hash_table;
   auto files = backing.catalog().ListFiles();
   if (!files.ok()) return files.status();
   std::map<int64_t, const std::string*> chain_names;

@@ -2,7 +2,8 @@
 // daemon's metrics file (metrics_file=), gathered by the same code for both:
 //
 //   catalog   per chain: the catalog's chain_stats statement
-//             (catalog_sql::kChainStats) run on a read connection;
+//             (catalog_sql::kChainStats) run on a read connection, and
+//             the hash table's counters and quota (QueryHashTableFigures);
 //             per swap file: Catalog::ListFiles (one row per file; size and
 //             mapped blocks, cheap); the store: Catalog::Usage (lock-free)
 //             and ContentStore::AllocatedBytes (fstat); the sizes of
@@ -74,6 +75,7 @@ struct Figures {
   std::vector<ChainStats> chains;  // by dedup ID; removed chains left out
   std::vector<FileFigures> files;  // by chain, then name
   StoreUsage usage;
+  HashTableFigures hash_table;     // the chain hash table's counters and quota
   uint64_t store_allocated_bytes = 0;
   uint64_t catalog_bytes = 0;      // catalog.db + catalog.db-wal
   uint64_t catalog_wal_bytes = 0;

@@ -90,6 +90,20 @@ std::vector<std::string> RenderMetrics(const Figures& f, std::string* out) {
     w.Family("chainswap_store_capacity_bytes", kGauge, "The capacity= mount option: the content store's limit, in bytes");
     w.Sample({{"backing", b}}, f.usage.capacity_slots * kBlockSize);
   }
+  if (f.hash_table.known) {
+    w.Family("chainswap_hash_entries", kGauge,
+             "Entries of the chain hash table: stored blocks that later writes can be deduplicated against");
+    w.Sample({{"backing", b}}, f.hash_table.entries);
+    w.Family("chainswap_hash_unindexed_blocks", kGauge,
+             "Stored blocks without a hash entry (pruned by chainswap prune, or stored while the hash table was at "
+             "its quota): valid, never deduplicated against");
+    w.Sample({{"backing", b}}, f.hash_table.unindexed);
+    if (f.hash_table.limit_entries > 0) {
+      w.Family("chainswap_hash_table_limit_entries", kGauge,
+               "The hash_table_limit= mount option (of the last mount): the hash table's quota, in entries");
+      w.Sample({{"backing", b}}, f.hash_table.limit_entries);
+    }
+  }
   w.Family("chainswap_catalog_bytes", kGauge, "Size of the SQLite catalog: catalog.db plus its WAL, in bytes");
   w.Sample({{"backing", b}}, f.catalog_bytes);
   w.Family("chainswap_catalog_wal_bytes", kGauge, "Size of the catalog's WAL file (catalog.db-wal), in bytes");

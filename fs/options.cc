@@ -3,6 +3,8 @@
 #include <cctype>
 #include <sstream>
 
+#include "catalog/catalog.h"
+
 namespace chainswap {
 
 bool ParseSize(const std::string& text, uint64_t* out) {
@@ -58,6 +60,15 @@ void ParseOption(const std::string& o, ParseResult& r, bool* interval_given) {
   } else if (const char* vmap = value("catalog_mmap")) {
     if (!ParseSize(vmap, &c.catalog_mmap_bytes))
       r.errors.push_back("catalog_mmap=" + std::string(vmap) + ": expected a size such as 8G, or 0 (off)");
+  } else if (const char* vh = value("hash_table_limit")) {
+    // Digits only: entries; with a unit: bytes of catalog.
+    const std::string t = vh;
+    uint64_t n = 0;
+    const bool entries = !t.empty() && t.find_first_not_of("0123456789") == std::string::npos;
+    if (!ParseSize(t, &n) || (!entries && n / kHashEntryBytes == 0))
+      r.errors.push_back("hash_table_limit=" + t + ": expected a number of entries such as 1000000, a size such as "
+                         "64M (" + std::to_string(kHashEntryBytes) + " bytes per entry), or 0 (no quota)");
+    else c.hash_table_limit_entries = entries ? n : n / kHashEntryBytes;
   } else if (const char* v2 = value("log_level")) {
     std::string lv = v2;
     if (lv != "trace" && lv != "debug" && lv != "info" && lv != "warn" && lv != "error" && lv != "off")
@@ -85,8 +96,8 @@ void ParseOption(const std::string& o, ParseResult& r, bool* interval_given) {
     else c.idle_seal_ms = static_cast<uint32_t>(n);
   } else if (const char* vl = value("pressure_low")) {
     try { c.pressure_low = std::stod(vl); } catch (...) { r.errors.push_back("pressure_low=" + std::string(vl) + ": expected a fraction"); }
-  } else if (const char* vh = value("pressure_high")) {
-    try { c.pressure_high = std::stod(vh); } catch (...) { r.errors.push_back("pressure_high=" + std::string(vh) + ": expected a fraction"); }
+  } else if (const char* vph = value("pressure_high")) {
+    try { c.pressure_high = std::stod(vph); } catch (...) { r.errors.push_back("pressure_high=" + std::string(vph) + ": expected a fraction"); }
   } else if (o == "metrics_file=" || o == "metrics_interval=" || o == "metrics_file" || o == "metrics_interval") {
     r.errors.push_back(o + ": needs a value (metrics_file=PATH, metrics_interval=SECONDS)");
     if (o.rfind("metrics_interval", 0) == 0) *interval_given = true;
@@ -197,6 +208,9 @@ std::string MountUsage(const std::string& prog) {
          "                     index changes (default 16M, at least 1M; docs/OPERATIONS.md)\n"
          "  -o catalog_mmap=SIZE   let SQLite map this much of the catalog for reads (default 0;\n"
          "                     the memory lock pins mapped pages too: use with no_mlock)\n"
+         "  -o hash_table_limit=ENTRIES|SIZE  quota of the chain hash table: at it, new unique\n"
+         "                     blocks are stored without a hash entry (never deduplicated against);\n"
+         "                     a size such as 64M counts " + std::to_string(kHashEntryBytes) + " bytes per entry (default: none)\n"
          "  -o log_level=LEVEL trace, debug, info (default), warn, error, off\n"
          "  -o threads=N       maximum FUSE worker threads (default 8)\n"
          "  -o oom_score_adj=N the daemon's OOM score adjustment, -1000..1000 (default -1000:\n"

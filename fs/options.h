@@ -7,7 +7,8 @@
 // (K/M/G/T suffixes), catalog_cache=SIZE, catalog_mmap=SIZE, log_level=trace|debug|info|warn|error, threads=N,
 // bucket_size=SIZE, journal_limit=SIZE, queue_slots=N, delete_slots_min=D,
 // pressure_low=F, pressure_high=F (fractions of journal/store usage),
-// metrics_file=PATH, metrics_interval=SECONDS (fs/metrics_writer.h).
+// metrics_file=PATH, metrics_interval=SECONDS (fs/metrics_writer.h),
+// hash_table_limit=ENTRIES|SIZE (catalog/catalog.h, kHashEntryBytes).
 // Generic mount(8) options that make no sense to FUSE (defaults, auto,
 // noauto, nofail, _netdev, user, users, nouser, x-*) are accepted and
 // ignored, so the daemon works from /etc/fstab. Everything else is passed to
@@ -33,6 +34,9 @@ struct MountConfig {
   uint64_t capacity_bytes = 0;   // 0: unlimited
   uint64_t catalog_cache_bytes = 16ull << 20;  // catalog_cache= (CatalogOptions::cache_bytes)
   uint64_t catalog_mmap_bytes = 0;             // catalog_mmap= (CatalogOptions::mmap_bytes)
+  // hash_table_limit=: the chain hash table's quota in entries (0: none);
+  // a size (K/M/G/T suffix) is converted at kHashEntryBytes per entry.
+  uint64_t hash_table_limit_entries = 0;
   std::string log_level = "info";
   unsigned threads = 8;          // max FUSE worker threads
   // Destage engine (SPEC §5).

@@ -28,6 +28,9 @@
 //                     reports catalog bytes per LAT entry
 //   --cache-mib C     CatalogOptions cache size (when the catalog has one)
 //   --mmap-mib X      CatalogOptions mmap size (when the catalog has one)
+//   --hash-table-limit E
+//                     CatalogOptions::hash_table_limit: the hash table's
+//                     quota in entries (new blocks beyond it get none)
 //   --seed S          random seed (default 1)
 #include <sys/resource.h>
 
@@ -131,7 +134,7 @@ void SetCacheOptions(O& o, uint64_t cache_mib, uint64_t mmap_mib, bool set_cache
 }  // namespace
 
 int main(int argc, char** argv) {
-  uint64_t window = 0, clones = 0, cache_mib = 0, mmap_mib = 0, seed = 1;
+  uint64_t window = 0, clones = 0, cache_mib = 0, mmap_mib = 0, seed = 1, hash_limit = 0;
   double mutate = 0.1;
   bool set_cache = false, set_mmap = false, discard = false;
   std::vector<uint64_t> marks, overwrite_at;
@@ -154,6 +157,7 @@ int main(int argc, char** argv) {
     else if (a == "--cache-mib") cache_mib = ParseCount(val()), set_cache = true;
     else if (a == "--mmap-mib") mmap_mib = ParseCount(val()), set_mmap = true;
     else if (a == "--seed") seed = ParseCount(val());
+    else if (a == "--hash-table-limit") hash_limit = ParseCount(val());
     else if (a.size() > 1 && a[0] == '-') {
       fprintf(stderr, "unknown option %s (see the head of tools/catalog_bench.cc)\n", a.c_str());
       return 2;
@@ -174,6 +178,7 @@ int main(int argc, char** argv) {
   }
   CatalogOptions copts;
   SetCacheOptions(copts, cache_mib, mmap_mib, set_cache, set_mmap);
+  if (hash_limit) copts.hash_table_limit = hash_limit;
   std::unique_ptr<BackingDir> backing;
   std::unique_ptr<ContentStore> discard_store;
   std::unique_ptr<Catalog> discard_catalog;
@@ -207,8 +212,8 @@ int main(int argc, char** argv) {
   std::mt19937_64 rng(seed);
   Xorshift fill{seed * 0x9E3779B97F4A7C15ull + 1};
   std::vector<uint64_t> data(size_t(batch) * 512);
-  printf("# chainswap-catalog-bench: N=%" PRIu64 " B=%d M=%" PRIu64 " store=%s dir=%s\n", n, batch, m,
-         discard ? "discard" : "file", dir.c_str());
+  printf("# chainswap-catalog-bench: N=%" PRIu64 " B=%d M=%" PRIu64 " store=%s dir=%s hash_table_limit=%" PRIu64 "\n",
+         n, batch, m, discard ? "discard" : "file", dir.c_str(), hash_limit);
   fflush(stdout);
 
   using Clock = std::chrono::steady_clock;
@@ -267,6 +272,9 @@ int main(int argc, char** argv) {
            " B: %.1f B/block, %.1f B/LAT entry; RssAnon %" PRIu64 " KiB, VmHWM %" PRIu64 " KiB\n",
            what, blocks, lat_rows, bytes / 1048576.0, free_pages, c.WalBytes(), bytes / double(blocks),
            bytes / double(lat_rows), StatusKib("RssAnon"), StatusKib("VmHWM"));
+    const HashTableFigures ht = c.HashTable();
+    printf("hash table: %" PRIu64 " entries, %" PRIu64 " blocks without one, quota %" PRIu64 "\n", ht.entries,
+           ht.unindexed, ht.limit_entries);
     fflush(stdout);
     return true;
   };

@@ -1,10 +1,13 @@
-// chainswap: the admin CLI (SPEC §6). Subcommands: format, stats.
+// chainswap: the admin CLI (SPEC §6). Subcommands: format, stats, clone,
+// fsck, chain, prune, bench.
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -101,6 +104,7 @@ int PrintFsckReport(const std::string& backing, const FsckReport& rep, bool repa
     j["files"] = rep.files;
     j["lat_entries"] = rep.lat_entries;
     j["blocks_hash_checked"] = rep.blocks_checked;
+    j["unindexed_blocks"] = rep.unindexed;
     j["journal_segments"] = rep.segments;
     j["issues"] = nlohmann::json::array();
     for (const auto& i : rep.issues) j["issues"].push_back({{"kind", i.kind}, {"detail", i.detail}, {"repaired", i.repaired}});
@@ -108,10 +112,11 @@ int PrintFsckReport(const std::string& backing, const FsckReport& rep, bool repa
   } else {
     for (const auto& i : rep.issues)
       std::printf("%-16s %s%s\n", i.kind.c_str(), i.detail.c_str(), i.repaired ? " [repaired]" : (repair ? " [NOT repaired]" : ""));
-    std::printf("%s: %llu chain(s), %llu file(s), %llu LAT entries, %llu block hash(es) verified, %llu journal segment(s): ",
+    std::printf("%s: %llu chain(s), %llu file(s), %llu LAT entries, %llu block hash(es) verified, %llu block(s) "
+                "without a hash entry, %llu journal segment(s): ",
                 backing.c_str(), (unsigned long long)rep.chains, (unsigned long long)rep.files,
                 (unsigned long long)rep.lat_entries, (unsigned long long)rep.blocks_checked,
-                (unsigned long long)rep.segments);
+                (unsigned long long)rep.unindexed, (unsigned long long)rep.segments);
     if (rep.clean()) std::printf("clean\n");
     else std::printf("%zu problem(s)%s\n", rep.issues.size(),
                      repair ? (rep.all_repaired() ? ", all repaired" : ", some NOT repaired") : "; run with --repair to fix what is safely fixable");
@@ -162,6 +167,67 @@ int CmdFsck(const std::string& backing, bool repair, bool read_only, bool no_has
     return 8;
   }
   return PrintFsckReport(backing, *rep, repair, json);
+}
+
+// Parses a duration ("30d", "12h", "2w", "90m", "3600s"; a bare number is
+// days) into whole days, rounded up (the unit of pat.born); false on junk.
+bool ParseDays(const std::string& text, int64_t* days) {
+  size_t pos = 0;
+  unsigned long long v = 0;
+  try {
+    v = std::stoull(text, &pos, 10);
+  } catch (...) {
+    return false;
+  }
+  if (text.empty() || !std::isdigit(static_cast<unsigned char>(text[0])) || v > (1ull << 40)) return false;
+  const std::string unit = text.substr(pos);
+  uint64_t seconds;
+  if (unit.empty() || unit == "d") seconds = v * 86400;
+  else if (unit == "w") seconds = v * 7 * 86400;
+  else if (unit == "h") seconds = v * 3600;
+  else if (unit == "m") seconds = v * 60;
+  else if (unit == "s") seconds = v;
+  else return false;
+  *days = static_cast<int64_t>((seconds + 86399) / 86400);
+  return true;
+}
+
+// Drops the hash entries of blocks with refcount 1, oldest first (after
+// OpenZFS's `zpool ddtprune`), on an unmounted backing directory: those
+// blocks keep their data and refcounts and are no longer deduplicated
+// against. `older_than_days` or `percent` (of the refcount-1 entries).
+int CmdPrune(const std::string& backing, std::optional<int64_t> older_than_days, std::optional<double> percent,
+             bool json) {
+  if (BackingDir::IsLocked(backing)) {
+    std::fprintf(stderr, "chainswap: %s is mounted (a daemon holds its lock); unmount it first: prune rewrites the "
+                         "catalog's hash index offline\n", backing.c_str());
+    return 1;
+  }
+  auto b = BackingDir::Open(backing, LockMode::kExclusive, CatalogOptions{});
+  if (!b.ok()) return Fail(b.status());
+  Catalog& cat = (*b)->catalog();
+  int64_t last_born_day = INT64_MAX;
+  uint64_t max_entries = UINT64_MAX;
+  uint64_t unique = 0;
+  if (older_than_days) {
+    last_born_day = DayNumberNow() - *older_than_days;
+  } else {
+    auto u = cat.UniqueHashEntries();
+    if (!u.ok()) return Fail(u.status());
+    unique = *u;
+    max_entries = static_cast<uint64_t>(static_cast<double>(unique) * *percent / 100.0);
+  }
+  auto r = cat.PruneHashIndex(last_born_day, max_entries);
+  if (!r.ok()) return Fail(r.status());
+  if (json) {
+    nlohmann::json j = {{"pruned", r->pruned}, {"hash_entries", r->entries_left}, {"unindexed_blocks", r->unindexed}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("pruned %llu hash entr%s of blocks with refcount 1; %llu entr%s left, %llu block(s) without one\n",
+                (unsigned long long)r->pruned, r->pruned == 1 ? "y" : "ies", (unsigned long long)r->entries_left,
+                r->entries_left == 1 ? "y" : "ies", (unsigned long long)r->unindexed);
+  }
+  return 0;
 }
 
 // The mountpoint of a mounted backing directory (from /proc/self/mounts:
@@ -288,6 +354,9 @@ int CmdStats(const std::string& backing, bool json, bool per_file, bool promethe
     j["mounted"] = fig.mounted;
     j["up"] = fig.live();
     j["destage"] = published ? nlohmann::json::parse(StatsToJson(*published)) : nlohmann::json(nullptr);
+    j["hash_table"] = {{"entries", fig.hash_table.entries},
+                       {"unindexed_blocks", fig.hash_table.unindexed},
+                       {"limit_entries", fig.hash_table.limit_entries}};
     j["store"] = {{"used_slots", usage.used_slots},
                   {"free_slots", usage.free_slots},
                   {"high_water_slots", usage.high_water},
@@ -340,6 +409,12 @@ int CmdStats(const std::string& backing, bool json, bool per_file, bool promethe
               HumanBytes(usage.used_slots * kBlockSize).c_str(),
               static_cast<unsigned long long>(usage.used_slots),
               static_cast<unsigned long long>(usage.free_slots), HumanBytes(store_alloc).c_str());
+  if (fig.hash_table.known) {
+    const HashTableFigures& h = fig.hash_table;
+    std::printf("hash table: %llu entries, %llu block(s) without one (pruned or stored at the quota), quota: %s\n",
+                (unsigned long long)h.entries, (unsigned long long)h.unindexed,
+                h.limit_entries ? (std::to_string(h.limit_entries) + " entries").c_str() : "none");
+  }
   if (published) {
     const EngineStats& s = published->engine;
     std::printf("destage: W=%llu X=%llu D=%llu/%llu journal %s of %s, %llu pending record(s), "
@@ -409,6 +484,20 @@ int main(int argc, char** argv) {
   chain_rm->add_option("BACKING", backing, "backing directory")->required();
   chain_rm->add_option("NAME", chain_name, "chain name")->required();
 
+  std::string older_than;
+  double percent = 0;
+  auto* prune = app.add_subcommand(
+      "prune", "drop the hash entries of blocks with refcount 1, oldest first (unmounted backing directory only)");
+  prune->add_option("BACKING", backing, "backing directory")->required();
+  auto* older_opt = prune->add_option("--older-than", older_than,
+                                      "entries of blocks stored at least this long ago: 30d, 2w, 12h (whole days, "
+                                      "rounded up; a bare number is days)");
+  auto* percent_opt = prune->add_option("--percent", percent, "this percentage of the refcount-1 entries, oldest first")
+                          ->check(CLI::Range(0.0, 100.0));
+  older_opt->excludes(percent_opt);
+  prune->add_flag("--json", json, "machine-readable output");
+  prune->footer("Pruned blocks keep their data and refcounts; only their future deduplication is lost.");
+
   BenchOptions bopts;
   auto* bench = app.add_subcommand("bench", "realistic clone-chain swap workload: speed, dedup vs ideal, destage, reclaim");
   AddBenchOptions(bench, &bopts);
@@ -418,7 +507,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);  // prints the message (or the help)
     if (rc != 0)
-      std::fprintf(stderr, "Usage: chainswap {format|stats|clone|fsck|chain|bench} ARGS...  "
+      std::fprintf(stderr, "Usage: chainswap {format|stats|clone|fsck|chain|prune|bench} ARGS...  "
                            "(chainswap SUBCOMMAND --help for each)\n");
     return rc == 0 ? 0 : 2;
   }
@@ -429,6 +518,23 @@ int main(int argc, char** argv) {
   if (*chain_list) return CmdChain("list", backing, "", json);
   if (*chain_create) return CmdChain("create", backing, chain_name, json);
   if (*chain_rm) return CmdChain("rm", backing, chain_name, json);
+  if (*prune) {
+    if (!*older_opt && !*percent_opt) {
+      std::fprintf(stderr, "chainswap prune: give --older-than DURATION or --percent P\n");
+      return 2;
+    }
+    std::optional<int64_t> days;
+    if (*older_opt) {
+      int64_t d = 0;
+      if (!ParseDays(older_than, &d)) {
+        std::fprintf(stderr, "chainswap prune: --older-than %s: expected a duration such as 30d, 2w or 12h\n",
+                     older_than.c_str());
+        return 2;
+      }
+      days = d;
+    }
+    return CmdPrune(backing, days, *percent_opt ? std::optional<double>(percent) : std::nullopt, json);
+  }
   if (*bench) return RunBench(bopts);
   return 2;
 }

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "catalog/block.h"
+#include "catalog/catalog_sql.h"
 #include "catalog/schema.h"
 #include "destage/journal.h"
 
@@ -18,8 +19,9 @@ namespace {
 
 struct PatRow {
   int64_t dedup_id;
-  int64_t key;  // pat.hash_key
+  int64_t key;  // pat.hash_key (0 when has_key is false)
   int64_t refcount;
+  bool has_key;  // false: an unindexed block (pruned, or stored at the quota)
   bool indexed = false;  // the chain hash index has (key, pblock)
 };
 
@@ -112,7 +114,9 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
   // PAT, store length.
   std::unordered_map<int64_t, PatRow> pat;
   CS_RETURN_IF_ERROR(ForEach(db, "SELECT pblock, dedup_id, hash_key, refcount FROM pat", [&](sql::Stmt& s) {
-    pat[s.Int(0)] = PatRow{s.Int(1), s.Int(2), s.Int(3)};
+    const bool has_key = !s.IsNull(2);
+    pat[s.Int(0)] = PatRow{s.Int(1), has_key ? s.Int(2) : 0, s.Int(3), has_key};
+    if (!has_key) ++rep.unindexed;
   }));
   auto len = store.LengthSlots();
   if (!len.ok()) return len.status();
@@ -130,13 +134,15 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
     std::string example;
     auto entry = [&](int64_t key, int64_t pb) {
       auto p = pat.find(pb);
-      if (p != pat.end() && p->second.key == key && !p->second.indexed) {
+      if (p != pat.end() && p->second.has_key && p->second.key == key && !p->second.indexed) {
         p->second.indexed = true;
         return;
       }
       if (dangling++ == 0)
         example = "key " + std::to_string(key) + " -> block " + std::to_string(pb) +
-                  (p == pat.end() ? " (no such block)" : " (the block's key is " + std::to_string(p->second.key) + ")");
+                  (p == pat.end()         ? " (no such block)"
+                   : !p->second.has_key ? " (the block has no hash entry)"
+                                        : " (the block's key is " + std::to_string(p->second.key) + ")");
     };
     CS_RETURN_IF_ERROR(ForEach(db, "SELECT hash_key, pblock FROM hash_index", [&](sql::Stmt& s) {
       const std::pair<int64_t, int64_t> kp{s.Int(0), s.Int(1)};
@@ -157,7 +163,7 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
     }
     uint64_t missing = 0;
     for (const auto& [pb, row] : pat) {
-      if (row.indexed) continue;
+      if (row.indexed || !row.has_key) continue;  // an unindexed block is valid without an entry
       if (missing++ < 3)
         add("index_missing", "block " + std::to_string(pb) + " (key " + std::to_string(row.key) +
                                  ") is not in the chain hash index: it cannot be deduplicated against", opts.repair);
@@ -241,7 +247,26 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
     // change is left to merge.
     CS_RETURN_IF_ERROR(db.Exec("DELETE FROM hash_log; DELETE FROM hash_index; "
                                "INSERT INTO hash_index(hash_key, pblock) SELECT hash_key, pblock FROM pat "
-                               "ORDER BY hash_key, pblock"));
+                               "WHERE hash_key IS NOT NULL ORDER BY hash_key, pblock"));
+  }
+  // The hash table's counters (meta) against the PAT as it is now.
+  {
+    uint64_t entries = 0, unindexed = 0;
+    for (const auto& [pb, row] : pat) {
+      if (freed_pblocks.count(pb)) continue;
+      ++(row.has_key ? entries : unindexed);
+    }
+    auto f = QueryHashTableFigures(db);
+    if (!f.ok()) return f.status();
+    if (!f->known || f->entries != entries || f->unindexed != unindexed) {
+      add("hash_counters",
+          "the catalog counts " + (f->known ? std::to_string(f->entries) + " hash entries and " +
+                                                  std::to_string(f->unindexed) + " unindexed blocks"
+                                            : std::string("no hash entries (counters missing)")) +
+              " but the PAT has " + std::to_string(entries) + " and " + std::to_string(unindexed),
+          opts.repair);
+      if (opts.repair) CS_RETURN_IF_ERROR(db.Exec(catalog_sql::kInitHashCounters));
+    }
   }
 
   // mapped_blocks per file.
@@ -268,7 +293,7 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
     uint64_t n = 0;
     for (auto& [pb, row] : pat) {
       if (++n % 4096 == 0 || n == pat.size()) Progress(opts, "verifying block hashes", n, pat.size());
-      if (pb >= store_slots) continue;
+      if (pb >= store_slots || !row.has_key) continue;  // an unindexed block has no hash to check
       auto h = hashers.find(row.dedup_id);
       if (h == hashers.end()) continue;
       CS_RETURN_IF_ERROR(store.ReadSlots(static_cast<uint64_t>(pb), 1, buf));

@@ -6,7 +6,11 @@
 // hash key (and whole hash in block_hash) matches its slot's content keyed by
 // its chain's seed; the chain hash index (hash_index with the changes of
 // hash_log applied, the last change of a pair winning) has exactly one entry
-// per PAT row, under its hash key, and nothing else; every block_hash row
+// per PAT row with a hash key, under that key, and nothing else (a block
+// without a key, pat.hash_key NULL, is valid: pruned or stored at the
+// quota; it is counted, and its content cannot be checked against a
+// hash); the counters hash_entries and hash_unindexed (meta) match the
+// PAT; every block_hash row
 // belongs to a PAT row; no referenced slot is outside the store;
 // mapped_blocks of every file equals its LAT entries; every file belongs to
 // a chain; every journal segment is readable. (Since schema v3 a slot is
@@ -18,7 +22,8 @@
 // outside the store or at files that do not exist (they become holes); recount
 // refcounts (blocks at 0 are freed and punched); rebuild the chain hash
 // index from the PAT when it is wrong or a block was freed (and drop
-// block_hash rows of no block); recount mapped_blocks. A hash mismatch or a
+// block_hash rows of no block); recount mapped_blocks and the hash
+// table's counters. A hash mismatch or a
 // damaged journal is reported, never "repaired" by guessing.
 #pragma once
 
@@ -39,7 +44,7 @@ struct FsckOptions {
 struct FsckIssue {
   std::string kind;      // refcount, dangling, cross_chain, hash, outside_store, index_missing,
                          // index_dangling, block_hash_orphan, mapped_blocks, file_chain,
-                         // lat_orphan_file, journal
+                         // lat_orphan_file, journal, hash_counters
   std::string detail;
   bool repaired = false;
 };
@@ -47,6 +52,7 @@ struct FsckIssue {
 struct FsckReport {
   std::vector<FsckIssue> issues;
   uint64_t blocks_checked = 0, lat_entries = 0, files = 0, chains = 0, segments = 0;
+  uint64_t unindexed = 0;  // blocks without a hash entry (valid; their content is not hash-checked)
   bool clean() const { return issues.empty(); }
   bool all_repaired() const;
 };

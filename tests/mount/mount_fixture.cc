@@ -733,7 +733,7 @@ int64_t MountedFs::DedupIdOf(const std::string& chain) const {
        "eff AS (SELECT hash_key, pblock FROM hash_index i WHERE NOT EXISTS (SELECT 1 FROM last WHERE "
        "last.hash_key = i.hash_key AND last.pblock = i.pblock AND last.op = 0) "
        "UNION SELECT hash_key, pblock FROM last WHERE op = 1) "
-       "SELECT p.pblock, p.hash_key FROM pat p WHERE NOT EXISTS "
+       "SELECT p.pblock, p.hash_key FROM pat p WHERE p.hash_key IS NOT NULL AND NOT EXISTS "
        "(SELECT 1 FROM eff WHERE eff.hash_key = p.hash_key AND eff.pblock = p.pblock) LIMIT 10"},
       {"chain hash index entries naming no block under that key (hash_key|pblock)",
        "WITH last AS (SELECT hash_key, pblock, op FROM (SELECT hash_key, pblock, op, row_number() OVER "

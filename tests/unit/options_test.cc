@@ -1,6 +1,8 @@
 // The daemon's mount options (fs/options.h).
 #include "fs/options.h"
 
+#include "catalog/catalog.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -174,6 +176,23 @@ TEST(ParseMountArgsTest, CatalogMemoryOptions) {
     ASSERT_EQ(r.errors.size(), 1u) << bad << ": " << AllErrors(r);
     EXPECT_NE(r.errors[0].find(std::string(bad).substr(0, std::string(bad).find('=') + 1)), std::string::npos)
         << r.errors[0];
+  }
+}
+
+TEST(ParseMountArgsTest, HashTableLimitInEntriesOrBytes) {
+  EXPECT_EQ(ParseMountArgs({"b", "m"}).config.hash_table_limit_entries, 0u);
+  ParseResult n = ParseMountArgs({"b", "m", "-o", "hash_table_limit=1000000"});
+  EXPECT_TRUE(n.errors.empty()) << AllErrors(n);
+  EXPECT_EQ(n.config.hash_table_limit_entries, 1000000u);
+  ParseResult size = ParseMountArgs({"b", "m", "-o", "hash_table_limit=64M"});
+  EXPECT_TRUE(size.errors.empty()) << AllErrors(size);
+  EXPECT_EQ(size.config.hash_table_limit_entries, (64ull << 20) / kHashEntryBytes);
+  EXPECT_EQ(ParseMountArgs({"b", "m", "-o", "hash_table_limit=0"}).config.hash_table_limit_entries, 0u);
+  for (const char* bad : {"hash_table_limit=", "hash_table_limit=lots", "hash_table_limit=-5", "hash_table_limit=10B",
+                          "hash_table_limit=3X"}) {
+    ParseResult r = ParseMountArgs({"b", "m", "-o", bad});
+    ASSERT_EQ(r.errors.size(), 1u) << bad << ": " << AllErrors(r);
+    EXPECT_NE(r.errors[0].find("hash_table_limit="), std::string::npos) << r.errors[0];
   }
 }
 

@@ -237,6 +237,10 @@ class SchemaTest : public test::BackingFixture {
         << "the index has every PAT row, under its key";
     EXPECT_EQ(QueryInt(d, "SELECT count(*) FROM hash_log"), 0);
     EXPECT_EQ(QueryInt(d, "SELECT count(*) FROM block_hash"), 0);
+    // Every block indexed, born the day of the upgrade; the counters from the PAT.
+    EXPECT_EQ(QueryInt(d, "SELECT count(*) FROM pat WHERE born = " + std::to_string(DayNumberNow())), 6);
+    EXPECT_EQ(QueryInt(d, "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'hash_entries'"), 6);
+    EXPECT_EQ(QueryInt(d, "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'hash_unindexed'"), 0);
     EXPECT_EQ(QueryInt(d, "SELECT count(*) FROM sqlite_master WHERE name IN ('free_slot', 'chain_hash_index')"), 0);
     // The views, with the same columns.
     EXPECT_EQ(Join(QueryRows(d, "SELECT chain || ' ' || files || ' ' || stored_bytes || ' ' || dedup_ratio "
