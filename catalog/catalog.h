@@ -361,8 +361,24 @@ class Catalog {
   uint64_t WalBytes() EXCLUDES(mu_);
 
   // Direct access for offline tools (fsck) that run their own queries.
-  // REQUIRES: no concurrent use of the catalog (hence unchecked).
+  // REQUIRES: no concurrent use of the catalog (hence unchecked), or a
+  // ToolsHold in scope.
   sql::Db& db_for_tools() NO_THREAD_SAFETY_ANALYSIS { return db_; }
+
+  // Holds the writer mutex while a test or tool queries db_for_tools() of a
+  // catalog that is in use (an engine's destagers apply batches and, when
+  // idle, merge the hash log and checkpoint on the same connection): no
+  // transaction runs meanwhile, so the queries see one committed state.
+  // Methods that take the writer mutex must not be called in its scope;
+  // the lock-free ones (Usage) may.
+  class SCOPED_CAPABILITY ToolsHold {
+   public:
+    explicit ToolsHold(Catalog& c) ACQUIRE(c.mu_) : lock_(&c.mu_) {}
+    ~ToolsHold() RELEASE() {}
+
+   private:
+    MutexLock lock_;
+  };
 
  private:
   // The apply routine's per-transaction scratch (catalog_apply.cc).

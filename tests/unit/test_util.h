@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -170,6 +171,7 @@ inline std::vector<std::string> EffectiveHashIndex(sql::Db& db) {
 }
 
 inline CatalogDump DumpCatalog(Catalog& cat) {
+  Catalog::ToolsHold hold(cat);  // one committed state, even with an engine running
   sql::Db& db = cat.db_for_tools();
   CatalogDump d;
   d.lat = QueryRows(db, "SELECT file_id || '|' || lba || '|' || pblock FROM lat ORDER BY file_id, lba");
@@ -194,6 +196,11 @@ inline std::string Join(const std::vector<std::string>& v) {
 // both free and referenced, mapped_blocks == LAT rows per file, the
 // in-memory allocator agrees with the tables, every hash matches its block.
 inline void ExpectCatalogInvariants(Catalog& cat, ContentStore& store, bool check_hashes = true) {
+  // The counters as of the last commit; after a settle only idle merges of
+  // the hash log run, which leave them as they are.
+  const HashTableFigures ht = cat.HashTable();
+  // No destage or idle merge while we look.
+  auto hold = std::make_optional<Catalog::ToolsHold>(cat);
   sql::Db& db = cat.db_for_tools();
   EXPECT_EQ(Join(QueryRows(db,
                            "SELECT p.pblock || ' refcount=' || p.refcount || ' refs=' || "
@@ -213,7 +220,6 @@ inline void ExpectCatalogInvariants(Catalog& cat, ContentStore& store, bool chec
       << "the chain hash index (hash_index + hash_log) differs from the PAT's indexed blocks";
   EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM pat WHERE (hash_key IS NULL) != (born IS NULL)"), 0)
       << "a block with a hash key and no birth day, or the reverse";
-  const HashTableFigures ht = cat.HashTable();
   EXPECT_EQ(static_cast<int64_t>(ht.entries), QueryInt(db, "SELECT count(hash_key) FROM pat"))
       << "the hash entry counter differs from the PAT";
   EXPECT_EQ(static_cast<int64_t>(ht.unindexed), QueryInt(db, "SELECT count(*) - count(hash_key) FROM pat"))
@@ -244,28 +250,48 @@ inline void ExpectCatalogInvariants(Catalog& cat, ContentStore& store, bool chec
   EXPECT_EQ(u.used_slots + u.free_slots, u.high_water) << "slots leaked or double-counted";
   EXPECT_GT(static_cast<int64_t>(u.high_water), max_pat);
   if (!check_hashes) return;
-  auto q = sql::Stmt::Prepare(db,
-                              "SELECT p.pblock, p.dedup_id, p.hash_key, h.hash FROM pat p "
-                              "LEFT JOIN block_hash h ON h.pblock = p.pblock ORDER BY p.pblock");
-  ASSERT_TRUE(q.ok());
-  for (;;) {
-    auto r = q->Step();
-    ASSERT_TRUE(r.ok());
-    if (!*r) break;
-    int64_t pblock = q->Int(0);
-    auto hasher = cat.HasherFor(q->Int(1));
+  // The stored blocks, read under the hold; their bytes are checked after it
+  // (HasherFor takes the writer mutex).
+  struct StoredBlock {
+    int64_t pblock = 0, dedup_id = 0;
+    std::optional<int64_t> key;
+    std::vector<uint8_t> whole_hash;
+  };
+  std::vector<StoredBlock> blocks;
+  {
+    auto q = sql::Stmt::Prepare(db,
+                                "SELECT p.pblock, p.dedup_id, p.hash_key, h.hash FROM pat p "
+                                "LEFT JOIN block_hash h ON h.pblock = p.pblock ORDER BY p.pblock");
+    ASSERT_TRUE(q.ok());
+    for (;;) {
+      auto r = q->Step();
+      ASSERT_TRUE(r.ok());
+      if (!*r) break;
+      StoredBlock b;
+      b.pblock = q->Int(0);
+      b.dedup_id = q->Int(1);
+      if (!q->IsNull(2)) b.key = q->Int(2);
+      if (!q->IsNull(3)) {
+        auto whole = q->Blob(3);
+        b.whole_hash.assign(whole.begin(), whole.end());
+      }
+      blocks.push_back(std::move(b));
+    }
+  }
+  hold.reset();
+  for (const StoredBlock& b : blocks) {
+    auto hasher = cat.HasherFor(b.dedup_id);
     ASSERT_TRUE(hasher.ok()) << hasher.status().ToString();
     Block blk;
-    CS_ASSERT_OK(store.ReadSlots(static_cast<uint64_t>(pblock), 1, blk.data()));
-    EXPECT_FALSE(IsZeroBlock(blk.data())) << "stored block " << pblock << " is all zero";
-    if (q->IsNull(2)) continue;  // an unindexed block: no hash kept
+    CS_ASSERT_OK(store.ReadSlots(static_cast<uint64_t>(b.pblock), 1, blk.data()));
+    EXPECT_FALSE(IsZeroBlock(blk.data())) << "stored block " << b.pblock << " is all zero";
+    if (!b.key) continue;  // an unindexed block: no hash kept
     BlockHash h = (*hasher)->Hash(blk.data());
-    EXPECT_EQ(q->Int(2), HashKey(h)) << "hash key of block " << pblock << " does not match its content";
-    if (!q->IsNull(3)) {
-      auto whole = q->Blob(3);
-      ASSERT_EQ(whole.size(), h.bytes.size());
-      EXPECT_TRUE(std::equal(whole.begin(), whole.end(), h.bytes.begin()))
-          << "block_hash of block " << pblock << " does not match its content";
+    EXPECT_EQ(*b.key, HashKey(h)) << "hash key of block " << b.pblock << " does not match its content";
+    if (!b.whole_hash.empty()) {
+      ASSERT_EQ(b.whole_hash.size(), h.bytes.size());
+      EXPECT_TRUE(std::equal(b.whole_hash.begin(), b.whole_hash.end(), h.bytes.begin()))
+          << "block_hash of block " << b.pblock << " does not match its content";
     }
   }
 }
