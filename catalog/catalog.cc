@@ -158,7 +158,7 @@ Status Catalog::LoadHashCountersLocked() {
   auto f = QueryHashTableFigures(db_);
   if (!f.ok()) return f.status();
   if (!f->known && !options_.read_only) {
-    // Counters missing (written by an early build of version 3): from the PAT.
+    // Counters missing (a damaged or hand-edited meta table): from the PAT.
     CS_RETURN_IF_ERROR(db_.Exec(catalog_sql::kInitHashCounters));
     f = QueryHashTableFigures(db_);
     if (!f.ok()) return f.status();

@@ -135,31 +135,30 @@ Status Engine::WriteRecords(FileRef f, uint64_t offset, std::span<const uint8_t>
     const uint64_t n = std::min<uint64_t>(last - done_lba + 1, kMaxRecordBlocks);
     const bool first_rec = done_lba == first;
     const bool last_rec = done_lba + n - 1 == last;
+    const uint8_t* blocks = data.data() + consumed;
     if (!(first_rec && head != 0) && !(last_rec && tail != 0)) {
       // Whole blocks: journaled straight from the request's buffer (no copy,
       // and no scratch buffer grown to the request's size).
-      CS_RETURN_IF_ERROR(AppendBlocks(f, done_lba, n, data.data() + consumed, meta, space_exempt));
       consumed += n * kBlockSize;
-      counters_.blocks_written += n;
-      done_lba += n;
-      continue;
+    } else {
+      uint8_t* buf = ScratchBlocks(n);
+      // Read-modify-write of partial edge blocks that hold data.
+      if (first_rec && head != 0) {
+        if ((first << kBlockShift) < size) CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, first, 1, buf));
+        else std::memset(buf, 0, kBlockSize);
+      }
+      if (last_rec && tail != 0 && !(first_rec && n == 1 && head != 0)) {
+        uint8_t* lastp = buf + (n - 1) * kBlockSize;
+        if ((last << kBlockShift) < size) CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, last, 1, lastp));
+        else std::memset(lastp, 0, kBlockSize);
+      }
+      const uint32_t dst = first_rec ? head : 0;
+      const size_t take = std::min<size_t>(data.size() - consumed, n * kBlockSize - dst);
+      std::memcpy(buf + dst, data.data() + consumed, take);
+      consumed += take;
+      blocks = buf;
     }
-    uint8_t* buf = ScratchBlocks(n);
-    // Read-modify-write of partial edge blocks that hold data.
-    if (first_rec && head != 0) {
-      if ((first << kBlockShift) < size) CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, first, 1, buf));
-      else std::memset(buf, 0, kBlockSize);
-    }
-    if (last_rec && tail != 0 && !(first_rec && n == 1 && head != 0)) {
-      uint8_t* lastp = buf + (n - 1) * kBlockSize;
-      if ((last << kBlockShift) < size) CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, last, 1, lastp));
-      else std::memset(lastp, 0, kBlockSize);
-    }
-    const uint32_t dst = first_rec ? head : 0;
-    const size_t take = std::min<size_t>(data.size() - consumed, n * kBlockSize - dst);
-    std::memcpy(buf + dst, data.data() + consumed, take);
-    consumed += take;
-    CS_RETURN_IF_ERROR(AppendBlocks(f, done_lba, n, buf, meta, space_exempt));
+    CS_RETURN_IF_ERROR(AppendBlocks(f, done_lba, n, blocks, meta, space_exempt));
     counters_.blocks_written += n;
     done_lba += n;
   }

@@ -64,6 +64,14 @@ class Segment {
   // tests).
   Status ReadAll(std::vector<Record>* out, bool* torn, bool cut_torn = true);
 
+  // Deletes the file.
+  Status Remove();
+
+  uint64_t id() const { return id_; }
+  uint64_t bytes() const { return end_; }
+  const std::string& path() const { return path_; }
+
+ private:
   // A read-only mapping of a prefix of the segment; unmapped on destruction.
   // Its pages are file-backed and kept out of the daemon's memory lock.
   class Mapping {
@@ -81,17 +89,8 @@ class Segment {
     const uint8_t* data_ = nullptr;
     size_t len_ = 0;
   };
-  // Maps the first `len` bytes (records appended already; a sealed bucket's
-  // segment never changes below its size).
+  // Maps the first `len` bytes (records appended already), for Scan.
   Result<Mapping> Map(uint64_t len) const;
-  // Deletes the file.
-  Status Remove();
-
-  uint64_t id() const { return id_; }
-  uint64_t bytes() const { return end_; }
-  const std::string& path() const { return path_; }
-
- private:
   Segment(int fd, uint64_t id, std::string dir, std::string path, uint64_t end, bool name_durable)
       : fd_(fd), id_(id), dir_(std::move(dir)), path_(std::move(path)), end_(end), name_durable_(name_durable) {}
   int fd_;
