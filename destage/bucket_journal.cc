@@ -162,15 +162,27 @@ void BucketJournal::Seal() {
 void BucketJournal::Wake() { work_cv_.SignalAll(); }
 
 Status BucketJournal::Append(Record r, bool space_exempt, std::vector<uint8_t> zero) {
-  const uint64_t size = r.EncodedSize();
-  const uint64_t payload_sum = PayloadChecksum(r);  // outside every lock
-  // Zero blocks are holes: they never need a slot. Scanned once, here,
-  // outside every lock; the staging index takes the flags.
-  if (r.kind == RecordKind::kWrite && zero.size() != r.count) zero = ZeroBlockFlags(r);
-  StagingIndex::Track(&r);
-  uint64_t new_blocks = 0;
-  if (!space_exempt) {
-    for (uint8_t z : zero) new_blocks += z ? 0 : 1;
+  PendingRecord op[1] = {{std::move(r), space_exempt, std::move(zero)}};
+  return Append(op);
+}
+
+Status BucketJournal::Append(std::span<PendingRecord> op) {
+  if (op.empty()) return Status::Ok();
+  // Checksums, zero flags and supersession bits outside every lock. Zero
+  // blocks are holes: they never need a slot; the staging index takes the
+  // flags.
+  std::vector<uint64_t> payload_sums(op.size());
+  uint64_t size = 0, new_blocks = 0;
+  for (size_t i = 0; i < op.size(); ++i) {
+    PendingRecord& p = op[i];
+    Record& r = p.record;
+    r.continues = i + 1 < op.size();
+    size += r.EncodedSize();
+    payload_sums[i] = PayloadChecksum(r);
+    if (r.kind == RecordKind::kWrite && p.zero.size() != r.count) p.zero = ZeroBlockFlags(r);
+    StagingIndex::Track(&r);
+    if (!p.space_exempt)
+      for (uint8_t z : p.zero) new_blocks += z ? 0 : 1;
   }
   MutexLock alk(&append_mu_);
   MutexLock lk(&mu_);
@@ -201,33 +213,48 @@ Status BucketJournal::Append(Record r, bool space_exempt, std::vector<uint8_t> z
   }
   std::shared_ptr<Bucket> bp = buckets_.back();
   Bucket& b = *bp;
-  r.seq = next_seq_++;
-  b.appending = true;  // no seal while the record is being written
+  for (PendingRecord& p : op) p.record.seq = next_seq_++;
+  b.appending = true;  // no seal while the op is being written
   lk.Unlock();
 
   // The segment write runs without mu_ (append_mu_ keeps appends in order),
   // so destagers and readers of journal state are not held up by it.
-  uint8_t header[kRecordHeaderSize];
-  EncodeHeader(r, payload_sum, header);
-  const size_t payload = r.kind == RecordKind::kWrite ? r.count * kBlockSize : 0;
-  auto at = b.segment->Append(header, r.data.get(), payload);
+  std::vector<uint8_t> headers(op.size() * kRecordHeaderSize);
+  std::vector<iovec> parts;
+  parts.reserve(op.size() * 2);
+  for (size_t i = 0; i < op.size(); ++i) {
+    const Record& r = op[i].record;
+    uint8_t* h = headers.data() + i * kRecordHeaderSize;
+    EncodeHeader(r, payload_sums[i], h);
+    parts.push_back({h, kRecordHeaderSize});
+    if (r.kind == RecordKind::kWrite && r.count)
+      parts.push_back({const_cast<uint8_t*>(r.data.get()), r.count * kBlockSize});
+  }
+  auto at = b.segment->Append(parts);
   Status st = at.status();
   if (at.ok()) {
-    // From here on the payload is read back from the segment (page cache):
-    // the writer's buffer goes when the writer returns.
-    r.segment = b.segment;
-    r.payload_offset = *at + kRecordHeaderSize;
-    r.data.reset();
+    // From here on payloads are read back from the segment (page cache):
+    // the writer's buffers go when the writer returns.
+    uint64_t pos = *at;
+    for (PendingRecord& p : op) {
+      Record& r = p.record;
+      r.segment = b.segment;
+      r.payload_offset = pos + kRecordHeaderSize;
+      pos += r.EncodedSize();
+      r.data.reset();
+    }
   }
 
   lk.Lock();
   b.appending = false;
   if (st.ok()) {
-    index_.Add(r, zero);
+    for (PendingRecord& p : op) {
+      index_.Add(p.record, p.zero);
+      AccountLocked(b, p.record);
+      b.records.push_back(std::move(p.record));
+    }
     b.bytes += size;
     journal_bytes_ += size;
-    AccountLocked(b, r);
-    b.records.push_back(std::move(r));
     last_append_ns_ = MonoNs();
   }
   if ((b.seal_requested || b.bytes >= options_.bucket_bytes) && !b.records.empty()) {

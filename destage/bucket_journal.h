@@ -31,6 +31,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,13 @@ struct Bucket {
   mutable std::atomic<bool> skipped_superseded{false};
 };
 
+// One record of an op as handed to BucketJournal::Append.
+struct PendingRecord {
+  Record record;              // write payloads in record.data until appended
+  bool space_exempt = false;  // a delete, or a rewrite that replaces a block: never refused for space
+  std::vector<uint8_t> zero;  // the write's zero-block flags when the caller has them (else scanned)
+};
+
 struct JournalFigures {
   uint64_t journal_bytes = 0, limit = 0;
   uint64_t buckets = 0;            // unretired
@@ -100,9 +108,13 @@ class BucketJournal {
   // for a journal damaged in the middle.
   Result<uint64_t> Open(std::map<int64_t, ReplayedMeta>* meta) EXCLUDES(mu_);
 
-  // Appends one record after admission. space_exempt: a delete, or a rewrite
-  // that replaces a block, never refused for space. `zero`: the write's
-  // zero-block flags when the caller has them (else scanned here).
+  // Appends the records of one op after admission (the op as a whole: its
+  // blocks must fit the store and its bytes the journal limit). They get
+  // consecutive sequence numbers and go into one segment in one write, all
+  // but the last with Record::continues set, so that replay sees all of the
+  // op or none of it. Nothing keeps the callers' payload buffers.
+  Status Append(std::span<PendingRecord> op) EXCLUDES(append_mu_, mu_);
+  // Append of an op of one record.
   Status Append(Record r, bool space_exempt, std::vector<uint8_t> zero = {}) EXCLUDES(append_mu_, mu_);
   // A sequence number for an op that could not be journaled (a reclaim run
   // from memory), and the newest bucket holding records: the op must be

@@ -16,8 +16,10 @@ constexpr uint64_t kMaxLba = static_cast<uint64_t>(INT64_MAX) >> kBlockShift;
 
 uint64_t DivUp(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
-// Whole-block scratch of the calling thread (a write's blocks with their
-// read-modify-write edges, an unaligned read): grown to the largest request
+// The bytes of a partial block that a punch or truncate zeroes.
+alignas(64) const uint8_t kZeroBlock[kBlockSize] = {};
+
+// Whole-block scratch of the calling thread (an unaligned read): grown to the largest request
 // the thread served (FUSE bounds those: max_write, max_read) and reused, so
 // that serving a request allocates nothing under memory pressure. Its pages
 // are locked with the rest of the daemon (fs/memory_guard.h).
@@ -77,10 +79,16 @@ Status Engine::Stop() {
   return st.ok() ? cs : st;
 }
 
-Status Engine::Append(Record r, bool space_exempt, std::vector<uint8_t> zero) {
-  Status st = journal_.Append(std::move(r), space_exempt, std::move(zero));
+Status Engine::Commit(Op& op) {
+  Status st = journal_.Append(op.records);
   if (st.code() == ENOSPC) ++counters_.enospc;
   return st;
+}
+
+Status Engine::Append(Record r, bool space_exempt) {
+  Op op;
+  op.records.push_back({std::move(r), space_exempt, {}});
+  return Commit(op);
 }
 
 // ------------------------------------------------------------ public ops
@@ -117,56 +125,52 @@ Status Engine::ReadBlocks(int64_t file_id, uint64_t lba, uint64_t n, uint8_t* ou
 
 Status Engine::Write(FileRef f, uint64_t offset, std::span<const uint8_t> data, uint64_t size,
                      const FileMetaUpdate& meta) {
-  return WriteRecords(f, offset, data, size, meta, /*space_exempt=*/false);
+  if (data.empty()) return Truncate(f, size, meta.size, meta);
+  Op op;
+  CS_RETURN_IF_ERROR(AddWrite(f, offset, data, size, meta, /*space_exempt=*/false, &op));
+  return Commit(op);
 }
 
-Status Engine::WriteRecords(FileRef f, uint64_t offset, std::span<const uint8_t> data, uint64_t size,
-                            const FileMetaUpdate& meta, bool space_exempt) {
-  if (data.empty()) return Truncate(f, size, meta.size, meta);
+Status Engine::AddWrite(FileRef f, uint64_t offset, std::span<const uint8_t> data, uint64_t size,
+                        const FileMetaUpdate& meta, bool space_exempt, Op* op) {
   const uint64_t end = offset + data.size();
   const uint64_t first = offset >> kBlockShift;
   const uint64_t last = (end - 1) >> kBlockShift;
   if (last > kMaxLba) return Status::Error(EFBIG, "write beyond the largest supported offset");
   const uint32_t head = offset & (kBlockSize - 1);
   const uint32_t tail = end & (kBlockSize - 1);
-  uint64_t done_lba = first;
   size_t consumed = 0;
-  while (done_lba <= last) {
-    const uint64_t n = std::min<uint64_t>(last - done_lba + 1, kMaxRecordBlocks);
-    const bool first_rec = done_lba == first;
-    const bool last_rec = done_lba + n - 1 == last;
-    const uint8_t* blocks = data.data() + consumed;
-    if (!(first_rec && head != 0) && !(last_rec && tail != 0)) {
-      // Whole blocks: journaled straight from the request's buffer (no copy,
-      // and no scratch buffer grown to the request's size).
-      consumed += n * kBlockSize;
-    } else {
-      uint8_t* buf = ScratchBlocks(n);
-      // Read-modify-write of partial edge blocks that hold data.
-      if (first_rec && head != 0) {
-        if ((first << kBlockShift) < size) CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, first, 1, buf));
-        else std::memset(buf, 0, kBlockSize);
-      }
-      if (last_rec && tail != 0 && !(first_rec && n == 1 && head != 0)) {
-        uint8_t* lastp = buf + (n - 1) * kBlockSize;
-        if ((last << kBlockShift) < size) CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, last, 1, lastp));
-        else std::memset(lastp, 0, kBlockSize);
-      }
-      const uint32_t dst = first_rec ? head : 0;
-      const size_t take = std::min<size_t>(data.size() - consumed, n * kBlockSize - dst);
-      std::memcpy(buf + dst, data.data() + consumed, take);
-      consumed += take;
-      blocks = buf;
-    }
-    CS_RETURN_IF_ERROR(AppendBlocks(f, done_lba, n, blocks, meta, space_exempt));
-    counters_.blocks_written += n;
-    done_lba += n;
+  // A partial block: read-modify-written into one of the op's edge buffers
+  // (zeros beyond the file's size).
+  auto edge = [&](uint64_t lba, uint32_t at, size_t len) -> Status {
+    uint8_t* e = op->edges[op->edges_used++];
+    if ((lba << kBlockShift) < size) CS_RETURN_IF_ERROR(ReadBlocks(f.file_id, lba, 1, e));
+    else std::memset(e, 0, kBlockSize);
+    std::memcpy(e + at, data.data() + consumed, len);
+    consumed += len;
+    AddBlocks(f, lba, 1, e, meta, space_exempt, op);
+    return Status::Ok();
+  };
+  uint64_t lba = first;
+  if (head != 0 || (first == last && tail != 0)) {
+    CS_RETURN_IF_ERROR(edge(first, head, std::min<size_t>(data.size(), kBlockSize - head)));
+    ++lba;
   }
+  // Whole blocks: journaled straight from the request's buffer (no copy).
+  const uint64_t whole_end = tail != 0 ? last : last + 1;  // exclusive
+  while (lba < whole_end) {
+    const uint64_t n = std::min<uint64_t>(whole_end - lba, kMaxRecordBlocks);
+    AddBlocks(f, lba, n, data.data() + consumed, meta, space_exempt, op);
+    consumed += n * kBlockSize;
+    lba += n;
+  }
+  if (lba == last && tail != 0) CS_RETURN_IF_ERROR(edge(last, 0, tail));
+  counters_.blocks_written += last - first + 1;
   return Status::Ok();
 }
 
-Status Engine::AppendBlocks(FileRef f, uint64_t lba, uint64_t n, const uint8_t* buf, const FileMetaUpdate& meta,
-                            bool space_exempt) {
+void Engine::AddBlocks(FileRef f, uint64_t lba, uint64_t n, const uint8_t* buf, const FileMetaUpdate& meta,
+                       bool space_exempt, Op* op) {
   // A zero block is a hole once destaged: long runs of them are journaled
   // as deletes, without their 4 KiB each (guest memory is often zeros).
   constexpr uint64_t kZeroRunBlocks = 4;
@@ -183,12 +187,13 @@ Status Engine::AppendBlocks(FileRef f, uint64_t lba, uint64_t n, const uint8_t* 
     r.mtime_ns = meta.mtime_ns;
     if (kind == RecordKind::kWrite) {
       // Points into buf without owning it (aliasing an empty owner: no
-      // allocation, no copy). The journal drops it once the record is in its
-      // segment, before Append returns.
+      // allocation, no copy). The journal drops it once the op is in its
+      // segment, before Commit returns.
       r.data = std::shared_ptr<const uint8_t[]>(std::shared_ptr<const uint8_t[]>(), buf + from * kBlockSize);
-      return Append(std::move(r), space_exempt, std::vector<uint8_t>(zero.begin() + from, zero.begin() + to));
+      op->records.push_back({std::move(r), space_exempt, std::vector<uint8_t>(zero.begin() + from, zero.begin() + to)});
+    } else {
+      op->records.push_back({std::move(r), /*space_exempt=*/true, {}});
     }
-    return Append(std::move(r), /*space_exempt=*/true);
   };
   uint64_t i = 0;
   while (i < n) {
@@ -208,11 +213,10 @@ Status Engine::AppendBlocks(FileRef f, uint64_t lba, uint64_t n, const uint8_t* 
       }
       k = e;
     }
-    if (zs > i) CS_RETURN_IF_ERROR(record(RecordKind::kWrite, i, zs));
-    if (zs < n) CS_RETURN_IF_ERROR(record(RecordKind::kDelete, zs, ze));
+    if (zs > i) record(RecordKind::kWrite, i, zs);
+    if (zs < n) record(RecordKind::kDelete, zs, ze);
     i = ze;
   }
-  return Status::Ok();
 }
 
 Result<size_t> Engine::Read(FileRef f, uint64_t offset, size_t len, uint64_t size, uint8_t* out) {
@@ -237,7 +241,9 @@ Status Engine::Zero(FileRef f, uint64_t offset, uint64_t len, uint64_t size, con
   if (offset >= end) return Truncate(f, size, meta.size, meta);
   const uint64_t first_whole = DivUp(offset, kBlockSize);
   const uint64_t end_whole = end >> kBlockShift;  // exclusive
-  // Whole blocks first: a punch gives space back even when the store is full.
+  Op op;
+  // Whole blocks are deleted; they free space, so a punch is never refused
+  // for space, even when the store is full.
   if (first_whole < end_whole) {
     Record r;
     r.kind = RecordKind::kDelete;
@@ -247,21 +253,25 @@ Status Engine::Zero(FileRef f, uint64_t offset, uint64_t len, uint64_t size, con
     r.count = end_whole - first_whole;
     r.file_size = meta.size;
     r.mtime_ns = meta.mtime_ns;
-    CS_RETURN_IF_ERROR(Append(std::move(r), /*space_exempt=*/true));
+    op.records.push_back({std::move(r), /*space_exempt=*/true, {}});
   }
   // Partial edge blocks are rewritten with zeros; they replace a block, so
-  // they are not refused for space.
+  // they are not refused for space either.
   auto zero_bytes = [&](uint64_t from, uint64_t to) {
-    std::vector<uint8_t> zeros(to - from, 0);
-    return WriteRecords(f, from, zeros, size, meta, /*space_exempt=*/true);
+    return AddWrite(f, from, std::span<const uint8_t>(kZeroBlock, to - from), size, meta, /*space_exempt=*/true,
+                    &op);
   };
-  if (first_whole > end_whole) return zero_bytes(offset, end);  // inside one block
-  if ((offset & (kBlockSize - 1)) != 0) CS_RETURN_IF_ERROR(zero_bytes(offset, first_whole << kBlockShift));
-  if ((end & (kBlockSize - 1)) != 0) CS_RETURN_IF_ERROR(zero_bytes(end_whole << kBlockShift, end));
-  return Status::Ok();
+  if (first_whole > end_whole) {
+    CS_RETURN_IF_ERROR(zero_bytes(offset, end));  // inside one block
+  } else {
+    if ((offset & (kBlockSize - 1)) != 0) CS_RETURN_IF_ERROR(zero_bytes(offset, first_whole << kBlockShift));
+    if ((end & (kBlockSize - 1)) != 0) CS_RETURN_IF_ERROR(zero_bytes(end_whole << kBlockShift, end));
+  }
+  return Commit(op);
 }
 
 Status Engine::Truncate(FileRef f, uint64_t old_size, uint64_t new_size, const FileMetaUpdate& meta) {
+  Op op;
   Record r;
   r.kind = RecordKind::kDelete;
   r.file_id = f.file_id;
@@ -272,16 +282,17 @@ Status Engine::Truncate(FileRef f, uint64_t old_size, uint64_t new_size, const F
     // Zero the tail of the new last block so that growing again reads zeros.
     if ((new_size & (kBlockSize - 1)) != 0) {
       uint64_t block_end = std::min(old_size, DivUp(new_size, kBlockSize) << kBlockShift);
-      std::vector<uint8_t> zeros(block_end - new_size, 0);
       FileMetaUpdate m = meta;
       m.size = old_size;
-      CS_RETURN_IF_ERROR(WriteRecords(f, new_size, zeros, old_size, m, /*space_exempt=*/true));
+      CS_RETURN_IF_ERROR(AddWrite(f, new_size, std::span<const uint8_t>(kZeroBlock, block_end - new_size), old_size,
+                                  m, /*space_exempt=*/true, &op));
     }
     r.lba = DivUp(new_size, kBlockSize);
     r.count = kMaxLba + 1 - r.lba;
   }
   // Growing (or no change) is a size-only record: count 0.
-  return Append(std::move(r), /*space_exempt=*/true);
+  op.records.push_back({std::move(r), /*space_exempt=*/true, {}});
+  return Commit(op);
 }
 
 Status Engine::Reclaim(FileRef f, uint64_t size) {

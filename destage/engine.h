@@ -136,16 +136,30 @@ class Engine {
   Catalog& catalog() { return catalog_; }
 
  private:
-  // Appends blocks [lba, lba + n) of a write held in buf: runs of zero
-  // blocks as delete records, the rest as write records (buf is written to
-  // the journal before this returns; nothing keeps it).
-  Status AppendBlocks(FileRef f, uint64_t lba, uint64_t n, const uint8_t* buf, const FileMetaUpdate& meta,
-                      bool space_exempt);
-  Status WriteRecords(FileRef f, uint64_t offset, std::span<const uint8_t> data, uint64_t size,
-                      const FileMetaUpdate& meta, bool space_exempt);
+  // The records of one op (a write, punch or truncate), appended together
+  // by Commit: a crash leaves all of them or none (BucketJournal::Append).
+  // It holds the op's read-modify-written edge blocks (two at most).
+  struct Op {
+    std::vector<PendingRecord> records;
+    alignas(64) uint8_t edges[2][kBlockSize];
+    int edges_used = 0;
+  };
+  // Adds blocks [lba, lba + n) of a write held in buf to `op`: runs of zero
+  // blocks as delete records, the rest as write records. buf must live
+  // until the op is committed.
+  void AddBlocks(FileRef f, uint64_t lba, uint64_t n, const uint8_t* buf, const FileMetaUpdate& meta,
+                 bool space_exempt, Op* op);
+  // Adds the records of writing `data` at `offset` to `op`: whole blocks
+  // straight from `data`, partial edge blocks read-modify-written into the
+  // op's edge buffers. `size`: the file's size before the write.
+  Status AddWrite(FileRef f, uint64_t offset, std::span<const uint8_t> data, uint64_t size,
+                  const FileMetaUpdate& meta, bool space_exempt, Op* op);
+  // Appends the op's records (BucketJournal::Append), counting refusals for
+  // space.
+  Status Commit(Op& op);
   Status ReadBlocks(int64_t file_id, uint64_t lba, uint64_t n, uint8_t* out);
-  // BucketJournal::Append, counting refusals for space.
-  Status Append(Record r, bool space_exempt, std::vector<uint8_t> zero = {});
+  // Commit of an op of one record.
+  Status Append(Record r, bool space_exempt);
 
   Catalog& catalog_;
   const EngineOptions options_;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 
@@ -59,27 +60,31 @@ Result<std::shared_ptr<Segment>> Segment::OpenExisting(const std::string& dir, u
 }
 
 Result<uint64_t> Segment::Append(const uint8_t* header, const uint8_t* payload, size_t payload_len) {
-  struct iovec iov[2] = {{const_cast<uint8_t*>(header), kRecordHeaderSize},
-                         {const_cast<uint8_t*>(payload), payload_len}};
-  int iovcnt = payload_len ? 2 : 1;
-  size_t total = kRecordHeaderSize + payload_len;
+  const iovec parts[2] = {{const_cast<uint8_t*>(header), kRecordHeaderSize},
+                          {const_cast<uint8_t*>(payload), payload_len}};
+  return Append(std::span<const iovec>(parts, payload_len ? 2 : 1));
+}
+
+Result<uint64_t> Segment::Append(std::span<const iovec> parts) {
+  size_t total = 0;
+  for (const iovec& p : parts) total += p.iov_len;
+  std::vector<iovec> cur;
+  cur.reserve(std::min<size_t>(parts.size(), IOV_MAX));
   size_t done = 0;
   while (done < total) {
-    // Advance the iovecs past what was written.
-    struct iovec cur[2];
-    int n = 0;
+    // The iovecs past what was written, at most IOV_MAX of them.
+    cur.clear();
     size_t skip = done;
-    for (int i = 0; i < iovcnt; ++i) {
-      if (skip >= iov[i].iov_len) {
-        skip -= iov[i].iov_len;
+    for (const iovec& p : parts) {
+      if (cur.size() == IOV_MAX) break;
+      if (skip >= p.iov_len) {
+        skip -= p.iov_len;
         continue;
       }
-      cur[n].iov_base = static_cast<uint8_t*>(iov[i].iov_base) + skip;
-      cur[n].iov_len = iov[i].iov_len - skip;
+      cur.push_back({static_cast<uint8_t*>(p.iov_base) + skip, p.iov_len - skip});
       skip = 0;
-      ++n;
     }
-    ssize_t w = ::pwritev(fd_, cur, n, static_cast<off_t>(end_ + done));
+    ssize_t w = ::pwritev(fd_, cur.data(), static_cast<int>(cur.size()), static_cast<off_t>(end_ + done));
     if (w < 0) {
       if (errno == EINTR) continue;
       Status st = Status::FromErrno("journal append " + path_);
@@ -164,13 +169,19 @@ Status Segment::Scan(const Visitor& visit, bool* torn, bool cut_torn) {
   auto map = Map(end_);
   if (!map.ok()) return map.status();
   const std::span<const uint8_t> buf(map->data(), map->size());
+  // The records of the op being read: visited once its last record is in.
+  struct Held {
+    Record r;
+    std::span<const uint8_t> payload;
+  };
+  std::vector<Held> op;
+  size_t op_start = 0;
   size_t off = 0;
   for (;;) {
     Record r;
     size_t used = 0;
     std::span<const uint8_t> payload;
     DecodeStatus ds = DecodeRecordView(buf.subspan(off), &r, &payload, &used);
-    if (ds == DecodeStatus::kEnd) break;
     if (ds == DecodeStatus::kTorn) {
       // A torn tail is expected after a crash. Intact records after the bad
       // one mean corruption in the middle: refuse rather than drop them.
@@ -192,19 +203,32 @@ Status Segment::Scan(const Visitor& visit, bool* torn, bool cut_torn) {
                                             "); refusing to drop acknowledged writes");
         }
       }
+    }
+    if (ds != DecodeStatus::kOk) {
+      // The end, or a torn record: an op still open is torn with it (its
+      // writer was stopped between its records).
+      const size_t tail = op.empty() ? off : op_start;
+      if (ds == DecodeStatus::kEnd && op.empty()) break;
       *torn = true;
       if (!cut_torn) break;
-      spdlog::warn("journal: torn or corrupt record at offset {} of {} ({} bytes ignored)", off, path_,
-                   buf.size() - off);
+      spdlog::warn("journal: torn or corrupt record at offset {} of {} ({} bytes ignored)", tail, path_,
+                   buf.size() - tail);
+      op.clear();
       *map = Mapping();  // unmapped before the file shrinks under it
-      if (::ftruncate(fd_, static_cast<off_t>(off)) != 0)
-        return Status::FromErrno("truncate torn tail of " + path_);
-      end_ = off;
+      if (::ftruncate(fd_, static_cast<off_t>(tail)) != 0) return Status::FromErrno("truncate torn tail of " + path_);
+      end_ = tail;
       break;
     }
     if (r.kind == RecordKind::kWrite) r.payload_offset = off + kRecordHeaderSize;
-    CS_RETURN_IF_ERROR(visit(std::move(r), payload));
+    if (op.empty()) op_start = off;
     off += used;
+    if (r.continues) {
+      op.push_back({std::move(r), payload});
+      continue;
+    }
+    for (Held& h : op) CS_RETURN_IF_ERROR(visit(std::move(h.r), h.payload));
+    op.clear();
+    CS_RETURN_IF_ERROR(visit(std::move(r), payload));
   }
   return Status::Ok();
 }

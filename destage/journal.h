@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/uio.h>
+
 #include "catalog/status.h"
 #include "destage/journal_format.h"
 
@@ -46,15 +48,22 @@ class Segment {
   // Appends header + payload at the end (one pwritev); returns the offset
   // of the record (its payload follows the header).
   Result<uint64_t> Append(const uint8_t* header, const uint8_t* payload, size_t payload_len);
+  // Appends `parts` (the headers and payloads of one op's records, in
+  // order) at the end, in as few pwritev calls as IOV_MAX allows; returns
+  // the offset of the first byte. On failure the file is cut back to where
+  // it ended, so no partial record stays behind.
+  Result<uint64_t> Append(std::span<const iovec> parts);
   // Reads `len` bytes at `offset` (within records already appended).
   Status ReadAt(uint64_t offset, size_t len, uint8_t* out) const;
   // fdatasync; the first successful one also fsyncs the directory, so that
   // the segment's name is as durable as its records. Thread-safe.
   Status Sync();
-  // Calls `visit` with every intact record in order (payload_offset set,
-  // data null) and a view of its payload that is valid during the call
-  // only; stops at a torn tail, which is cut off (when `cut_torn`) so that
-  // later appends never follow garbage. *torn tells whether one was found.
+  // Calls `visit` with every intact record of every complete op in order
+  // (payload_offset set, data null) and a view of its payload that is valid
+  // during the call only; stops at a torn tail, which is cut off (when
+  // `cut_torn`) so that later appends never follow garbage. An op whose
+  // last record is missing or torn is part of the tail: none of its records
+  // are visited. *torn tells whether a tail was found.
   // EUCLEAN when intact records follow a bad one. The file is read through
   // a mapping (page cache), not copied into the heap. A visitor's error
   // stops the scan and is returned.

@@ -41,6 +41,7 @@ void EncodeHeader(const Record& r, uint64_t payload_checksum, uint8_t* h) {
   Put<uint64_t>(h + 8, r.seq);
   h[16] = static_cast<uint8_t>(r.kind);
   h[17] = r.drop_file ? 1 : 0;
+  h[18] = r.continues ? 1 : 0;
   Put<uint32_t>(h + 20, r.kind == RecordKind::kWrite ? static_cast<uint32_t>(r.count) : 0);
   Put<int64_t>(h + 24, r.file_id);
   Put<int64_t>(h + 32, r.dedup_id);
@@ -100,6 +101,7 @@ DecodeStatus DecodeRecordView(std::span<const uint8_t> in, Record* out, std::spa
   r.seq = Get<uint64_t>(h + 8);
   r.kind = static_cast<RecordKind>(kind);
   r.drop_file = h[17] & 1;
+  r.continues = h[18] & 1;
   r.file_id = Get<int64_t>(h + 24);
   r.dedup_id = Get<int64_t>(h + 32);
   r.lba = Get<uint64_t>(h + 40);

@@ -9,7 +9,8 @@
 //   8      8    sequence number (strictly increasing across the journal)
 //   16     1    kind: 1 write, 2 delete
 //   17     1    flags: bit 0 = drop file after the delete (unlink reclaim)
-//   18     2    reserved (0)
+//   18     1    op flags: bit 0 = the op continues in the next record
+//   19     1    reserved (0)
 //   20     4    block count of the payload (writes)
 //   24     8    file ID
 //   32     8    dedup ID
@@ -23,6 +24,13 @@
 //
 // A record that is truncated or whose checksum does not match ends the
 // segment (a torn tail): it and everything after it are ignored.
+//
+// One op (a write, punch or truncate) may take several records (runs of
+// zero blocks are deletes, partial edge blocks records of their own). They
+// are written together, in one segment, and all but the last carry the
+// "continues" bit: replay applies an op only when its last record is
+// intact, so a crash leaves all of an op or none of it. Segments written
+// before the bit existed have it clear everywhere (every record an op).
 #pragma once
 
 #include <atomic>
@@ -46,6 +54,7 @@ struct Record {
   uint64_t seq = 0;
   RecordKind kind = RecordKind::kWrite;
   bool drop_file = false;
+  bool continues = false;   // the op goes on in the next record (see above)
   int64_t file_id = 0;
   int64_t dedup_id = 0;
   uint64_t lba = 0;

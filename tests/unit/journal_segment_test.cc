@@ -1,5 +1,6 @@
 // Journal segment files (destage/journal.h): append and read back, torn
-// tails cut off (and later appends readable), corruption in the middle
+// tails cut off (and later appends readable), an op of several records cut
+// anywhere dropped whole, corruption in the middle
 // refused with EUCLEAN, ListSegments ordering and filtering.
 #include "destage/journal.h"
 
@@ -291,6 +292,78 @@ TEST_F(JournalSegmentTest, TruncatedMidRecordIsCutOff) {
     std::vector<Record> want = recs;
     want.push_back(more);
     ExpectSameRecords(want, got);
+  }
+}
+
+// One op of several records (a write whose zero runs are deletes, with
+// edge blocks of its own) is written by one Append; a crash can cut it at
+// any byte, between its records too. Replay must drop the whole op, never
+// apply its first records alone, and cut the file back to where it began.
+TEST_F(JournalSegmentTest, AnOpCutShortAnywhereIsDroppedWhole) {
+  std::vector<Record> before = SomeRecords(1, 2);
+  std::vector<Record> op = {MakeWrite(3, 50, 1, rng_), MakeDelete(4, 51, 6), MakeWrite(5, 57, 2, rng_),
+                            MakeWrite(6, 59, 1, rng_)};
+  for (size_t i = 0; i + 1 < op.size(); ++i) op[i].continues = true;
+  const uint64_t good = TotalSize(before);
+  const uint64_t op_bytes = TotalSize(op);
+  std::vector<uint64_t> cuts;
+  uint64_t boundary = 0;
+  for (const Record& r : op) {
+    cuts.insert(cuts.end(), {boundary + 1, boundary + kRecordHeaderSize, boundary + r.EncodedSize() - 1});
+    boundary += r.EncodedSize();
+    if (boundary < op_bytes) cuts.push_back(boundary);  // between two records of the op
+  }
+  for (uint64_t cut : cuts) {
+    SCOPED_TRACE("cut " + std::to_string(cut) + " bytes into the op");
+    auto seg = Segment::Create(dir_, 7);
+    ASSERT_TRUE(seg.ok());
+    for (const Record& r : before) CS_ASSERT_OK(AppendRecord(**seg, r));
+    // The op as the journal writes it: one Append of all its parts.
+    std::vector<uint8_t> headers(op.size() * kRecordHeaderSize);
+    std::vector<iovec> parts;
+    for (size_t i = 0; i < op.size(); ++i) {
+      EncodeHeader(op[i], PayloadChecksum(op[i]), headers.data() + i * kRecordHeaderSize);
+      parts.push_back({headers.data() + i * kRecordHeaderSize, kRecordHeaderSize});
+      if (op[i].kind == RecordKind::kWrite)
+        parts.push_back({const_cast<uint8_t*>(op[i].data.get()), op[i].count * kBlockSize});
+    }
+    auto at = (*seg)->Append(parts);
+    ASSERT_TRUE(at.ok()) << at.status().ToString();
+    EXPECT_EQ(*at, good);
+    const std::string path = (*seg)->path();
+    seg->reset();
+    // Uncut, the whole op reads back, each record with its continues bit.
+    std::vector<Record> got;
+    bool torn = true;
+    {
+      auto whole = Segment::OpenExisting(dir_, 7);
+      ASSERT_TRUE(whole.ok());
+      CS_ASSERT_OK((*whole)->ReadAll(&got, &torn, /*cut_torn=*/false));
+      EXPECT_FALSE(torn);
+      std::vector<Record> want = before;
+      want.insert(want.end(), op.begin(), op.end());
+      ExpectSameRecords(want, got);
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(got[i].continues, want[i].continues) << "record " << i;
+    }
+    ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(good + cut)), 0);
+    got.clear();
+    std::shared_ptr<Segment> s;
+    CS_ASSERT_OK(ReadFresh(dir_, 7, &got, &torn, &s));
+    EXPECT_TRUE(torn);
+    ExpectSameRecords(before, got);
+    EXPECT_EQ(FileSize(path), good);
+    EXPECT_EQ(s->bytes(), good);
+    // Later appends follow the records before the op.
+    Record more = MakeDelete(9, 0, 1);
+    CS_ASSERT_OK(AppendRecord(*s, more));
+    got.clear();
+    CS_ASSERT_OK(ReadFresh(dir_, 7, &got, &torn));
+    EXPECT_FALSE(torn);
+    std::vector<Record> want = before;
+    want.push_back(more);
+    ExpectSameRecords(want, got);
+    ASSERT_EQ(::unlink(path.c_str()), 0);
   }
 }
 
