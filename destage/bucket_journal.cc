@@ -318,6 +318,17 @@ Status BucketJournal::Sync() {
   return Status::Ok();
 }
 
+BucketJournal::Unsynced BucketJournal::PendingSync() {
+  MutexLock lk(&mu_);
+  Unsynced u;
+  for (auto& b : buckets_) {
+    if (b->retired || b->durable_bytes >= b->bytes) continue;
+    u.bytes += b->bytes - b->durable_bytes;
+    u.newest_bucket = b->id;
+  }
+  return u;
+}
+
 // ------------------------------------------------------------- destage side
 
 std::shared_ptr<const Bucket> BucketJournal::NextSealed(uint64_t cursor, std::chrono::milliseconds idle_seal,

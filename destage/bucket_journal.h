@@ -123,6 +123,14 @@ class BucketJournal {
 
   // Makes every record appended before the call durable (see Engine::Sync).
   Status Sync() EXCLUDES(sync_mu_, mu_);
+  // What a Sync called now would have to make durable: bytes appended to
+  // unretired buckets and not covered by an fdatasync yet, and the newest
+  // bucket holding such bytes (meaningful when bytes > 0).
+  struct Unsynced {
+    uint64_t bytes = 0;
+    uint64_t newest_bucket = 0;
+  };
+  Unsynced PendingSync() EXCLUDES(mu_);
 
   // Seals the open bucket (once its running append is in) and wakes the
   // destagers.

@@ -402,6 +402,19 @@ void Destagers::TryRetire() {
   }
 }
 
+bool Destagers::WaitRetiredThrough(uint64_t bucket, std::chrono::milliseconds max_wait) {
+  const auto deadline = std::chrono::steady_clock::now() + max_wait;
+  journal_.Seal();
+  for (;;) {
+    if (!journal_.destage_error().ok() || journal_.store_full()) return false;
+    if (!journal_.PendingBefore(bucket + 1)) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    MutexLock lk(&mu_);
+    if (stopping_ || delete_blocked_) return false;
+    progress_cv_.WaitFor(std::chrono::milliseconds(20));
+  }
+}
+
 Status Destagers::Drain(bool give_up_when_store_full) {
   journal_.Seal();
   const uint64_t target = journal_.Figures().next_bucket;

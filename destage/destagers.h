@@ -55,6 +55,7 @@ struct EngineCounters {
   std::atomic<uint64_t> writes_absorbed{0};  // staged write blocks superseded before destage
   std::atomic<uint64_t> ops_destaged{0};     // records fully handled by a destager
   std::atomic<uint64_t> enospc{0};           // writes refused for lack of space
+  std::atomic<uint64_t> fsyncs_destaged{0};  // fsyncs made durable by destage, not by a journal sync
 };
 
 struct DestagerOptions {
@@ -84,6 +85,13 @@ class Destagers {
   // waiting while destage waits for space (used by Stop: the journal keeps
   // the rest). ECANCELED when stopping.
   Status Drain(bool give_up_when_store_full = false) EXCLUDES(mu_);
+
+  // Waits until every bucket up to `bucket` is retired (sealing the open
+  // one if it is among them), i.e. their effects are durable in the catalog
+  // and the store, for at most `max_wait`. True once they are; false on
+  // timeout, while destage waits for space, when stopping or after a
+  // destage error (the caller then makes them durable another way).
+  bool WaitRetiredThrough(uint64_t bucket, std::chrono::milliseconds max_wait) EXCLUDES(mu_);
 
   // A reclaim that could not be journaled (backing fs full): run from
   // memory once both destagers passed bucket `after_bucket`.

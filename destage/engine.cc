@@ -337,6 +337,19 @@ Status Engine::CloneBlocks(FileRef src, FileRef dst, uint64_t src_lba, uint64_t 
 }
 
 Status Engine::Sync() {
+  // A large backlog is made durable by destaging it rather than by an
+  // fdatasync of the journal: the destagers write each unique block once to
+  // the store and the duplicates not at all, and a retired segment that the
+  // kernel has not written back never reaches the disk. Bounded: after
+  // kFsyncDestageWait, or when destage cannot go on (space, error, stop),
+  // the journal is synced as usual, which skips the buckets retired
+  // meanwhile.
+  if (options_.fsync_destage_bytes && destagers_.running()) {
+    const BucketJournal::Unsynced u = journal_.PendingSync();
+    if (u.bytes >= options_.fsync_destage_bytes) {
+      if (destagers_.WaitRetiredThrough(u.newest_bucket, kFsyncDestageWait)) ++counters_.fsyncs_destaged;
+    }
+  }
   CS_RETURN_IF_ERROR(journal_.Sync());
   // The catalog holds the namespace (a file created since the last sync):
   // journal records of a file whose row was lost would be skipped at replay.
@@ -375,6 +388,7 @@ EngineStats Engine::Stats() {
   const JournalFigures j = journal_.Figures();
   s.journal_bytes = j.journal_bytes;
   s.journal_syncs = j.segment_syncs;
+  s.fsyncs_destaged = counters_.fsyncs_destaged.load(std::memory_order_relaxed);
   s.journal_limit = j.limit;
   s.buckets = j.buckets;
   s.pending_records = journal_.RecordsFrom(std::min(snap.w_bucket, snap.x_bucket));

@@ -20,6 +20,7 @@
 // any other operation on that file (fs/ holds the file's io lock).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -49,7 +50,14 @@ struct EngineOptions {
   uint64_t backing_reserve = 64ull << 20;    // keep this much of the backing fs free
   SlotPolicyConfig queue;                    // N, D_min, thresholds
   bool start_destagers = true;               // tests may drive destage by hand
+  // An fsync that finds at least this much journal not yet durable makes it
+  // durable by destaging it (waiting for its buckets to retire, up to
+  // kFsyncDestageWait) instead of syncing the journal; 0: always the journal.
+  uint64_t fsync_destage_bytes = 16ull << 20;
 };
+
+// How long an fsync waits for the destagers before it syncs the journal.
+inline constexpr std::chrono::milliseconds kFsyncDestageWait{5000};
 
 // Returns the problems with `o` (empty when valid).
 std::vector<std::string> ValidateEngineOptions(const EngineOptions& o);
@@ -60,6 +68,7 @@ struct EngineStats {
   uint64_t journal_bytes = 0, journal_limit = 0;
   uint64_t buckets = 0;                  // unretired
   uint64_t journal_syncs = 0;            // segment fdatasyncs done
+  uint64_t fsyncs_destaged = 0;          // fsyncs made durable by destage (EngineOptions::fsync_destage_bytes)
   uint64_t staged_write_blocks = 0, staged_delete_ranges = 0;
   uint64_t pending_records = 0;          // not yet destaged by their destager
   uint64_t writes_absorbed = 0, ops_destaged = 0, blocks_stored = 0, blocks_deduped = 0,

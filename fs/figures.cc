@@ -66,6 +66,8 @@ std::string StatsToJson(const PublishedStats& p) {
                       {"blocks_freed", s.blocks_freed},
                       {"enospc", s.enospc},
                       {"policy_changes", s.policy_changes},
+                      {"journal_syncs", s.journal_syncs},
+                      {"fsyncs_destaged", s.fsyncs_destaged},
                       {"store_usage", s.store_usage},
                       {"error", s.error}};
   return j.dump(2);
@@ -101,6 +103,8 @@ std::optional<PublishedStats> StatsFromJson(std::string_view text) {
   s.blocks_freed = u("blocks_freed");
   s.enospc = u("enospc");
   s.policy_changes = u("policy_changes");
+  s.journal_syncs = u("journal_syncs");
+  s.fsyncs_destaged = u("fsyncs_destaged");
   s.store_usage = d("store_usage");
   p.ops_per_sec = d("ops_per_sec");
   const auto e = j.find("error");

@@ -121,6 +121,7 @@ int Run(MountConfig cfg) {
   EngineOptions eopts;
   eopts.bucket_bytes = cfg.bucket_bytes;
   eopts.journal_limit = cfg.journal_limit;
+  eopts.fsync_destage_bytes = cfg.fsync_destage_bytes;
   eopts.queue.n = cfg.queue_slots;
   eopts.queue.d_min = cfg.delete_slots_min;
   eopts.queue.low = cfg.pressure_low;

@@ -152,6 +152,11 @@ std::vector<std::string> RenderMetrics(const Figures& f, std::string* out) {
           s.ops_destaged);
   counter("chainswap_enospc_total", "Writes refused with ENOSPC (content store or backing filesystem full) since the mount",
           s.enospc);
+  counter("chainswap_journal_syncs_total", "fdatasyncs of journal segments (fsyncs, retirements) since the mount",
+          s.journal_syncs);
+  counter("chainswap_fsyncs_destaged_total",
+          "fsyncs made durable by destaging the journal instead of syncing it (fsync_destage=) since the mount",
+          s.fsyncs_destaged);
   counter("chainswap_queue_policy_changes_total", "Changes of D, the delete share of the logical queue, since the mount",
           s.policy_changes);
   return w.problems();

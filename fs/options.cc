@@ -78,6 +78,10 @@ void ParseOption(const std::string& o, ParseResult& r, bool* interval_given) {
     if (!ParseSize(vb, &c.bucket_bytes)) r.errors.push_back("bucket_size=" + std::string(vb) + ": expected a size such as 16M");
   } else if (const char* vj = value("journal_limit")) {
     if (!ParseSize(vj, &c.journal_limit)) r.errors.push_back("journal_limit=" + std::string(vj) + ": expected a size such as 256M");
+  } else if (const char* vfd = value("fsync_destage")) {
+    if (std::string(vfd) == "off") c.fsync_destage_bytes = 0;
+    else if (!ParseSize(vfd, &c.fsync_destage_bytes) || c.fsync_destage_bytes == 0)
+      r.errors.push_back("fsync_destage=" + std::string(vfd) + ": expected a size such as 16M, or off");
   } else if (const char* vq = value("queue_slots")) {
     uint64_t n = 0;
     if (!ParseSize(vq, &n) || n < 2 || n > 65536) r.errors.push_back("queue_slots=" + std::string(vq) + ": expected 2..65536");
@@ -223,6 +227,10 @@ std::string MountUsage(const std::string& prog) {
          "destage engine:\n"
          "  -o bucket_size=SIZE      journal bucket (segment) size (default 16M)\n"
          "  -o journal_limit=SIZE    writes wait above this much journal (default 256M)\n"
+         "  -o fsync_destage=SIZE|off  an fsync that finds at least SIZE of journal not yet\n"
+         "                           durable destages it (unique blocks written once, duplicates\n"
+         "                           never) instead of syncing the journal, waiting up to 5 s\n"
+         "                           (default 16M; off: always sync the journal)\n"
          "  -o queue_slots=N         logical queue slots N (default 64)\n"
          "  -o delete_slots_min=D    minimum delete slots D_min (default 4)\n"
          "  -o pressure_low=F, pressure_high=F  usage fractions where delete pressure\n"

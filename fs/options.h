@@ -5,7 +5,7 @@
 //
 // chainswap options (-o): dedup_verify / no_dedup_verify, capacity=SIZE
 // (K/M/G/T suffixes), catalog_cache=SIZE, catalog_mmap=SIZE, log_level=trace|debug|info|warn|error, threads=N,
-// bucket_size=SIZE, journal_limit=SIZE, queue_slots=N, delete_slots_min=D,
+// bucket_size=SIZE, journal_limit=SIZE, fsync_destage=SIZE|off, queue_slots=N, delete_slots_min=D,
 // pressure_low=F, pressure_high=F (fractions of journal/store usage),
 // metrics_file=PATH, metrics_interval=SECONDS (fs/metrics_writer.h),
 // hash_table_limit=ENTRIES|SIZE (catalog/catalog.h, kHashEntryBytes).
@@ -42,6 +42,7 @@ struct MountConfig {
   // Destage engine (SPEC §5).
   uint64_t bucket_bytes = 16ull << 20;   // bucket_size=
   uint64_t journal_limit = 256ull << 20; // journal_limit=
+  uint64_t fsync_destage_bytes = 16ull << 20;  // fsync_destage= (0: off; EngineOptions::fsync_destage_bytes)
   uint32_t queue_slots = 64;             // queue_slots= (N)
   uint32_t delete_slots_min = 4;         // delete_slots_min= (D_min)
   double pressure_low = 0.5;             // pressure_low= (fraction)

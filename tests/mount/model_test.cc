@@ -142,7 +142,8 @@ const std::vector<std::vector<std::string>>& OptionSets() {
       {"idle_seal_ms=60000", "bucket_size=32M"},  // the journal stays: reads come from the staging index
       {"no_dedup_verify"},
       {"queue_slots=4", "delete_slots_min=1"},
-      {"threads=2", "idle_seal_ms=5"},
+      {"threads=2", "idle_seal_ms=5", "fsync_destage=4K"},  // every fsync waits for destage
+      {"idle_seal_ms=60000", "fsync_destage=4K"},         // fsyncs seal the bucket that idles
       {"hash_table_limit=48"},  // the quota is reached at once: blocks stored without a hash entry
   };
   return sets;

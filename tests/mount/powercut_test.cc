@@ -109,13 +109,15 @@ struct PcFile {
 };
 
 // The daemon's options in a cycle (one backing directory throughout):
-// frequent sealing and retirement, or a journal that stays.
+// frequent sealing and retirement, or a journal that stays; fsyncs made
+// durable by destage (fsync_destage= small) or always by a journal sync.
 std::vector<std::string> OptionsFor(int cycle) {
-  switch (cycle % 4) {
-    case 0: return {"idle_seal_ms=1", "bucket_size=8M"};
-    case 1: return {"bucket_size=8M", "journal_limit=16M"};
+  switch (cycle % 5) {
+    case 0: return {"idle_seal_ms=1", "bucket_size=8M", "fsync_destage=off"};
+    case 1: return {"bucket_size=8M", "journal_limit=16M", "fsync_destage=64K"};
     case 2: return {};
-    default: return {"idle_seal_ms=2000", "bucket_size=32M"};  // the journal stays a while
+    case 3: return {"idle_seal_ms=2000", "bucket_size=32M", "fsync_destage=4K"};  // fsyncs seal and destage
+    default: return {"idle_seal_ms=2000", "bucket_size=32M", "fsync_destage=off"};  // the journal stays a while
   }
 }
 

@@ -627,6 +627,57 @@ TEST_F(EngineTest, RetirementSyncsTheJournalOnlyAfterSkippingSupersededOps) {
   }
 }
 
+// fsync_destage: an fsync that finds a large backlog waits for the
+// destagers (the data then lives in the store and the catalog, written once)
+// instead of syncing the journal; below the threshold, with the option off
+// and without running destagers it syncs the journal. Each way the data is
+// there after the engine is dropped and the journal replayed.
+TEST_F(EngineTest, FsyncOfALargeBacklogDestagesItInsteadOfSyncingTheJournal) {
+  struct Case {
+    const char* what;
+    uint64_t threshold;
+    uint64_t bytes;
+    bool destagers;
+    bool destaged;  // expected: made durable by destage
+  };
+  const std::vector<Case> cases = {{"backlog over the threshold", 1u << 20, 2u << 20, true, true},
+                                   {"backlog under the threshold", 1u << 20, 256u << 10, true, false},
+                                   {"option off", 0, 2u << 20, true, false},
+                                   {"destagers not running", 1u << 20, 2u << 20, false, false}};
+  int n = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    EngineOptions o;
+    o.fsync_destage_bytes = c.threshold;
+    o.start_destagers = c.destagers;
+    o.idle_seal_ms = 600000;  // only the fsync seals the open bucket
+    MakeEngine(o);
+    ModelFile f = NewModelFile("f" + std::to_string(n++));
+    // Half of it twice: duplicates too.
+    const auto half = Bytes(c.bytes / 2, static_cast<uint8_t>(10 + n));
+    Write(f, 0, half);
+    Write(f, c.bytes / 2, half);
+    ASSERT_FALSE(HasFatalFailure());
+    CS_ASSERT_OK(engine_->Sync());
+    const EngineStats s = engine_->Stats();
+    if (c.destaged) {
+      EXPECT_EQ(s.fsyncs_destaged, 1u);
+      EXPECT_EQ(s.journal_syncs, 0u) << "the journal was synced although destage made the data durable";
+      EXPECT_EQ(s.journal_bytes, 0u) << "the fsync returned before its buckets retired";
+    } else {
+      EXPECT_EQ(s.fsyncs_destaged, 0u);
+      EXPECT_GT(s.journal_syncs, 0u);
+    }
+    engine_.reset();  // a crash after the fsync returned
+    Reopen(CatalogOptions{});
+    MakeEngine();
+    ExpectMatchesModel(f);
+    SETTLE();
+    ExpectMatchesModel(f);
+    ExpectCatalogInvariants(cat(), store());
+  }
+}
+
 TEST_F(EngineTest, DataSurvivesReopen) {
   ModelFile f = NewModelFile("a");
   Write(f, 123, Bytes(3 * kBlockSize, 17));
