@@ -321,10 +321,14 @@ Status BucketJournal::Sync() {
 BucketJournal::Unsynced BucketJournal::PendingSync() {
   MutexLock lk(&mu_);
   Unsynced u;
+  uint64_t unretired = 0;
   for (auto& b : buckets_) {
-    if (b->retired || b->durable_bytes >= b->bytes) continue;
+    if (b->retired) continue;
+    unretired += b->bytes;
+    if (b->durable_bytes >= b->bytes) continue;
     u.bytes += b->bytes - b->durable_bytes;
     u.newest_bucket = b->id;
+    u.unretired_bytes = unretired;
   }
   return u;
 }

@@ -124,11 +124,14 @@ class BucketJournal {
   // Makes every record appended before the call durable (see Engine::Sync).
   Status Sync() EXCLUDES(sync_mu_, mu_);
   // What a Sync called now would have to make durable: bytes appended to
-  // unretired buckets and not covered by an fdatasync yet, and the newest
-  // bucket holding such bytes (meaningful when bytes > 0).
+  // unretired buckets and not covered by an fdatasync yet, the newest
+  // bucket holding such bytes (meaningful when bytes > 0), and all the
+  // bytes of the unretired buckets up to it (what destage has to get
+  // through before that bucket retires).
   struct Unsynced {
     uint64_t bytes = 0;
     uint64_t newest_bucket = 0;
+    uint64_t unretired_bytes = 0;
   };
   Unsynced PendingSync() EXCLUDES(mu_);
 

@@ -340,13 +340,17 @@ Status Engine::Sync() {
   // A large backlog is made durable by destaging it rather than by an
   // fdatasync of the journal: the destagers write each unique block once to
   // the store and the duplicates not at all, and a retired segment that the
-  // kernel has not written back never reaches the disk. Bounded: after
+  // kernel has not written back never reaches the disk. Only when most of
+  // what destage must get through first is unsynced too: an fsync that
+  // follows an earlier one closely (a guest that flushes often next to
+  // others that stream) syncs the little it added through the journal
+  // rather than waiting for everybody's backlog. Bounded: after
   // kFsyncDestageWait, or when destage cannot go on (space, error, stop),
   // the journal is synced as usual, which skips the buckets retired
   // meanwhile.
   if (options_.fsync_destage_bytes && destagers_.running()) {
     const BucketJournal::Unsynced u = journal_.PendingSync();
-    if (u.bytes >= options_.fsync_destage_bytes) {
+    if (u.bytes >= options_.fsync_destage_bytes && 2 * u.bytes >= u.unretired_bytes) {
       if (destagers_.WaitRetiredThrough(u.newest_bucket, kFsyncDestageWait)) ++counters_.fsyncs_destaged;
     }
   }

@@ -50,8 +50,9 @@ struct EngineOptions {
   uint64_t backing_reserve = 64ull << 20;    // keep this much of the backing fs free
   SlotPolicyConfig queue;                    // N, D_min, thresholds
   bool start_destagers = true;               // tests may drive destage by hand
-  // An fsync that finds at least this much journal not yet durable makes it
-  // durable by destaging it (waiting for its buckets to retire, up to
+  // An fsync that finds at least this much journal not yet durable, and
+  // that at least half of the unretired journal up to it, makes it durable
+  // by destaging it (waiting for its buckets to retire, up to
   // kFsyncDestageWait) instead of syncing the journal; 0: always the journal.
   uint64_t fsync_destage_bytes = 16ull << 20;
 };

@@ -678,6 +678,34 @@ TEST_F(EngineTest, FsyncOfALargeBacklogDestagesItInsteadOfSyncingTheJournal) {
   }
 }
 
+// An fsync whose own new bytes are a small part of what destage would have
+// to get through first (earlier fsyncs synced the rest through the journal)
+// syncs the journal: it does not wait for everybody's backlog.
+TEST_F(EngineTest, FsyncAfterEarlierFsyncsSyncsTheJournalRatherThanWaitForTheBacklog) {
+  EngineOptions o;
+  o.fsync_destage_bytes = 1u << 20;
+  o.idle_seal_ms = 600000;  // the bucket stays open: nothing retires behind the test's back
+  MakeEngine(o);
+  ModelFile f = NewModelFile("f");
+  uint64_t off = 0;
+  for (int i = 0; i < 4; ++i) {  // 3.6 MiB synced through the journal, 0.9 MiB at a time
+    Write(f, off, Bytes(900 * 1024, static_cast<uint8_t>(i + 1)));
+    off += 900 * 1024;
+    CS_ASSERT_OK(engine_->Sync());
+  }
+  EXPECT_EQ(engine_->Stats().fsyncs_destaged, 0u);
+  const uint64_t syncs = engine_->Stats().journal_syncs;
+  Write(f, off, Bytes(1200 * 1024, 9));  // over the threshold, but under half of the unretired bytes
+  CS_ASSERT_OK(engine_->Sync());
+  EXPECT_EQ(engine_->Stats().fsyncs_destaged, 0u) << "waited for a backlog that was synced already";
+  EXPECT_GT(engine_->Stats().journal_syncs, syncs);
+  EXPECT_GT(engine_->Stats().journal_bytes, 0u);
+  engine_.reset();
+  Reopen(CatalogOptions{});
+  MakeEngine();
+  ExpectMatchesModel(f);
+}
+
 TEST_F(EngineTest, DataSurvivesReopen) {
   ModelFile f = NewModelFile("a");
   Write(f, 123, Bytes(3 * kBlockSize, 17));
