@@ -203,11 +203,8 @@ Result<uint64_t> Catalog::JournalRetiredThrough() {
 Status Catalog::SetJournalRetiredThrough(uint64_t bucket) {
   if (options_.read_only) return Status::Error(EROFS, "catalog opened read-only");
   MutexLock lock(&mu_);
-  auto q = sql::Stmt::Prepare(db_, catalog_sql::kSetJournalRetiredThrough);
-  if (!q.ok()) return q.status();
   const std::string value = std::to_string(bucket);
-  q->Bind(1, std::string_view(value));
-  return q->Run();
+  return st_->set_journal_retired_through.Reset().Bind(1, std::string_view(value)).Run();
 }
 
 // -------------------------------------------------------------- store, WAL

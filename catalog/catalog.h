@@ -69,7 +69,7 @@ struct WriterStatements;
 // kWalCheckpointBytes; when it starts over, the file is cut back to
 // kWalReserveBytes. When idle, a WAL longer than kWalReserveBytes is folded
 // into the database and emptied.
-inline constexpr uint64_t kWalCheckpointBytes = 4u << 20;
+inline constexpr uint64_t kWalCheckpointBytes = 16u << 20;
 inline constexpr uint64_t kWalReserveBytes = 1u << 20;
 // Free slots whose bytes are still allocated in the store are reused before
 // punched ones: an overwrite into them costs the backing fs no new extent.
@@ -276,6 +276,10 @@ class Catalog {
   // retired and never replayed over newer state.
   Result<uint64_t> JournalRetiredThrough() EXCLUDES(mu_);
   Status SetJournalRetiredThrough(uint64_t bucket) EXCLUDES(mu_);
+  // What retiring journal bucket `bucket` leaves in the catalog, in one
+  // transaction: the sizes and times its records left (`meta`) and the
+  // mark above. The caller syncs (Sync) before it deletes the segment.
+  Status RetireBucket(std::span<const FileMetaUpdate> meta, uint64_t bucket) EXCLUDES(mu_);
 
   // ---- Blocks ----------------------------------------------------------
   // Keyed hasher of a chain (cached). ENOENT for an unknown chain.
@@ -414,6 +418,10 @@ class Catalog {
   Status MergeHashLogLocked(size_t max, std::optional<size_t>* merged) REQUIRES(mu_);
   // Opens / commits / rolls back the three transactions of an apply:
   // the database's, the allocator's and the hash log's.
+  // ApplyBlockOps' and RetireBucket's transaction: `ops`, `meta` and, when
+  // given, the journal mark.
+  Result<ApplyResult> ApplyLocked(std::span<const BlockOp> ops, std::span<const FileMetaUpdate> meta,
+                                  std::optional<uint64_t> retired_through) REQUIRES(mu_);
   Status BeginApplyLocked(sql::Transaction& db_txn) REQUIRES(mu_);
   // `txn` (null: a transaction that changes no block): its changes of the
   // hash table's counters are written before the commit and kept after it.

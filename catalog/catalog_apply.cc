@@ -342,6 +342,17 @@ Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
                                            std::span<const FileMetaUpdate> meta) {
   if (options_.read_only) return Status::Error(EROFS, "catalog opened read-only");
   MutexLock lock(&mu_);
+  return ApplyLocked(ops, meta, std::nullopt);
+}
+
+Status Catalog::RetireBucket(std::span<const FileMetaUpdate> meta, uint64_t bucket) {
+  if (options_.read_only) return Status::Error(EROFS, "catalog opened read-only");
+  MutexLock lock(&mu_);
+  return ApplyLocked({}, meta, bucket).status();
+}
+
+Result<ApplyResult> Catalog::ApplyLocked(std::span<const BlockOp> ops, std::span<const FileMetaUpdate> meta,
+                                         std::optional<uint64_t> retired_through) {
   ApplyTxn txn;
   sql::Transaction db_txn(db_);
   Status st = BeginApplyLocked(db_txn);
@@ -355,6 +366,10 @@ Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
     st_->file_set_meta.Reset().Bind(1, m.file_id).Bind(2, static_cast<int64_t>(m.size));
     st_->file_set_meta.Bind(3, m.mtime_ns).Bind(4, m.ctime_ns);
     st = st_->file_set_meta.Run();
+  }
+  if (st.ok() && retired_through) {
+    const std::string value = std::to_string(*retired_through);
+    st = st_->set_journal_retired_through.Reset().Bind(1, std::string_view(value)).Run();
   }
   // Merge twice as many changes of the hash log as this transaction logged
   // (at least kHashMergeChunk): the frozen generation is merged before the

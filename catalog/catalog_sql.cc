@@ -51,6 +51,7 @@ Result<std::unique_ptr<WriterStatements>> WriterStatements::Prepare(const sql::D
                                         {&S::file_add_mapped, kFileAddMapped},
                                         {&S::file_set_meta, kFileSetMeta},
                                         {&S::set_hash_counters, kSetHashCounters},
+                                        {&S::set_journal_retired_through, kSetJournalRetiredThrough},
                                     }));
   return set;
 }

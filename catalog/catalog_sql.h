@@ -26,8 +26,11 @@ namespace chainswap::catalog_sql {
 
 // ---- Connection set-up -------------------------------------------------
 
-// A new catalog database, before the schema is created.
-inline constexpr std::string_view kCreatePragmas = "PRAGMA journal_mode=WAL";
+// A new catalog database, before the schema is created. 1 KiB pages: a
+// destage commit touches PAT rows (refcounts) scattered over the table, and
+// every page it touches is a WAL frame, so smaller pages cut the catalog's
+// device writes (docs/FORMAT.md); existing catalogs keep their page size.
+inline constexpr std::string_view kCreatePragmas = "PRAGMA page_size=1024; PRAGMA journal_mode=WAL";
 // A read-write open. No auto-checkpoint: a checkpoint syncs the WAL, and a
 // commit must not become durable before the store bytes it references
 // (Catalog::SyncLocked); the WAL file is cut back to `journal_size_limit`
@@ -262,6 +265,7 @@ struct WriterStatements {
   sql::Stmt file_add_mapped;     // kFileAddMapped
   sql::Stmt file_set_meta;       // kFileSetMeta
   sql::Stmt set_hash_counters;   // kSetHashCounters
+  sql::Stmt set_journal_retired_through;  // kSetJournalRetiredThrough
 
   // Prepares them on `db` (only the first group when `reads_only`); the
   // set must be destroyed before `db`.

@@ -388,9 +388,9 @@ void Destagers::TryRetire() {
     // and the catalog. (The flag is read after both destagers passed the
     // bucket: their cursors, read under mu_, order it.)
     Status st = b->skipped_superseded.load(std::memory_order_relaxed) ? journal_.Sync() : Status::Ok();
-    auto res = st.ok() ? catalog_.ApplyBlockOps({}, mv) : Result<ApplyResult>(st);
-    // Recorded before the segment goes (see Catalog::JournalRetiredThrough).
-    st = res.ok() ? catalog_.SetJournalRetiredThrough(b->id) : res.status();
+    // The sizes and the retirement mark in one transaction, made durable
+    // before the segment goes (see Catalog::JournalRetiredThrough).
+    if (st.ok()) st = catalog_.RetireBucket(mv, b->id);
     if (st.ok()) st = catalog_.Sync();
     if (!st.ok()) {
       journal_.SetDestageError(st);

@@ -456,7 +456,8 @@ class FaultTest : public extra::DaemonTest {
     ASSERT_TRUE(!fsys::exists(fs().catalog_path() + "-wal") || fsys::file_size(fs().catalog_path() + "-wal") == 0);
     pristine_ = ReadWhole(fs().catalog_path());
     ASSERT_GT(pristine_.size(), 16 * kBlock);
-    ASSERT_EQ(fs().QueryInt("PRAGMA page_size"), static_cast<int64_t>(kBlock));
+    page_size_ = static_cast<uint64_t>(fs().QueryInt("PRAGMA page_size"));
+    ASSERT_EQ(page_size_, 1024u) << "catalogs are created with 1 KiB pages";
   }
 
   // Pages (1-based) of `table`'s B-tree leaves, from SQLite's dbstat.
@@ -481,7 +482,7 @@ class FaultTest : public extra::DaemonTest {
     ASSERT_GE(pages.size(), 3u) << table;
     const uint64_t page = pages[pages.size() / 2];
     const std::string fault = "catalog.db page " + std::to_string(page) + " (a " + table + " leaf) overwritten";
-    ASSERT_TRUE(Scribble(fs().catalog_path(), (page - 1) * kBlock, kBlock, 0xF014BAD0 + page));
+    ASSERT_TRUE(Scribble(fs().catalog_path(), (page - 1) * page_size_, page_size_, 0xF014BAD0 + page));
 
     StartAttempt a = TryStartHere();
     if (!a.mounted) {
@@ -517,6 +518,7 @@ class FaultTest : public extra::DaemonTest {
   }
 
   std::vector<uint8_t> pristine_;
+  uint64_t page_size_ = 0;  // the catalog's, once SetUpCatalogData ran
 
   // ---- 6. journal
   // bucket_size=8M, and a partly filled bucket is never sealed by idling: the
