@@ -23,7 +23,7 @@ PACKAGES=(
   clang-14 libclang-rt-14-dev
   python3-prometheus-client
 )
-BENCH_PACKAGES=(zfs-fuse fio gcc linux-perf git python3)
+BENCH_PACKAGES=(zfs-fuse fio gcc linux-perf git python3 strace)
 
 bench=0 list=0
 for arg in "$@"; do
