@@ -203,6 +203,10 @@ Result<uint64_t> Catalog::JournalRetiredThrough() {
 Status Catalog::SetJournalRetiredThrough(uint64_t bucket) {
   if (options_.read_only) return Status::Error(EROFS, "catalog opened read-only");
   MutexLock lock(&mu_);
+  return SetJournalRetiredThroughLocked(bucket);
+}
+
+Status Catalog::SetJournalRetiredThroughLocked(uint64_t bucket) {
   const std::string value = std::to_string(bucket);
   return st_->set_journal_retired_through.Reset().Bind(1, std::string_view(value)).Run();
 }

@@ -416,12 +416,14 @@ class Catalog {
   // HashLog::ChunkMerged after the commit.
   // REQUIRES: a transaction open on db_ and in hash_log_.
   Status MergeHashLogLocked(size_t max, std::optional<size_t>* merged) REQUIRES(mu_);
-  // Opens / commits / rolls back the three transactions of an apply:
-  // the database's, the allocator's and the hash log's.
   // ApplyBlockOps' and RetireBucket's transaction: `ops`, `meta` and, when
   // given, the journal mark.
   Result<ApplyResult> ApplyLocked(std::span<const BlockOp> ops, std::span<const FileMetaUpdate> meta,
                                   std::optional<uint64_t> retired_through) REQUIRES(mu_);
+  // Writes meta.journal_retired_through (in the caller's transaction, if any).
+  Status SetJournalRetiredThroughLocked(uint64_t bucket) REQUIRES(mu_);
+  // Opens / commits / rolls back the three transactions of an apply:
+  // the database's, the allocator's and the hash log's.
   Status BeginApplyLocked(sql::Transaction& db_txn) REQUIRES(mu_);
   // `txn` (null: a transaction that changes no block): its changes of the
   // hash table's counters are written before the commit and kept after it.

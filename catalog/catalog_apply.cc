@@ -367,10 +367,7 @@ Result<ApplyResult> Catalog::ApplyLocked(std::span<const BlockOp> ops, std::span
     st_->file_set_meta.Bind(3, m.mtime_ns).Bind(4, m.ctime_ns);
     st = st_->file_set_meta.Run();
   }
-  if (st.ok() && retired_through) {
-    const std::string value = std::to_string(*retired_through);
-    st = st_->set_journal_retired_through.Reset().Bind(1, std::string_view(value)).Run();
-  }
+  if (st.ok() && retired_through) st = SetJournalRetiredThroughLocked(*retired_through);
   // Merge twice as many changes of the hash log as this transaction logged
   // (at least kHashMergeChunk): the frozen generation is merged before the
   // active one fills up.
