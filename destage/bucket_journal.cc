@@ -67,6 +67,7 @@ Result<uint64_t> BucketJournal::Open(std::map<int64_t, ReplayedMeta>* meta) {
     b->id = (*ids)[i];
     b->segment = *seg;
     b->sealed = true;
+    b->replayed = true;
     // Payloads stay in the segment (read through a mapping here): only their
     // zero flags are taken, for the staging index.
     std::vector<std::pair<Record, std::vector<uint8_t>>> recs;
@@ -279,17 +280,34 @@ Status BucketJournal::Sync() {
   // What this caller needs durable: every record acknowledged before it
   // called (Bucket::bytes counts only appends whose write returned).
   std::vector<std::pair<std::shared_ptr<Bucket>, uint64_t>> need;
+  uint64_t retirements_seen;
   {
     MutexLock lk(&mu_);
     if (!sync_error_.ok()) return sync_error_;
     for (auto& b : buckets_)
       if (b->durable_bytes < b->bytes) need.emplace_back(b, b->bytes);
+    retirements_seen = unsynced_retirements_;
   }
   // One round of fdatasyncs at a time. A caller that waited here finds what
   // the round before it covered and syncs only the rest; the watermark moves
   // only after an fdatasync succeeded, so no caller returns while the
   // fdatasync it relies on is still running.
   MutexLock sl(&sync_mu_);
+  {
+    MutexLock lk(&mu_);
+    // A bucket retired meanwhile without a sync (PrepareRetire) took records this
+    // caller may need whose only other trace is a newer record, perhaps
+    // appended after the snapshot above, in any bucket: sync them all.
+    if (unsynced_retirements_ != retirements_seen) {
+      need.clear();
+      for (auto& b : buckets_)
+        if (b->durable_bytes < b->bytes) need.emplace_back(b, b->bytes);
+    }
+  }
+  return SyncBucketsLocked(need);
+}
+
+Status BucketJournal::SyncBucketsLocked(std::span<const std::pair<std::shared_ptr<Bucket>, uint64_t>> need) {
   for (auto& [b, target] : need) {
     uint64_t upto;
     {
@@ -362,6 +380,33 @@ std::shared_ptr<const Bucket> BucketJournal::RetirementCandidate(uint64_t before
   const auto& b = buckets_.front();
   if (!b->sealed || b->id >= before) return nullptr;
   return b;
+}
+
+Status BucketJournal::PrepareRetire(const std::shared_ptr<const Bucket>& b) {
+  // The destagers skipped ops of this bucket that newer ops superseded; once
+  // the segment is gone (and once the catalog marks the bucket retired,
+  // since replay skips it then), those newer ops are the only record of the
+  // file's state. If an fsync covered any of this bucket (a round synced
+  // part of it), they must be durable before, or a power cut would bring
+  // back the data from before the fsynced write. If none did, none of the
+  // skipped ops was promised durable yet: nothing is synced, and every
+  // round of fdatasyncs from now on makes the newer ops durable before any
+  // fsync relying on it returns (Sync: a caller that looked at the buckets
+  // before this syncs them all, since the newer ops may have been appended
+  // after its look, to any bucket). Decided under sync_mu_, so no round runs
+  // in between.
+  MutexLock sl(&sync_mu_);
+  std::vector<std::pair<std::shared_ptr<Bucket>, uint64_t>> rest;
+  {
+    MutexLock lk(&mu_);
+    if (b->durable_bytes == 0 && !b->replayed) {
+      ++unsynced_retirements_;
+      return Status::Ok();
+    }
+    for (auto& o : buckets_)
+      if (o != b && o->durable_bytes < o->bytes) rest.emplace_back(o, o->bytes);
+  }
+  return SyncBucketsLocked(rest);
 }
 
 void BucketJournal::Retire(const std::shared_ptr<const Bucket>& b) {

@@ -73,9 +73,12 @@ struct Bucket {
   bool appending = false;       // an append is writing to the segment
   bool seal_requested = false;  // seal once that append completes
   // Set by the destagers (no lock) when they skipped an op of this bucket
-  // because a newer op superseded it: retirement must then make the journal
-  // durable first (Destagers::TryRetire).
+  // because a newer op superseded it: retirement may then have to make the
+  // journal durable first (BucketJournal::PrepareRetire).
   mutable std::atomic<bool> skipped_superseded{false};
+  // Came back from a previous daemon's segment (Open): which of its bytes
+  // an fsync covered is not known, so all of them count as covered.
+  bool replayed = false;
 };
 
 // One record of an op as handed to BucketJournal::Append.
@@ -148,6 +151,12 @@ class BucketJournal {
 
   // The oldest unretired bucket if it is sealed and older than `before`.
   std::shared_ptr<const Bucket> RetirementCandidate(uint64_t before) EXCLUDES(mu_);
+  // Before the catalog marks bucket `b` retired, when the destagers
+  // skipped ops of it that newer ops superseded: if an fsync covered any of
+  // `b`, syncs every other bucket (the newer ops must be durable before `b`
+  // goes); if none did, syncs nothing and makes every later Sync cover all
+  // buckets (see Sync). An error is sticky, as Sync's.
+  Status PrepareRetire(const std::shared_ptr<const Bucket>& b) EXCLUDES(sync_mu_, mu_);
   // Drops the oldest bucket (its effects are durable in the catalog, and
   // the catalog records it as retired): the staging index forgets its
   // records, its segment is deleted, its bytes leave the journal.
@@ -185,6 +194,10 @@ class BucketJournal {
   // than 100 ms (one statvfs, under mu_: it does not block on the disk).
   void RefreshBackingLocked() REQUIRES(mu_);
   void AccountLocked(Bucket& b, const Record& r) REQUIRES(mu_);
+  // fdatasync of each bucket's segment up to its current end, skipping what
+  // a round before covered; moves the durable watermarks.
+  Status SyncBucketsLocked(std::span<const std::pair<std::shared_ptr<Bucket>, uint64_t>> need)
+      REQUIRES(sync_mu_) EXCLUDES(mu_);
 
   Catalog& catalog_;
   StagingIndex& index_;  // thread-safe itself
@@ -200,6 +213,9 @@ class BucketJournal {
   uint64_t next_seq_ GUARDED_BY(mu_) = 1;
   uint64_t next_bucket_ GUARDED_BY(mu_) = 1;
   uint64_t segment_syncs_ GUARDED_BY(mu_) = 0;
+  // Buckets retired with skipped ops and no sync (PrepareRetire); Sync compares it
+  // before and after it waits for sync_mu_.
+  uint64_t unsynced_retirements_ GUARDED_BY(mu_) = 0;
   uint64_t journal_bytes_ GUARDED_BY(mu_) = 0;
   uint64_t staged_write_blocks_ GUARDED_BY(mu_) = 0;  // appended, not yet passed by the write destager
   int64_t last_append_ns_ GUARDED_BY(mu_) = 0;

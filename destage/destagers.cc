@@ -52,14 +52,20 @@ void Destagers::Start() {
   if (write_thread_.joinable()) return;
   write_thread_ = std::thread([this] { Loop(IoKind::kWrite); });
   delete_thread_ = std::thread([this] { Loop(IoKind::kDelete); });
+  retire_thread_ = std::thread([this] { RetireLoop(); });
 }
 
 void Destagers::Join() {
-  stopping_ = true;
+  {
+    MutexLock lk(&mu_);  // so that no waiter misses it
+    stopping_ = true;
+  }
   journal_.SetStopping();
   progress_cv_.SignalAll();
+  retire_cv_.SignalAll();
   if (write_thread_.joinable()) write_thread_.join();
   if (delete_thread_.joinable()) delete_thread_.join();
+  if (retire_thread_.joinable()) retire_thread_.join();
 }
 
 std::pair<uint64_t, uint64_t> Destagers::Cursors() {
@@ -141,7 +147,7 @@ void Destagers::Loop(IoKind kind) {
     }
     if (st.ok()) {
       if (writes) journal_.SetStoreFull(false);
-      TryRetire();
+      WakeRetirer();
       continue;
     }
     if (st.code() == ENOSPC && writes) {
@@ -365,6 +371,26 @@ bool Destagers::RunDeferredReclaim() {
   return st.ok();
 }
 
+void Destagers::WakeRetirer() {
+  MutexLock lk(&mu_);
+  retire_wanted_ = true;
+  retire_cv_.Signal();
+}
+
+void Destagers::RetireLoop() {
+  ::pthread_setname_np(::pthread_self(), "cs-retire");
+  for (;;) {
+    {
+      MutexLock lk(&mu_);
+      while (!retire_wanted_ && !stopping_) retire_cv_.Wait();
+      if (stopping_) return;
+      retire_wanted_ = false;
+    }
+    if (!journal_.destage_error().ok()) return;
+    TryRetire();
+  }
+}
+
 void Destagers::TryRetire() {
   MutexLock rl(&retire_mu_);
   for (;;) {
@@ -376,20 +402,18 @@ void Destagers::TryRetire() {
     for (const Record& r : b->records) metas[r.file_id] = FileMetaUpdate{r.file_id, r.file_size, r.mtime_ns, r.mtime_ns};
     std::vector<FileMetaUpdate> mv;
     for (auto& [id, m] : metas) mv.push_back(m);
-    // When the destagers skipped ops of this bucket that newer ops
-    // superseded (an overwrite, a punch), those newer ops are, once its
-    // segment is gone, the only record of the file's state, so they must be
-    // durable first: a write this bucket held that an fsync covered would
-    // otherwise come back as the data before it after a power cut. When
-    // nothing was skipped, the catalog holds every op of the bucket once it
-    // is synced below, so the journal need not be: a segment retired before
-    // the kernel wrote it back never reaches the disk at all, and a swap
-    // stream that does not fsync costs the device only its unique blocks
-    // and the catalog. (The flag is read after both destagers passed the
-    // bucket: their cursors, read under mu_, order it.)
-    Status st = b->skipped_superseded.load(std::memory_order_relaxed) ? journal_.Sync() : Status::Ok();
     // The sizes and the retirement mark in one transaction, made durable
-    // before the segment goes (see Catalog::JournalRetiredThrough).
+    // (with the store) before the segment goes (see
+    // Catalog::JournalRetiredThrough). When the destagers skipped ops of
+    // this bucket that newer ops superseded (an overwrite, a punch), the
+    // journal decides whether those newer ops must be synced first (if an
+    // fsync covered part of the bucket) or not (BucketJournal::PrepareRetire): a
+    // segment retired before the kernel wrote it back then never reaches
+    // the disk, so a random-write stream that does not fsync costs the
+    // device only its unique blocks and the catalog. (The flag is read after
+    // both destagers passed the bucket: their cursors, read under mu_, order
+    // it.)
+    Status st = b->skipped_superseded.load(std::memory_order_relaxed) ? journal_.PrepareRetire(b) : Status::Ok();
     if (st.ok()) st = catalog_.RetireBucket(mv, b->id);
     if (st.ok()) st = catalog_.Sync();
     if (!st.ok()) {

@@ -11,8 +11,9 @@
 // (sticky: BucketJournal::SetDestageError, shown in stats and xattrs); a
 // full store or backing fs only pauses it.
 //
-// Threads: cs-destage-w and cs-destage-x run Loop(); retirement runs on
-// whichever destager passes a bucket last; Drain may be called from any
+// Threads: cs-destage-w and cs-destage-x run Loop(); cs-retire runs
+// RetireLoop(), woken by a destager that passed a bucket, so that the syncs
+// of a retirement never stall destage; Drain may be called from any
 // thread.
 //
 // Retirement syncs the journal first (the newer ops that superseded ops of
@@ -73,7 +74,7 @@ class Destagers {
 
   // Both cursors start at `first_bucket` (BucketJournal::Open's answer).
   void Reset(uint64_t first_bucket) EXCLUDES(mu_);
-  // Starts the two threads (after fuse_daemonize: threads do not survive
+  // Starts the three threads (after fuse_daemonize: threads do not survive
   // its fork).
   void Start();
   // Stops and joins the threads (the journal is told to stop first).
@@ -121,6 +122,10 @@ class Destagers {
   // Delete destager, idle with an empty journal: makes recent frees durable
   // so space comes back, and shrinks the catalog's WAL.
   void IdleCatalogSync();
+  // cs-retire: retires whatever both destagers passed, each time one of
+  // them passes a bucket (WakeRetirer), until stopping or a destage error.
+  void RetireLoop() EXCLUDES(mu_);
+  void WakeRetirer() EXCLUDES(mu_);
   void TryRetire() EXCLUDES(mu_);
   // The keyed hasher of a chain, through a per-batch cache. ENOENT once the
   // chain is gone (then so are all its files: their records are obsolete).
@@ -149,6 +154,8 @@ class Destagers {
   uint64_t w_record_ GUARDED_BY(mu_) = 0;  // progress inside bucket w_cursor_ (records)
   uint64_t x_record_ GUARDED_BY(mu_) = 0;
   bool delete_blocked_ GUARDED_BY(mu_) = false;  // the delete destager hit ENOSPC (logged once)
+  CondVar retire_cv_{&mu_};                      // wakes cs-retire
+  bool retire_wanted_ GUARDED_BY(mu_) = false;   // a destager passed a bucket since cs-retire looked
   struct DeferredReclaim {
     uint64_t after_bucket;  // run once both cursors are past this bucket
     Record record;
@@ -166,7 +173,7 @@ class Destagers {
   // Owned by the delete destager thread (its idle work): no lock.
   uint64_t idle_synced_ops_ = 0;  // ops_destaged at the last idle catalog sync
   int64_t idle_wal_try_ns_ = 0;   // when the last idle catalog sync ran
-  std::thread write_thread_, delete_thread_;
+  std::thread write_thread_, delete_thread_, retire_thread_;
 };
 
 }  // namespace chainswap
