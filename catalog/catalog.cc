@@ -42,7 +42,7 @@ Catalog::Catalog(sql::Db db, ContentStore* store, const CatalogOptions& options,
 
 Catalog::~Catalog() {
   st_.reset();  // finalize statements before the connection closes
-  if (const int fd = wal_fd_.load(); fd >= 0) ::close(fd);
+  if (wal_fd_ >= 0) ::close(wal_fd_);
 }
 
 Status Catalog::Create(const std::string& path) {
@@ -244,83 +244,43 @@ uint64_t Catalog::WalBytes() {
 
 uint64_t Catalog::WalBytesLocked() {
   struct stat st;
-  const int fd = wal_fd_.load(std::memory_order_acquire);
-  return fd >= 0 && ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  return wal_fd_ >= 0 && ::fstat(wal_fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
 }
 
 Status Catalog::Sync(bool idle) {
-  // One Sync at a time; the writer mutex only around the bookkeeping, never
-  // across the fdatasyncs, so destage goes on committing meanwhile.
-  MutexLock sync_lock(&sync_mu_);
-  uint64_t through;
-  {
-    MutexLock lock(&mu_);
-    if (idle) IdleMergeForSyncLocked();
-    through = slots_.CommitMark();
-  }
-  CS_RETURN_IF_ERROR(SyncFiles());
   MutexLock lock(&mu_);
-  FinishSyncLocked(idle, through);
-  return Status::Ok();
+  return SyncLocked(idle);
 }
 
 Status Catalog::SyncLocked(bool idle) {
-  if (idle) IdleMergeForSyncLocked();
-  const uint64_t through = slots_.CommitMark();
-  CS_RETURN_IF_ERROR(SyncFiles());
-  FinishSyncLocked(idle, through);
-  return Status::Ok();
-}
-
-void Catalog::IdleMergeForSyncLocked() {
-  if (options_.read_only) return;
-  Status ms = IdleMergeLocked();
-  if (!ms.ok()) spdlog::warn("catalog: hash index merge: {}", ms.ToString());
-}
-
-Status Catalog::SyncFiles() {
-  // Order (SPEC §5, power cuts): the store's bytes, then the WAL that
-  // references them. Every transaction committed before the store's
-  // fdatasync began wrote its new blocks' bytes before its commit, so both
-  // are durable afterwards. A transaction committing meanwhile may become
-  // durable through the WAL's fdatasync before its store bytes do; so may
-  // any commit at any time, since the kernel writes the WAL back on its own:
-  // its bucket is not retired yet (retirement waits for a Sync that starts
-  // after its last commit), so replay applies its records again, through
-  // verification (ForceVerify), and heals it. SQLite never syncs on its own
-  // (synchronous=NORMAL, no auto-checkpoint).
-  CS_RETURN_IF_ERROR(store_->Sync());
-  int fd = wal_fd_.load(std::memory_order_acquire);
-  if (fd < 0) {
-    fd = ::open((path_ + "-wal").c_str(), O_RDWR | O_CLOEXEC);
-    if (fd >= 0) {
-      int none = -1;
-      if (!wal_fd_.compare_exchange_strong(none, fd, std::memory_order_acq_rel)) {
-        ::close(fd);  // a concurrent SyncLocked opened it first
-        fd = none;
-      }
-    }
+  if (idle && !options_.read_only) {
+    Status ms = IdleMergeLocked();
+    if (!ms.ok()) spdlog::warn("catalog: hash index merge: {}", ms.ToString());
   }
-  if (fd >= 0 && ::fdatasync(fd) != 0) return Status::FromErrno("catalog WAL fdatasync");
-  return Status::Ok();
-}
-
-void Catalog::FinishSyncLocked(bool idle, uint64_t through) {
-  // The frees of the commits up to `through` are durable now: the allocator
-  // punches what stayed free since the previous Sync (under load beyond its
-  // reserve) and makes what those commits freed reusable.
-  slots_.Synced(idle, through);
-  // Keep the WAL short. Under load, a PASSIVE checkpoint past
-  // kWalCheckpointBytes (the next commit starts the WAL over and cuts the
-  // file to kWalReserveBytes). When idle, a TRUNCATE checkpoint folds it all
-  // into the database and empties the file; a reader in the WAL (say, a long
-  // sqlite3 query) makes it give up after 50 ms, and the engine retries a
-  // second later. (A checkpoint copies frames of commits that may be newer
-  // than `through` into the database: no worse than the kernel writing the
-  // WAL back, see SyncFiles.)
+  // Order (SPEC §5, power cuts): the store's bytes, then the WAL that
+  // references them, both under mu_ so that no commit slips in between (a
+  // commit made between the two would reach the durable WAL without its
+  // store bytes; releasing mu_ here was tried and the concurrent-fsync
+  // power-cut test read stale slot bytes after cuts).
+  // SQLite never syncs on its own (synchronous=NORMAL, no auto-checkpoint):
+  // a commit becomes durable here and only here.
+  CS_RETURN_IF_ERROR(store_->Sync());
+  if (wal_fd_ < 0) wal_fd_ = ::open((path_ + "-wal").c_str(), O_RDWR | O_CLOEXEC);
+  if (wal_fd_ >= 0) {
+    if (::fdatasync(wal_fd_) != 0) return Status::FromErrno("catalog WAL fdatasync");
+  }
+  // Frees are durable now: the allocator punches what stayed free since the
+  // previous Sync (under load beyond its reserve) and makes what was freed
+  // since reusable.
+  slots_.Synced(idle);
+  // Keep the WAL short: everything in it is backed by durable store bytes.
+  // Under load, a PASSIVE checkpoint past kWalCheckpointBytes (the next
+  // commit starts the WAL over and cuts the file to kWalReserveBytes).
+  // When idle, a TRUNCATE checkpoint folds it all into the database and
+  // empties the file; a reader in the WAL (say, a long sqlite3 query) makes
+  // it give up after 50 ms, and the engine retries a second later.
   const uint64_t wal_bytes = WalBytesLocked();
-  const bool opened = wal_fd_.load(std::memory_order_relaxed) >= 0;
-  if (idle ? wal_bytes > kWalReserveBytes : (!opened || wal_bytes > kWalCheckpointBytes)) {
+  if (idle ? wal_bytes > kWalReserveBytes : (wal_fd_ < 0 || wal_bytes > kWalCheckpointBytes)) {
     int log_frames = -1, done_frames = -1;
     if (idle) sqlite3_busy_timeout(db_.get(), 50);
     const int rc = sqlite3_wal_checkpoint_v2(db_.get(), nullptr,
@@ -329,6 +289,7 @@ void Catalog::FinishSyncLocked(bool idle, uint64_t through) {
     if (idle) sqlite3_busy_timeout(db_.get(), 5000);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY) spdlog::warn("catalog checkpoint: {}", sqlite3_errmsg(db_.get()));
   }
+  return Status::Ok();
 }
 
 }  // namespace chainswap

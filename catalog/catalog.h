@@ -27,12 +27,11 @@
 //   reader_pool.h         the reader connections
 //
 // Thread-safety: every public method is thread-safe. The writer mutex (mu_)
-// owns the main SQLite connection, its prepared statements and the hasher
-// cache; it is held for whole transactions, and by Sync only around its
-// bookkeeping, not across the fdatasyncs. sync_mu_ (one Sync at a time) is
-// taken before mu_. The slot allocator and the reader pool each have their
-// own lock: the allocator's is taken inside mu_ only, the pool's never
-// together with it. Reads on a reader connection (ReadBlocks, MappedBlocksWithin)
+// owns the main SQLite connection, its prepared statements, the hasher
+// cache and the WAL's file descriptor; it is held for whole transactions
+// and for Sync. The slot allocator and the reader pool each have their own
+// lock: the allocator's is taken inside mu_ only, the pool's never together
+// with it. Reads on a reader connection (ReadBlocks, MappedBlocksWithin)
 // never take mu_, and Usage() and HasSlotsToRelease() read atomics. Store
 // I/O for reads happens outside every lock (ReadBlocks), safe because a
 // referenced slot is never rewritten.
@@ -351,10 +350,9 @@ class Catalog {
   // Checks that the store file is long enough for every slot the PAT
   // references: EUCLEAN naming both lengths otherwise.
   Status CheckStoreLength() EXCLUDES(mu_);
-  // fdatasync of the store, then of the catalog's WAL: every transaction
-  // committed before the call is durable when this returns OK, never before
-  // the store bytes it references. The writer mutex is not held across the
-  // fdatasyncs (destage commits go on meanwhile; one Sync at a time). Then slots
+  // fdatasync of the store, then of the catalog's WAL (both under the
+  // catalog mutex): every committed transaction is durable when this
+  // returns OK, never before the store bytes it references. Then slots
   // whose frees are now durable become reusable, and free slots left
   // unused since the previous Sync are punched beyond the lowest
   // kUnpunchedReserveSlots. `idle` (nothing is being destaged): first
@@ -362,7 +360,7 @@ class Catalog {
   // index, punches every free slot, and folds a WAL longer than
   // kWalReserveBytes into the database and empties it (gives up after 50 ms
   // if a reader is in it).
-  Status Sync(bool idle = false) EXCLUDES(sync_mu_, mu_);
+  Status Sync(bool idle = false) EXCLUDES(mu_);
   // Size of the WAL file (0 before the first Sync opened it).
   uint64_t WalBytes() EXCLUDES(mu_);
 
@@ -449,17 +447,9 @@ class Catalog {
   Result<std::shared_ptr<const BlockHasher>> HasherForLocked(int64_t dedup_id) REQUIRES(mu_);
   // The chain of a swap file. ENOENT.
   Result<int64_t> ChainOfFileLocked(int64_t file_id) REQUIRES(mu_);
-  // Sync with the writer mutex held throughout (the apply routine: to bound
-  // the WAL, and to recycle pending frees when the store is at capacity).
+  // Sync (also used by the apply routine: to bound the WAL, and to recycle
+  // pending frees when the store is at capacity).
   Status SyncLocked(bool idle) REQUIRES(mu_);
-  // Sync's parts: the idle hash-log merge; the fdatasyncs of the store and
-  // then the WAL (no lock needed: the store's descriptor is constant, the
-  // WAL's is set once); what becomes true once the commits up to
-  // SlotAllocator::CommitMark() == `through` are durable, and the
-  // checkpoint.
-  void IdleMergeForSyncLocked() REQUIRES(mu_);
-  Status SyncFiles();
-  void FinishSyncLocked(bool idle, uint64_t through) REQUIRES(mu_);
   // Size of the WAL file (0 before the first Sync opened it).
   uint64_t WalBytesLocked() REQUIRES(mu_);
 
@@ -468,17 +458,14 @@ class Catalog {
   const std::string path_;
   ContentStore* const store_;
 
-  // One Sync at a time (Sync: across its fdatasyncs, without mu_).
-  Mutex sync_mu_ ACQUIRED_BEFORE(mu_);
   // The writer mutex: the main connection and what only its holder
   // touches. Held for whole transactions (across a batch's new-block store
-  // writes), not across Sync's fdatasyncs (only SyncLocked's).
+  // writes) and across Sync's fdatasyncs.
   Mutex mu_ ACQUIRED_BEFORE(slots_.mutex());
   sql::Db db_ GUARDED_BY(mu_);
   std::unique_ptr<catalog_sql::WriterStatements> st_ GUARDED_BY(mu_);
   std::map<int64_t, std::shared_ptr<const BlockHasher>> hashers_ GUARDED_BY(mu_);  // by dedup ID
-  // The WAL, opened by the first Sync (set once, then constant).
-  std::atomic<int> wal_fd_{-1};
+  int wal_fd_ GUARDED_BY(mu_) = -1;  // the WAL, opened by the first Sync
   // The hash index's changes not merged into hash_index yet (hash_log).
   HashLog hash_log_ GUARDED_BY(mu_);
   // Whether hash_log has rows (to merge, or to delete): set under mu_ after

@@ -83,8 +83,7 @@ void SlotAllocator::Commit() {
   // a power cut may bring back the state that references these slots, so
   // they are neither reused nor punched before then.
   used_ -= txn_freed_.size();
-  ++commits_;
-  for (uint64_t slot : txn_freed_) pending_.emplace_back(commits_, slot);
+  pending_.insert(pending_.end(), txn_freed_.begin(), txn_freed_.end());
   if (!pending_.empty()) to_release_.store(true, std::memory_order_relaxed);
   in_txn_ = false;
   txn_allocated_.clear();
@@ -109,24 +108,17 @@ void SlotAllocator::Abort() {
   PublishLocked();
 }
 
-uint64_t SlotAllocator::CommitMark() {
-  MutexLock lock(&mu_);
-  return commits_;
-}
-
-void SlotAllocator::Synced(bool idle, uint64_t through) {
+void SlotAllocator::Synced(bool idle) {
   MutexLock lock(&mu_);
   // What stayed free since the previous Synced() goes back to the backing
   // fs (under load, all but a reserve that the next overwrites reuse); what
-  // durable commits freed becomes reusable (first, while its bytes are still
-  // allocated). Commits after `through` keep their frees pending.
+  // was freed since becomes reusable (first, while its bytes are still
+  // allocated).
   PunchLocked(idle ? 0 : reserve_);
-  while (!pending_.empty() && pending_.front().first <= through) {
-    free_.insert(pending_.front().second);
-    unpunched_.insert(pending_.front().second);
-    pending_.pop_front();
-  }
-  to_release_.store(!unpunched_.empty() || !pending_.empty(), std::memory_order_relaxed);
+  free_.insert(pending_.begin(), pending_.end());
+  unpunched_.insert(pending_.begin(), pending_.end());
+  pending_.clear();
+  to_release_.store(!unpunched_.empty(), std::memory_order_relaxed);
   PublishLocked();
 }
 

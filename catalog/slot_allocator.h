@@ -45,7 +45,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <set>
 #include <span>
@@ -103,14 +102,9 @@ class SlotAllocator {
   // punched twice), its frees are forgotten.
   void Abort() EXCLUDES(mu_);
 
-  // How many transactions have committed so far: read before a sync starts,
-  // it names the commits that sync makes durable (Synced's `through`).
-  uint64_t CommitMark() EXCLUDES(mu_);
-  // REQUIRES: every Commit() up to CommitMark() == `through` is durable (by
-  // default: every Commit() so far). Punches, then releases the slots those
-  // commits freed (see above); `idle` punches every free slot. Slots freed
-  // by later commits stay pending, so a sync may run while commits go on.
-  void Synced(bool idle, uint64_t through = UINT64_MAX) EXCLUDES(mu_);
+  // REQUIRES: every Commit() so far is durable. Punches, then releases the
+  // pending slots (see above); `idle` punches every free slot.
+  void Synced(bool idle) EXCLUDES(mu_);
 
   // The allocator's mutex, for owners' lock-order annotations
   // (ACQUIRED_BEFORE); nobody locks it from outside.
@@ -137,10 +131,7 @@ class SlotAllocator {
   Mutex mu_;
   std::set<uint64_t> free_ GUARDED_BY(mu_);       // reusable now, lowest first
   std::set<uint64_t> unpunched_ GUARDED_BY(mu_);  // free slots not punched yet (subset of free_)
-  // Freed by commits not known durable yet: (commit number, slot), oldest
-  // commit first.
-  std::deque<std::pair<uint64_t, uint64_t>> pending_ GUARDED_BY(mu_);
-  uint64_t commits_ GUARDED_BY(mu_) = 0;  // Commit() calls so far
+  std::vector<uint64_t> pending_ GUARDED_BY(mu_);  // freed by commits not yet durable
   uint64_t high_water_ GUARDED_BY(mu_) = 0;       // first never-used slot
   uint64_t used_ GUARDED_BY(mu_) = 0;             // in use, the open transaction's allocations included
   // The open transaction.

@@ -90,7 +90,7 @@ class Engine {
   // newest size of every file with records in *meta. Reads and writes work
   // from here on. EUCLEAN for a journal corrupt in the middle.
   Status Open(std::map<int64_t, ReplayedMeta>* meta);
-  // Starts the two destager threads (after fuse_daemonize: threads do not
+  // Starts the destager and retirer threads (after fuse_daemonize: threads do not
   // survive its fork). No-op when options.start_destagers is false.
   void Start();
   // Destages everything (when the destagers run), stops them and syncs. What

@@ -91,22 +91,6 @@ TEST_F(SlotAllocatorTest, FreedSlotIsReusedOnlyAfterTheSyncThatMakesTheFreeDurab
   EXPECT_TRUE(punches_.calls.empty()) << "reused slots are never punched";
 }
 
-// Catalog::Sync reads CommitMark() before its fdatasyncs and lets commits
-// go on during them: only the frees of commits up to the mark become
-// reusable; later ones wait for the next sync.
-TEST_F(SlotAllocatorTest, ASyncReleasesOnlyTheFreesOfTheCommitsBeforeItsMark) {
-  Make(0, 16, 4);
-  FreeCommitted({1});
-  const uint64_t mark = alloc_->CommitMark();
-  FreeCommitted({2});  // commits while the sync's fdatasyncs run
-  alloc_->Synced(/*idle=*/false, mark);
-  EXPECT_TRUE(alloc_->HasSlotsToRelease()) << "slot 2 still waits for a sync";
-  EXPECT_EQ(TakeCommitted(), 1u);
-  EXPECT_EQ(TakeCommitted(), 4u) << "slot 2's free is committed after the mark: not durable yet";
-  alloc_->Synced(/*idle=*/false, alloc_->CommitMark());
-  EXPECT_EQ(TakeCommitted(), 2u);
-}
-
 TEST_F(SlotAllocatorTest, LowestFreeSlotFirstThenTheHighWaterMark) {
   Make(0, 16, 8);
   FreeCommitted({5});
