@@ -197,7 +197,7 @@ fio_guests() {  # dir jobs size_mib out.json args... ; returns fio's status
 }
 
 run_a() {  # target jobs rep
-  local t=$1 j=$2 rep=$3 size w r drain lsettle sz f ok=1 base
+  local t=$1 j=$2 rep=$3 size w r drain lsettle sz f ok=1 base d0 d1
   size=$(size_for "$j")
   base=$LOGS/a-r$rep-j$j-$t
   say "run $rep/$REPS a: $t, $j job(s) of $size MiB"
@@ -211,11 +211,13 @@ run_a() {  # target jobs rep
   done
   lsettle=$(settle "$t")
   bl_drop_caches
+  d0=$(bl_bytes_written "$DEV")
   if [ "$ok" = 1 ]; then
     fio_guests "$DIR/guests" "$j" "$size" "$base-randwrite.json" --rw=randwrite --bs=4k --time_based \
       --runtime="$RUNTIME" || note "run $rep a $t J=$j: fio randwrite failed (see $LOGS/fio.err)"
   fi
   drain=$(settle "$t")
+  d1=$(bl_bytes_written "$DEV")
   bl_drop_caches
   if [ "$ok" = 1 ]; then
     fio_guests "$DIR/guests" "$j" "$size" "$base-randread.json" --rw=randread --bs=4k --time_based \
@@ -229,7 +231,8 @@ run_a() {  # target jobs rep
   read -r ri rp rm_ <<<"$r"
   read -r ra rh rn <<<"$RSS"
   echo "part=a rep=$rep jobs=$j target=$t size_mib=$size w_iops=$wi w_p99_us=$wp w_max_us=$wm r_iops=$ri" \
-       "r_p99_us=$rp r_max_us=$rm_ layout_settle_s=$lsettle drain_s=$drain rss_anon_kib=$ra hwm_kib=$rh" \
+       "r_p99_us=$rp r_max_us=$rm_ layout_settle_s=$lsettle drain_s=$drain w_dev_bytes=$((d1 - d0))" \
+       "rss_anon_kib=$ra hwm_kib=$rh" \
        "rss_samples=$rn" | tee -a "$RESULTS" >&2
 }
 
@@ -322,6 +325,7 @@ echo "# total time $(bl_elapsed "$T0") s; load average at end: $(cut -d' ' -f1-3
 import statistics, sys
 
 lines = open(sys.argv[1]).read().splitlines()
+RUNTIME = float(sys.argv[2])
 head = {}
 runs, chain, notes = [], None, []
 for l in lines:
@@ -345,6 +349,10 @@ def num(v):
 
 def med(rs, key):
     vals = [num(r.get(key)) for r in rs]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+def medv(vals):
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
 
@@ -382,17 +390,23 @@ if A:
           "randwrite then randread, %s s each)" % sys.argv[2])
     print()
     print("| J | target | MiB per job | randwrite IOPS | write p99 µs | write max µs | randread IOPS | read p99 µs "
-          "| read max µs | drain after randwrite s | daemon peak RssAnon MiB | VmHWM MiB |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| read max µs | drain after randwrite s | device MiB, randwrite to settled | / MiB written by fio "
+          "| daemon peak RssAnon MiB | VmHWM MiB |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for j in jobs:
         for t in ("chainswap", "ptll-disk", "ptll-tmpfs"):
             rs = runs_of("a", jobs=j, target=t)
             if not rs:
                 continue
-            print("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            wdev = [num(r.get("w_dev_bytes", "n/a")) for r in rs]
+            wlog = [num(r["w_iops"]) * 4096 * RUNTIME if num(r["w_iops"]) is not None else None for r in rs]
+            wrel = [d / l if d is not None and l else None for d, l in zip(wdev, wlog)]
+            print("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 j, labels[t], rs[0]["size_mib"], f(med(rs, "w_iops")), f(med(rs, "w_p99_us")),
                 f(med(rs, "w_max_us")), f(med(rs, "r_iops")), f(med(rs, "r_p99_us")), f(med(rs, "r_max_us")),
                 f(med(rs, "drain_s"), "{:.2f}") if t == "chainswap" else "",
+                f(medv(wdev), "{:.0f}", 2**20) if t != "ptll-tmpfs" else "n/a",
+                f(medv(wrel), "{:.2f}×") if t != "ptll-tmpfs" else "n/a",
                 f(med(rs, "rss_anon_kib"), "{:.1f}", mib), f(med(rs, "hwm_kib"), "{:.1f}", mib)))
     print()
     print("| J | chainswap / | randwrite IOPS (≥ 0.9×) | write p99 (≤ 1.5×) | write max (≤ 2×) "
