@@ -284,8 +284,7 @@ Status BucketJournal::Sync() {
   {
     MutexLock lk(&mu_);
     if (!sync_error_.ok()) return sync_error_;
-    for (auto& b : buckets_)
-      if (b->durable_bytes < b->bytes) need.emplace_back(b, b->bytes);
+    need = UnsyncedLocked();
     retirements_seen = unsynced_retirements_;
   }
   // One round of fdatasyncs at a time. A caller that waited here finds what
@@ -298,13 +297,16 @@ Status BucketJournal::Sync() {
     // A bucket retired meanwhile without a sync (PrepareRetire) took records this
     // caller may need whose only other trace is a newer record, perhaps
     // appended after the snapshot above, in any bucket: sync them all.
-    if (unsynced_retirements_ != retirements_seen) {
-      need.clear();
-      for (auto& b : buckets_)
-        if (b->durable_bytes < b->bytes) need.emplace_back(b, b->bytes);
-    }
+    if (unsynced_retirements_ != retirements_seen) need = UnsyncedLocked();
   }
   return SyncBucketsLocked(need);
+}
+
+std::vector<std::pair<std::shared_ptr<Bucket>, uint64_t>> BucketJournal::UnsyncedLocked(const Bucket* except) {
+  std::vector<std::pair<std::shared_ptr<Bucket>, uint64_t>> out;
+  for (auto& b : buckets_)
+    if (b.get() != except && b->durable_bytes < b->bytes) out.emplace_back(b, b->bytes);
+  return out;
 }
 
 Status BucketJournal::SyncBucketsLocked(std::span<const std::pair<std::shared_ptr<Bucket>, uint64_t>> need) {
@@ -403,8 +405,7 @@ Status BucketJournal::PrepareRetire(const std::shared_ptr<const Bucket>& b) {
       ++unsynced_retirements_;
       return Status::Ok();
     }
-    for (auto& o : buckets_)
-      if (o != b && o->durable_bytes < o->bytes) rest.emplace_back(o, o->bytes);
+    rest = UnsyncedLocked(b.get());
   }
   return SyncBucketsLocked(rest);
 }

@@ -194,6 +194,10 @@ class BucketJournal {
   // than 100 ms (one statvfs, under mu_: it does not block on the disk).
   void RefreshBackingLocked() REQUIRES(mu_);
   void AccountLocked(Bucket& b, const Record& r) REQUIRES(mu_);
+  // The buckets (but `except`) with appended bytes no fdatasync covered
+  // yet, each with its current end.
+  std::vector<std::pair<std::shared_ptr<Bucket>, uint64_t>> UnsyncedLocked(const Bucket* except = nullptr)
+      REQUIRES(mu_);
   // fdatasync of each bucket's segment up to its current end, skipping what
   // a round before covered; moves the durable watermarks.
   Status SyncBucketsLocked(std::span<const std::pair<std::shared_ptr<Bucket>, uint64_t>> need)
