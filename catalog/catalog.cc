@@ -248,13 +248,6 @@ uint64_t Catalog::WalBytesLocked() {
 }
 
 Status Catalog::Sync(bool idle) {
-  // A first fdatasync of the store without the writer mutex writes back
-  // what is dirty now, while destage goes on committing; the fdatasyncs
-  // under the mutex (SyncLocked: the store again, then the WAL, with no
-  // commit in between) then have only what was dirtied meanwhile left to
-  // write. A failure is returned as is: the kernel may have dropped the
-  // pages, so it must not be retried into a false success.
-  CS_RETURN_IF_ERROR(store_->Sync());
   MutexLock lock(&mu_);
   return SyncLocked(idle);
 }
