@@ -16,8 +16,10 @@
 // of a retirement never stall destage; Drain may be called from any
 // thread.
 //
-// Retirement syncs the journal first (the newer ops that superseded ops of
-// the bucket must be durable before its segment goes), then the catalog.
+// Retirement first lets the journal make the newer ops that superseded
+// skipped ops of the bucket durable when an fsync covered the bucket
+// (BucketJournal::PrepareRetire), then commits and syncs the catalog, then
+// drops the bucket.
 //
 // Thread-safety: all public methods are thread-safe. Locks, in order:
 // retire_mu_ (one retirement at a time; the journal's sync_mu_ is taken
