@@ -347,14 +347,12 @@ def num(v):
     except (TypeError, ValueError):
         return None
 
-def med(rs, key):
-    vals = [num(r.get(key)) for r in rs]
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
-
 def medv(vals):
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
+
+def med(rs, key):
+    return medv([num(r.get(key)) for r in rs])
 
 def mx(rs, key):
     vals = [num(r.get(key)) for r in rs]

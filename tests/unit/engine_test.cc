@@ -640,6 +640,9 @@ TEST_F(EngineTest, RetirementSyncsTheJournalOnlyAfterSkippingOpsANewerBucketSupe
 // A stream of overwrites that no fsync covers never syncs the journal: the
 // destagers skip the superseded ops, and their buckets retire without a
 // sync (their segments need never reach the disk). The data is all there.
+// Rounds go on until the destagers did skip ops (they run concurrently, so
+// one round may find them already past the overwritten bucket): the check
+// is never vacuous.
 TEST_F(EngineTest, OverwritesNoFsyncCoveredRetireWithoutJournalSyncs) {
   const size_t fill = kMaxRecordBlocks * kBlockSize;
   EngineOptions small;
@@ -647,12 +650,13 @@ TEST_F(EngineTest, OverwritesNoFsyncCoveredRetireWithoutJournalSyncs) {
   MakeEngine(small);
   ModelFile f = NewModelFile("f");
   std::mt19937_64 rng(7);
-  for (int round = 0; round < 3; ++round) {
+  for (int round = 0; round < 3 || (engine_->Stats().writes_absorbed == 0 && round < 50); ++round) {
     Write(f, 0, Bytes(fill, static_cast<uint8_t>(round + 1)));
     for (int i = 0; i < 200; ++i)
       Write(f, (rng() % kMaxRecordBlocks) * kBlockSize, Bytes(kBlockSize, static_cast<uint8_t>(rng())));
   }
   CS_ASSERT_OK(engine_->Drain());
+  ASSERT_GT(engine_->Stats().writes_absorbed, 0u) << "no op was ever skipped: nothing was tested";
   ExpectMatchesModel(f);
   EXPECT_EQ(engine_->Stats().journal_syncs, 0u);
   ExpectCatalogInvariants(cat(), store());
