@@ -18,7 +18,7 @@ PACKAGES=(
   libsqlite3-dev sqlite3
   libxxhash-dev libspdlog-dev
   libgtest-dev googletest
-  libcli11-dev nlohmann-json3-dev
+  libcli11-dev nlohmann-json3-dev liblz4-dev
   attr util-linux coreutils procps fio
   clang-14 libclang-rt-14-dev
   python3-prometheus-client

@@ -1,5 +1,5 @@
 // chainswap: the admin CLI (SPEC §6). Subcommands: format, stats, clone,
-// fsck, chain, prune, bench.
+// fsck, chain, prune, estimate, bench.
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -21,6 +21,7 @@
 #include "fs/metrics.h"
 #include "tools/format_table.h"
 #include "tools/bench.h"
+#include "tools/estimate.h"
 #include "tools/fsck.h"
 
 using namespace chainswap;
@@ -498,6 +499,24 @@ int main(int argc, char** argv) {
   prune->add_flag("--json", json, "machine-readable output");
   prune->footer("Pruned blocks keep their data and refcounts; only their future deduplication is lost.");
 
+  EstimateOptions eopts;
+  bool no_progress = false;
+  auto* estimate = app.add_subcommand(
+      "estimate", "what chainswap would store for a chain of these swap or memory images (dedup and lz4), before adoption");
+  estimate->add_option("IMAGES", eopts.images, "images of one chain: files or block devices")->required();
+  estimate->add_flag("--json", json, "machine-readable output");
+  estimate->add_option("--memory", eopts.memory_bytes,
+                       "bound on the estimate's memory (default 256M); past it, distinct blocks spill to a "
+                       "temporary file")
+      ->transform(CLI::AsSizeValue(false));
+  estimate->add_option("--threads", eopts.threads, "worker threads (default: one per CPU)");
+  estimate->add_option("--tmpdir", eopts.tmpdir, "directory for the spill file (default: $TMPDIR or /tmp)");
+  estimate->add_flag("--no-progress", no_progress, "no progress line on stderr (shown only on a terminal anyway)");
+  estimate->footer(
+      "Rows by reference count as in zdb -S: LSIZE logical, PSIZE LZ4 (raw blocks 4K), DSIZE in 512-byte sectors. "
+      "Exit status: 0, 1 when an image cannot be read, 2 on bad arguments (including an image that is not a "
+      "file or a block device).");
+
   BenchOptions bopts;
   auto* bench = app.add_subcommand("bench", "realistic clone-chain swap workload: speed, dedup vs ideal, destage, reclaim");
   AddBenchOptions(bench, &bopts);
@@ -507,7 +526,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);  // prints the message (or the help)
     if (rc != 0)
-      std::fprintf(stderr, "Usage: chainswap {format|stats|clone|fsck|chain|prune|bench} ARGS...  "
+      std::fprintf(stderr, "Usage: chainswap {format|stats|clone|fsck|chain|prune|estimate|bench} ARGS...  "
                            "(chainswap SUBCOMMAND --help for each)\n");
     return rc == 0 ? 0 : 2;
   }
@@ -534,6 +553,16 @@ int main(int argc, char** argv) {
       days = d;
     }
     return CmdPrune(backing, days, *percent_opt ? std::optional<double>(percent) : std::nullopt, json);
+  }
+  if (*estimate) {
+    eopts.progress = !no_progress && ::isatty(STDERR_FILENO);
+    Result<EstimateReport> r = Estimate(eopts);
+    if (!r.ok()) {
+      std::fprintf(stderr, "chainswap estimate: %s\n", r.status().ToString().c_str());
+      return r.status().code() == EINVAL ? 2 : 1;  // EINVAL: an argument (memory bound, image type)
+    }
+    std::printf("%s%s", json ? EstimateJson(*r).c_str() : RenderEstimate(*r).c_str(), json ? "\n" : "");
+    return 0;
   }
   if (*bench) return RunBench(bopts);
   return 2;
