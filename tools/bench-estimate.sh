@@ -18,7 +18,7 @@
 # WORK/raw.txt.
 #
 #   sudo [WORK=/var/tmp/bench-estimate] [IMAGE_MIB=1024] [CLONES=3] [REPS=3] \
-#        [SMALL_MEM=32M] tools/bench-estimate.sh [BUILD_DIR]
+#        [SMALL_MEM=26M] tools/bench-estimate.sh [BUILD_DIR]
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,7 +30,7 @@ WORK=${WORK:-/var/tmp/bench-estimate}
 IMAGE_MIB=${IMAGE_MIB:-1024}
 CLONES=${CLONES:-3}
 REPS=${REPS:-3}
-SMALL_MEM=${SMALL_MEM:-32M}
+SMALL_MEM=${SMALL_MEM:-26M}
 [ "$(id -u)" = 0 ] || { echo "bench-estimate: run as root (drops the page cache, mounts)" >&2; exit 1; }
 [ -x "$CHAINSWAP" ] || { echo "bench-estimate: no $CHAINSWAP: build first" >&2; exit 1; }
 

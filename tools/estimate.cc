@@ -30,6 +30,8 @@ constexpr uint64_t kChunkBytes = 4ull << 20;  // one read of a worker
 constexpr size_t kShards = 256;
 constexpr size_t kMinShardSlots = 16;
 constexpr uint64_t kMergeBufferBytes = 8ull << 20;  // all run readers together
+constexpr uint64_t kProcessBytes = 8ull << 20;      // the process before any of the above
+constexpr uint64_t kMinTableBytes = 1ull << 20;
 
 // One distinct block. 24 bytes; refs == 0 marks an empty slot.
 struct Entry {
@@ -476,10 +478,12 @@ Result<EstimateReport> Estimate(const EstimateOptions& o) {
   }
   uint64_t table_bytes = o.table_bytes_for_testing;
   if (table_bytes == 0) {
-    const uint64_t fixed = uint64_t{threads} * kChunkBytes + kMergeBufferBytes + (4ull << 20);
-    if (o.memory_bytes < fixed + (8ull << 20))
+    // The process itself (code, libraries, stacks: about 6 MiB resident),
+    // each worker's read buffer and the merge's run buffers come first.
+    const uint64_t fixed = uint64_t{threads} * kChunkBytes + kMergeBufferBytes + kProcessBytes;
+    if (o.memory_bytes < fixed + kMinTableBytes)
       return Status::Error(EINVAL, "memory bound " + HumanBytes(o.memory_bytes) + " is too small: at least " +
-                                       HumanBytes(fixed + (8ull << 20)) + " with " + std::to_string(threads) +
+                                       HumanBytes(fixed + kMinTableBytes) + " with " + std::to_string(threads) +
                                        " thread(s)");
     table_bytes = o.memory_bytes - fixed;
   }

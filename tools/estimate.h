@@ -34,7 +34,11 @@ namespace chainswap {
 
 struct EstimateOptions {
   std::vector<std::string> images;     // files or block devices: one chain
-  uint64_t memory_bytes = 256ull << 20;  // bound on the estimate's memory (table, buffers, merge)
+  // Bound on the estimate's resident memory: the process itself (8 MiB are
+  // set aside for it), a 4 MiB read buffer per thread, 8 MiB of merge
+  // buffers, and the table of distinct blocks in what is left (at least
+  // 1 MiB; 24 bytes per distinct block at up to 85 % load).
+  uint64_t memory_bytes = 256ull << 20;
   unsigned threads = 0;                // workers; 0 = one per CPU
   std::string tmpdir;                  // spill runs; empty = $TMPDIR or /tmp
   bool progress = false;               // a progress line on stderr, redrawn in place
