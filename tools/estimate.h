@@ -35,7 +35,7 @@ namespace chainswap {
 struct EstimateOptions {
   std::vector<std::string> images;     // files or block devices: one chain
   // Bound on the estimate's resident memory: the process itself (8 MiB are
-  // set aside for it), a 4 MiB read buffer per thread, 8 MiB of merge
+  // set aside for it), a 256 KiB read buffer per thread, 8 MiB of merge
   // buffers, and the table of distinct blocks in what is left (at least
   // 1 MiB; 24 bytes per distinct block at up to 85 % load).
   uint64_t memory_bytes = 256ull << 20;
