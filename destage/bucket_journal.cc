@@ -209,6 +209,7 @@ Status BucketJournal::Append(std::span<PendingRecord> op) {
     auto b = std::make_shared<Bucket>();
     b->id = id;
     b->segment = *seg;
+    b->created_ns = MonoNs();
     next_bucket_ = id + 1;
     buckets_.push_back(std::move(b));
   }
@@ -492,6 +493,11 @@ bool BucketJournal::stopping() {
 uint64_t BucketJournal::staged_write_blocks() {
   MutexLock lk(&mu_);
   return staged_write_blocks_;
+}
+
+uint64_t BucketJournal::UnretiredBytes() {
+  MutexLock lk(&mu_);
+  return journal_bytes_;
 }
 
 JournalFigures BucketJournal::Figures() {

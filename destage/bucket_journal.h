@@ -79,6 +79,9 @@ struct Bucket {
   // Came back from a previous daemon's segment (Open): which of its bytes
   // an fsync covered is not known, so all of them count as covered.
   bool replayed = false;
+  // When the bucket was created (MonoNs), i.e. about when its oldest op was
+  // appended; 0 for a replayed bucket. Set before the bucket is shared.
+  int64_t created_ns = 0;
 };
 
 // One record of an op as handed to BucketJournal::Append.
@@ -117,6 +120,8 @@ class BucketJournal {
   // but the last with Record::continues set, so that replay sees all of the
   // op or none of it. Nothing keeps the callers' payload buffers.
   Status Append(std::span<PendingRecord> op) EXCLUDES(append_mu_, mu_);
+  // Bytes of the unretired buckets (what counts against the limit).
+  uint64_t UnretiredBytes() EXCLUDES(mu_);
   // Append of an op of one record.
   Status Append(Record r, bool space_exempt, std::vector<uint8_t> zero = {}) EXCLUDES(append_mu_, mu_);
   // A sequence number for an op that could not be journaled (a reclaim run

@@ -135,6 +135,7 @@ void Destagers::Loop(IoKind kind) {
       if (!journal_.destage_error().ok()) return;
       continue;
     }
+    if (writes && next_record == 0) DelayWrites(*b);
     Status st = writes ? ProcessWrites(*b, &next_record) : ProcessDeletes(*b, &next_record);
     {
       MutexLock lk(&mu_);
@@ -426,8 +427,32 @@ void Destagers::TryRetire() {
   }
 }
 
+Destagers::Urgency::Urgency(Destagers* d) : d_(d) {
+  d_->urgent_.fetch_add(1);
+  MutexLock lk(&d_->mu_);
+  d_->progress_cv_.SignalAll();  // a write destager in DelayWrites
+}
+
+Destagers::Urgency::~Urgency() { d_->urgent_.fetch_sub(1); }
+
+void Destagers::DelayWrites(const Bucket& b) {
+  if (options_.write_delay_ms == 0 || b.created_ns == 0) return;  // 0: replayed, destaged at once
+  const int64_t due = b.created_ns + int64_t{options_.write_delay_ms} * 1'000'000;
+  for (;;) {
+    if (stopping_ || urgent_.load() > 0) return;
+    const int64_t now = MonoNs();
+    if (now >= due) return;
+    if (options_.write_high_water && journal_.UnretiredBytes() >= options_.write_high_water) return;
+    if (!journal_.destage_error().ok()) return;
+    MutexLock lk(&mu_);
+    if (stopping_ || urgent_.load() > 0) return;
+    progress_cv_.WaitFor(std::chrono::nanoseconds(std::min<int64_t>(due - now, 20'000'000)));
+  }
+}
+
 bool Destagers::WaitRetiredThrough(uint64_t bucket, std::chrono::milliseconds max_wait) {
   const auto deadline = std::chrono::steady_clock::now() + max_wait;
+  Urgency urgent(this);
   journal_.Seal();
   for (;;) {
     if (!journal_.destage_error().ok() || journal_.store_full()) return false;
@@ -440,6 +465,7 @@ bool Destagers::WaitRetiredThrough(uint64_t bucket, std::chrono::milliseconds ma
 }
 
 Status Destagers::Drain(bool give_up_when_store_full) {
+  Urgency urgent(this);
   journal_.Seal();
   const uint64_t target = journal_.Figures().next_bucket;
   for (;;) {

@@ -64,6 +64,15 @@ struct EngineCounters {
 struct DestagerOptions {
   SlotPolicyConfig queue;      // N, D_min, thresholds
   uint32_t idle_seal_ms = 20;  // seal a non-empty bucket after this idle time
+  // Write-back delay (lazy write destage): the write destager leaves a
+  // sealed bucket alone until it is this old (from its creation), so that
+  // overwrites appended meanwhile supersede its ops and they are skipped
+  // instead of written to the store; 0 destages at once. It goes ahead
+  // earlier when the journal holds write_high_water bytes or more, when
+  // someone waits for destage (Drain, WaitRetiredThrough: fsync by
+  // destage, unmount) and when stopping.
+  uint32_t write_delay_ms = 0;
+  uint64_t write_high_water = 0;  // 0: no byte trigger (the delay alone)
 };
 
 class Destagers {
@@ -110,6 +119,21 @@ class Destagers {
 
  private:
   void Loop(IoKind kind) EXCLUDES(mu_);
+  // Write destager, before bucket `b`: waits while the write-back delay
+  // says to (DestagerOptions::write_delay_ms).
+  void DelayWrites(const Bucket& b) EXCLUDES(mu_);
+  // Held while a caller waits for destage: the write destager stops
+  // delaying (DelayWrites) as long as one is alive.
+  class Urgency {
+   public:
+    explicit Urgency(Destagers* d);
+    ~Urgency();
+    Urgency(const Urgency&) = delete;
+    Urgency& operator=(const Urgency&) = delete;
+
+   private:
+    Destagers* d_;
+  };
   Status ProcessWrites(const Bucket& b, size_t* next_record) EXCLUDES(mu_);
   Status ProcessDeletes(const Bucket& b, size_t* next_record) EXCLUDES(mu_);
   // Applies one delete record to the catalog (the parts no newer write
@@ -167,6 +191,8 @@ class Destagers {
 
   // Mirror of the journal's stopping flag, read lock-free between batches.
   std::atomic<bool> stopping_{false};
+  // Callers waiting for destage now (Urgency): no write-back delay.
+  std::atomic<int> urgent_{0};
   // Owned by the write destager thread: a batch's payloads, read from its
   // sealed segment with pread (sized once; no mapping whose pages reclaim
   // could evict and the destager would then fault back in, see

@@ -50,7 +50,8 @@ Engine::Engine(Catalog& catalog, EngineOptions options)
       journal_(catalog_, index_,
                JournalOptions{options_.journal_dir, options_.bucket_bytes, options_.journal_limit,
                               options_.backing_reserve}),
-      destagers_(catalog_, index_, journal_, counters_, DestagerOptions{options_.queue, options_.idle_seal_ms}) {}
+      destagers_(catalog_, index_, journal_, counters_, DestagerOptions{options_.queue, options_.idle_seal_ms, options_.write_delay_ms,
+                                                           options_.journal_limit / 2}) {}
 
 Engine::~Engine() { (void)Stop(); }
 

@@ -47,6 +47,9 @@ struct EngineOptions {
   uint64_t bucket_bytes = 16ull << 20;       // seal a bucket at this size
   uint64_t journal_limit = 256ull << 20;     // writers wait above this
   uint32_t idle_seal_ms = 20;                // seal a non-empty bucket after this idle time
+  // Write-back delay (DestagerOptions::write_delay_ms; its byte trigger is
+  // half of journal_limit). 0: destage at once.
+  uint32_t write_delay_ms = 0;
   uint64_t backing_reserve = 64ull << 20;    // keep this much of the backing fs free
   SlotPolicyConfig queue;                    // N, D_min, thresholds
   bool start_destagers = true;               // tests may drive destage by hand

@@ -128,6 +128,7 @@ int Run(MountConfig cfg) {
   eopts.queue.high = cfg.pressure_high;
   eopts.queue.fixed_d = cfg.delete_slots_fixed;
   eopts.idle_seal_ms = cfg.idle_seal_ms;
+  eopts.write_delay_ms = cfg.destage_delay_ms;
   if (auto errs = ValidateEngineOptions(eopts); !errs.empty()) {
     for (const auto& e : errs) std::fprintf(stderr, "chainswapfs: %s\n", e.c_str());
     return 2;

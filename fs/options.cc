@@ -98,6 +98,12 @@ void ParseOption(const std::string& o, ParseResult& r, bool* interval_given) {
     uint64_t n = 0;
     if (!ParseSize(vi, &n) || n < 1 || n > 600000) r.errors.push_back("idle_seal_ms=" + std::string(vi) + ": expected 1..600000");
     else c.idle_seal_ms = static_cast<uint32_t>(n);
+  } else if (const char* vdd = value("destage_delay")) {
+    uint64_t n = 0;
+    if (!ParseSize(vdd, &n) || n > 60000)
+      r.errors.push_back("destage_delay=" + std::string(vdd) + ": expected milliseconds, 0..60000");
+    else
+      c.destage_delay_ms = static_cast<uint32_t>(n);
   } else if (const char* vl = value("pressure_low")) {
     try { c.pressure_low = std::stod(vl); } catch (...) { r.errors.push_back("pressure_low=" + std::string(vl) + ": expected a fraction"); }
   } else if (const char* vph = value("pressure_high")) {
@@ -232,6 +238,11 @@ std::string MountUsage(const std::string& prog) {
          "                           destages it (unique blocks written once, duplicates never)\n"
          "                           instead of syncing the journal, waiting up to 5 s\n"
          "                           (default 16M; off: always sync the journal)\n"
+         "  -o destage_delay=MS       write-back delay: a journal bucket's writes are destaged\n"
+         "                           once it is MS old (or the journal is half full, or an\n"
+         "                           fsync or the unmount waits for them), so overwrites made\n"
+         "                           meanwhile are never written to the store (default 1000;\n"
+         "                           0: at once)\n"
          "  -o queue_slots=N         logical queue slots N (default 64)\n"
          "  -o delete_slots_min=D    minimum delete slots D_min (default 4)\n"
          "  -o pressure_low=F, pressure_high=F  usage fractions where delete pressure\n"

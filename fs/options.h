@@ -49,6 +49,7 @@ struct MountConfig {
   double pressure_high = 0.9;            // pressure_high=
   uint32_t delete_slots_fixed = 0;       // delete_slots_fixed= (0: adaptive policy)
   uint32_t idle_seal_ms = 20;            // idle_seal_ms= (seal an idle bucket after)
+  uint32_t destage_delay_ms = 1000;      // destage_delay= (write-back delay, ms; EngineOptions::write_delay_ms)
   // Memory pressure (docs/OPERATIONS.md): the daemon serves the swap of
   // guests exactly when the host is short of memory.
   std::optional<int> oom_score_adj = -1000;  // oom_score_adj=N (-1000..1000) or =keep (nullopt)

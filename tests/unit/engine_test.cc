@@ -662,6 +662,36 @@ TEST_F(EngineTest, OverwritesNoFsyncCoveredRetireWithoutJournalSyncs) {
   ExpectCatalogInvariants(cat(), store());
 }
 
+// Write-back delay (write_delay_ms): a sealed bucket's writes wait, so an
+// overwrite appended meanwhile supersedes them and the first version is
+// never written to the store; a caller waiting for destage (Drain here, as
+// an fsync by destage or the unmount) does not wait out the delay, which is
+// an hour: without that, Drain would not return.
+TEST_F(EngineTest, WriteBackDelayLetsOverwritesSupersedeAndDrainDoesNotWaitItOut) {
+  const size_t fill = kMaxRecordBlocks * kBlockSize;
+  EngineOptions o;
+  o.bucket_bytes = kRecordHeaderSize + fill;  // a record of kMaxRecordBlocks seals a bucket
+  o.write_delay_ms = 3'600'000;
+  MakeEngine(o);
+  ModelFile f = NewModelFile("f");
+  ModelFile g = NewModelFile("g");
+  Write(f, 0, Bytes(kBlockSize, 1));  // version 1 of f's block 0
+  Write(g, 0, Bytes(fill, 2));        // fills and seals bucket 1 (and more)
+  Write(f, 0, Bytes(kBlockSize, 3));  // version 2, in a later bucket
+  ASSERT_FALSE(HasFatalFailure());
+  const uint64_t stored_before = engine_->Stats().blocks_stored;
+  CS_ASSERT_OK(engine_->Drain());
+  const EngineStats s = engine_->Stats();
+  EXPECT_EQ(stored_before, 0u) << "destaged during the delay";
+  EXPECT_GE(s.writes_absorbed, 1u);
+  // g's 32 distinct blocks (Bytes repeats every 32 blocks) and f's
+  // version 2; version 1 was never written.
+  EXPECT_EQ(s.blocks_stored, 33u);
+  ExpectMatchesModel(f);
+  ExpectMatchesModel(g);
+  ExpectCatalogInvariants(cat(), store());
+}
+
 // fsync_destage: an fsync that finds a large backlog waits for the
 // destagers (the data then lives in the store and the catalog, written once)
 // instead of syncing the journal; below the threshold, with the option off
