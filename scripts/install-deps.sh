@@ -4,7 +4,8 @@
 # with its parser under /usr/bin/python3).
 # With --bench, also what the side-by-side benchmarks use (zfs-fuse, fio,
 # gcc for passthrough_ll, git for the version in the results' header,
-# python3 for fio's JSON output in tools/bench-lib.sh and bench-scale.sh).
+# python3 for fio's JSON output in tools/bench-lib.sh and bench-scale.sh,
+# time (/usr/bin/time) for tools/bench-estimate.sh).
 # Does nothing when they are all present. Needs root (apt-get).
 #
 #   --list   prints the package list, one a line, and installs nothing
@@ -23,7 +24,7 @@ PACKAGES=(
   clang-14 libclang-rt-14-dev
   python3-prometheus-client
 )
-BENCH_PACKAGES=(zfs-fuse fio gcc linux-perf git python3 strace)
+BENCH_PACKAGES=(zfs-fuse fio gcc linux-perf git python3 strace time)
 
 bench=0 list=0
 for arg in "$@"; do
