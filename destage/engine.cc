@@ -35,7 +35,9 @@ std::vector<std::string> ValidateEngineOptions(const EngineOptions& o) {
   std::vector<std::string> errs;
   const uint64_t max_record = kRecordHeaderSize + uint64_t{kMaxRecordBlocks} * kBlockSize;
   if (o.bucket_bytes < max_record)
-    errs.push_back("bucket size must be at least " + std::to_string(max_record >> 20) + " MiB");
+    errs.push_back("bucket size must be at least " + std::to_string(max_record) + " bytes (one record of " +
+                   std::to_string(kMaxRecordBlocks) + " blocks and its header; e.g. " +
+                   std::to_string((max_record >> 20) + 1) + "M)");
   if (o.journal_limit < 2 * o.bucket_bytes) errs.push_back("journal limit must be at least twice the bucket size");
   if (o.queue.n < 2 || o.queue.n > 65536) errs.push_back("queue slots N must be in [2, 65536]");
   if (o.queue.d_min < 1 || o.queue.d_min > o.queue.n - 1) errs.push_back("D_min must be in [1, N-1]");

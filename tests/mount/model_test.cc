@@ -142,7 +142,7 @@ const std::vector<std::vector<std::string>>& OptionSets() {
       {"idle_seal_ms=60000", "bucket_size=32M"},
       // Writes wait a minute unless the journal is half full (8M) or an
       // fsync by destage or the unmount waits for them.
-      {"destage_delay=60000", "bucket_size=4M", "journal_limit=16M", "fsync_destage=64K"},  // the journal stays: reads come from the staging index
+      {"destage_delay=60000", "bucket_size=8M", "journal_limit=16M", "fsync_destage=64K"},  // the journal stays: reads come from the staging index
       {"no_dedup_verify"},
       {"queue_slots=4", "delete_slots_min=1"},
       {"threads=2", "idle_seal_ms=5", "fsync_destage=4K"},  // every fsync waits for destage
