@@ -21,7 +21,7 @@ BackingDir::~BackingDir() {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
-Status BackingDir::Format(const std::string& root) {
+Status BackingDir::Format(const std::string& root, bool compress) {
   BackingPaths p(root);
   struct stat st;
   if (::stat(root.c_str(), &st) != 0) {
@@ -37,7 +37,7 @@ Status BackingDir::Format(const std::string& root) {
   if (::mkdir(p.journal.c_str(), 0700) != 0 && errno != EEXIST)
     return Status::FromErrno("mkdir " + p.journal);
   CS_RETURN_IF_ERROR(ContentStore::Create(p.store));
-  return Catalog::Create(p.catalog);
+  return Catalog::Create(p.catalog, compress);
 }
 
 bool BackingDir::IsLocked(const std::string& root) {

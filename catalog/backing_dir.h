@@ -34,7 +34,9 @@ class BackingDir {
 
   // Creates a new installation in `root` (created 0700 if missing; must be
   // empty of chainswap files). EEXIST if it already holds a catalog.
-  static Status Format(const std::string& root);
+  // `compress`: new unique blocks are stored LZ4-compressed (mount option
+  // compress= overrides it).
+  static Status Format(const std::string& root, bool compress = false);
 
   // Opens an installation. With kExclusive, takes the lock without waiting:
   // EBUSY with a message naming the holder when another process has it.

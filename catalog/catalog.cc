@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "catalog/catalog_sql.h"
+#include "catalog/stored_block.h"
 #include "catalog/schema.h"
 
 namespace chainswap {
@@ -38,6 +39,13 @@ Catalog::Catalog(sql::Db db, ContentStore* store, const CatalogOptions& options,
       hash_log_(HashLogEntries(options)),
       slots_(options.capacity_slots, kUnpunchedReserveSlots,
              [store](uint64_t first, uint64_t count) { return store->PunchSlots(first, count); }),
+      sectors_(
+          [this](std::optional<uint64_t> want) -> Result<uint64_t> {
+            auto a = slots_.Allocate(want);
+            if (!a.ok()) return a.status();
+            return a->slot;
+          },
+          [this](uint64_t page) { slots_.Release(page); }),
       readers_(path_, catalog_sql::OpenPragmas(kReaderCacheBytes, options.mmap_bytes)) {}
 
 Catalog::~Catalog() {
@@ -45,7 +53,7 @@ Catalog::~Catalog() {
   if (wal_fd_ >= 0) ::close(wal_fd_);
 }
 
-Status Catalog::Create(const std::string& path) {
+Status Catalog::Create(const std::string& path, bool compress) {
   if (::access(path.c_str(), F_OK) == 0) return Status::Error(EEXIST, path + " already exists");
   // Create the file 0600 before SQLite opens it so the mode is never wider.
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -54,7 +62,7 @@ Status Catalog::Create(const std::string& path) {
   auto db = sql::Db::Open(path, SQLITE_OPEN_READWRITE);
   if (!db.ok()) return db.status();
   CS_RETURN_IF_ERROR(db->Exec(catalog_sql::kCreatePragmas));
-  return CreateSchema(*db);
+  return CreateSchema(*db, compress);
 }
 
 namespace {
@@ -116,18 +124,17 @@ Status Catalog::Init() {
   if (!st.ok()) return st.status();
   st_ = std::move(*st);
 
-  // The free slots are the gaps in the PAT below its highest block.
-  std::vector<uint64_t> free_slots;
-  uint64_t used = 0, end = 0;
-  auto pat = sql::Stmt::Prepare(db_, catalog_sql::kPatBlocks);
-  if (!pat.ok()) return pat.status();
-  CS_RETURN_IF_ERROR(pat->ForEachRow([&](const sql::Stmt& row) {
-    const auto p = static_cast<uint64_t>(row.Int(0));
-    for (; end < p; ++end) free_slots.push_back(end);
-    ++used;
-    end = p + 1;
-  }));
-  slots_.Load(free_slots, used, end);
+  uint64_t end = 0;
+  CS_RETURN_IF_ERROR(LoadAllocatorsLocked());
+  end = slots_.usage().high_water;
+  {
+    auto c = sql::Stmt::Prepare(db_, catalog_sql::kMetaCompress);
+    if (!c.ok()) return c.status();
+    auto r = c->Step();
+    if (!r.ok()) return r.status();
+    const bool recorded = *r && c->Text(0) == "lz4";
+    compress_.store(options_.compress.value_or(recorded), std::memory_order_relaxed);
+  }
   CS_RETURN_IF_ERROR(LoadHashCountersLocked());
   if (options_.read_only) return Status::Ok();
 
@@ -151,6 +158,70 @@ Status Catalog::Init() {
     Status ts = store_->TruncateToSlots(end);
     if (!ts.ok()) spdlog::warn("catalog: {}", ts.ToString());
   }
+  return Status::Ok();
+}
+
+Status Catalog::LoadAllocatorsLocked() {
+  // Raw blocks (pblock >= 0) own their slot; packed blocks (pblock < 0,
+  // stored_block.h) own sectors of pack pages, the pages they touch. The
+  // free slots are the gaps below the highest slot in use. Two scans,
+  // merged: packed blocks by descending pblock (ascending sector), raw ones
+  // by ascending pblock; memory stays that of the free list.
+  auto packed = sql::Stmt::Prepare(db_, catalog_sql::kPatPackedBlocks);
+  if (!packed.ok()) return packed.status();
+  auto raw = sql::Stmt::Prepare(db_, catalog_sql::kPatRawBlocks);
+  if (!raw.ok()) return raw.status();
+  std::optional<uint64_t> next_raw, next_page;  // the next slot in use of each stream
+  uint64_t page_end = 0;                        // pages of the current packed extent not yet given out
+  auto step_raw = [&]() -> Status {
+    auto r = raw->Step();
+    if (!r.ok()) return r.status();
+    next_raw = *r ? std::optional<uint64_t>(static_cast<uint64_t>(raw->Int(0))) : std::nullopt;
+    return Status::Ok();
+  };
+  std::optional<uint64_t> last_page;
+  auto step_page = [&]() -> Status {
+    // The next pack page above the last one given out.
+    for (;;) {
+      if (next_page && *next_page + 1 < page_end) {
+        next_page = *next_page + 1;
+        return Status::Ok();
+      }
+      auto r = packed->Step();
+      if (!r.ok()) return r.status();
+      if (!*r) {
+        next_page.reset();
+        return Status::Ok();
+      }
+      const SectorExtent e = PackedExtent(packed->Int(0));
+      CS_RETURN_IF_ERROR(sectors_.LoadExtent(e));
+      const uint64_t first = e.first / kSectorsPerPage;
+      page_end = (e.end() + kSectorsPerPage - 1) / kSectorsPerPage;
+      const uint64_t from = last_page ? std::max(first, *last_page + 1) : first;
+      if (from < page_end) {
+        next_page = from;
+        last_page = page_end - 1;
+        return Status::Ok();
+      }
+    }
+  };
+  CS_RETURN_IF_ERROR(step_raw());
+  CS_RETURN_IF_ERROR(step_page());
+  std::vector<uint64_t> free_slots;
+  uint64_t used = 0, end = 0;
+  while (next_raw || next_page) {
+    const bool take_raw = next_raw && (!next_page || *next_raw <= *next_page);
+    const uint64_t p = take_raw ? *next_raw : *next_page;
+    if (take_raw && next_page && *next_raw == *next_page)
+      return Status::Error(EUCLEAN, "slot " + std::to_string(p) + " holds a raw block and compressed ones (run "
+                                    "chainswap fsck)");
+    for (; end < p; ++end) free_slots.push_back(end);
+    ++used;
+    end = p + 1;
+    CS_RETURN_IF_ERROR(take_raw ? step_raw() : step_page());
+  }
+  sectors_.LoadDone();
+  slots_.Load(free_slots, used, end);
   return Status::Ok();
 }
 
@@ -222,6 +293,7 @@ Status Catalog::CheckStoreLength() {
   auto r = q->Step();
   if (!r.ok()) return r.status();
   uint64_t need = static_cast<uint64_t>(q->Int(0));
+  if (!q->IsNull(1)) need = std::max(need, StoredBlockEndSlot(q->Int(1)));
   if (*len < need)
     return Status::Error(EUCLEAN, "content store " + store_->path() + " holds " + std::to_string(*len) +
                                       " slots but the catalog references slot " + std::to_string(need - 1) +
@@ -234,7 +306,9 @@ StoreUsage Catalog::Usage() {
   // Lock-free: writers check capacity on the FUSE thread while a destager
   // holds mu_ across a whole transaction.
   const SlotAllocator::Usage u = slots_.usage();
-  return StoreUsage{u.used_slots, u.free_slots, u.high_water, options_.capacity_slots};
+  const SectorAllocator::Usage su = sectors_.usage();
+  return StoreUsage{u.used_slots, u.free_slots, u.high_water, options_.capacity_slots,
+                    su.pages,     su.used_sectors, su.free_sectors};
 }
 
 uint64_t Catalog::WalBytes() {
@@ -272,6 +346,9 @@ Status Catalog::SyncLocked(bool idle) {
   // Frees are durable now: the allocator punches what stayed free since the
   // previous Sync (under load beyond its reserve) and makes what was freed
   // since reusable.
+  // Sectors first: the pack pages they free wholly go back to the slot
+  // allocator, which then makes them reusable.
+  sectors_.Synced();
   slots_.Synced(idle);
   // Keep the WAL short: everything in it is backed by durable store bytes.
   // Under load, a PASSIVE checkpoint past kWalCheckpointBytes (the next

@@ -54,6 +54,7 @@
 #include "catalog/hash_log.h"
 #include "catalog/mutex.h"
 #include "catalog/reader_pool.h"
+#include "catalog/sector_allocator.h"
 #include "catalog/slot_allocator.h"
 #include "catalog/sqlite.h"
 #include "catalog/status.h"
@@ -123,6 +124,11 @@ struct CatalogOptions {
   // (meta hash_table_limit) by a read-write open for the statistics. Unset:
   // the recorded one applies (offline tools, which do not store blocks).
   std::optional<uint64_t> hash_table_limit;
+  // Compression of new unique blocks (compress=lz4|off): true stores them
+  // LZ4-compressed in sectors (stored_block.h), false raw in slots. Blocks
+  // already stored stay as they are. Unset: the catalog's setting (meta
+  // compress, chosen at format time).
+  std::optional<bool> compress;
 };
 
 struct ChainInfo {
@@ -173,16 +179,20 @@ struct ChainStats {
   uint64_t logical_bytes = 0;   // sum of file sizes
   uint64_t nonzero_bytes = 0;   // LAT entries * 4 KiB
   uint64_t zero_blocks = 0;     // holes inside file sizes
-  uint64_t stored_bytes = 0;    // PAT entries * 4 KiB
+  uint64_t stored_bytes = 0;    // bytes its blocks occupy: 4 KiB raw, their sectors packed
+  uint64_t blocks = 0;          // PAT entries (distinct non-zero blocks)
+  uint64_t compressed_blocks = 0;  // of them, stored compressed (1..7 sectors)
 };
 
 // One row of the file_stats view. stored_bytes is the file's fair share:
-// each of its blocks counts 4 KiB / refcount.
+// each of its blocks counts its stored bytes / refcount; uncompressed_bytes
+// the same share counting every block as 4 KiB (their ratio is the file's
+// compression ratio).
 struct FileStats {
   int64_t file_id = 0;
   int64_t dedup_id = 0;
   std::string chain, name;
-  uint64_t logical_bytes = 0, nonzero_bytes = 0, zero_blocks = 0, stored_bytes = 0;
+  uint64_t logical_bytes = 0, nonzero_bytes = 0, zero_blocks = 0, stored_bytes = 0, uncompressed_bytes = 0;
 };
 
 struct StoreUsage {
@@ -190,6 +200,10 @@ struct StoreUsage {
   uint64_t free_slots = 0;      // on the free list
   uint64_t high_water = 0;      // slots ever used (store length)
   uint64_t capacity_slots = 0;  // 0: unlimited
+  // Of used_slots, the pack pages of compressed blocks, and their sectors.
+  uint64_t pack_pages = 0;
+  uint64_t packed_sectors = 0;  // in use by blocks (pending frees included)
+  uint64_t free_sectors = 0;    // free inside pack pages
 };
 
 // The result of ApplyBlockOps, for counters.
@@ -233,7 +247,8 @@ class Catalog {
   Catalog& operator=(const Catalog&) = delete;
 
   // Creates a new, empty catalog database at `path` (0600). EEXIST if present.
-  static Status Create(const std::string& path);
+  // `compress`: the compression of new blocks (meta compress).
+  static Status Create(const std::string& path, bool compress = false);
   // Opens an existing catalog; `store` must outlive the catalog. Fails with
   // EUCLEAN for a file that is not a chainswap catalog or is corrupt, EPROTO
   // for a newer schema, ENOENT when missing.
@@ -340,8 +355,11 @@ class Catalog {
   // calls Sync(idle) when idle so that space comes back and the index is
   // compacted. Lock-free.
   bool HasSlotsToRelease() const {
-    return slots_.HasSlotsToRelease() || hash_log_pending_.load(std::memory_order_relaxed);
+    return slots_.HasSlotsToRelease() || sectors_.HasPending() || hash_log_pending_.load(std::memory_order_relaxed);
   }
+  // Whether new unique blocks are stored compressed (CatalogOptions::compress
+  // or the catalog's setting).
+  bool compress() const { return compress_.load(std::memory_order_relaxed); }
   // Verify bytes on every hash match even with dedup_verify off. Set after a
   // crash: committed catalog rows may reference slots whose bytes never
   // reached the disk (the store is synced only at retirement and fsync), and
@@ -439,6 +457,11 @@ class Catalog {
   Status IdleMergeLocked() REQUIRES(mu_);
   // A slot for a new block, its free_slot row deleted. ENOSPC at capacity.
   Result<uint64_t> AllocSlotLocked() REQUIRES(mu_);
+  // An extent of `sectors` for a new packed block (a sync first when only
+  // pending frees could make room at capacity). ENOSPC at capacity.
+  Result<SectorExtent> AllocSectorsLocked(uint32_t sectors) REQUIRES(mu_);
+  // Loads the slot and sector allocators from the PAT (Init).
+  Status LoadAllocatorsLocked() REQUIRES(mu_);
   // Adds the transaction's LAT entry deltas to swap_file.mapped_blocks.
   Status AddMappedLocked(const ApplyTxn& txn) REQUIRES(mu_);
 
@@ -461,7 +484,7 @@ class Catalog {
   // The writer mutex: the main connection and what only its holder
   // touches. Held for whole transactions (across a batch's new-block store
   // writes) and across Sync's fdatasyncs.
-  Mutex mu_ ACQUIRED_BEFORE(slots_.mutex());
+  Mutex mu_ ACQUIRED_BEFORE(sectors_.mutex());
   sql::Db db_ GUARDED_BY(mu_);
   std::unique_ptr<catalog_sql::WriterStatements> st_ GUARDED_BY(mu_);
   std::map<int64_t, std::shared_ptr<const BlockHasher>> hashers_ GUARDED_BY(mu_);  // by dedup ID
@@ -479,8 +502,13 @@ class Catalog {
   uint64_t hash_limit_ GUARDED_BY(mu_) = 0;
   bool quota_logged_ GUARDED_BY(mu_) = false;
 
-  // The free list; its own lock, taken inside mu_ only.
+  // Whether new blocks are compressed (set by Init).
+  std::atomic<bool> compress_{false};
+  // The free list; its own lock, taken inside mu_ only (and inside
+  // sectors_'s, whose pages it hands out).
   SlotAllocator slots_;
+  // The packed blocks' sectors; its own lock, taken inside mu_ only.
+  SectorAllocator sectors_;
   // The reader connections; their own lock, never held with mu_.
   ReaderPool readers_;
 

@@ -14,13 +14,18 @@
 #include <cstring>
 
 #include "catalog/catalog_sql.h"
+#include "catalog/compression.h"
+#include "catalog/stored_block.h"
 
 namespace chainswap {
 
 // What one transaction of the apply routine has done so far.
 struct Catalog::ApplyTxn {
   ApplyResult res;
-  std::map<uint64_t, const uint8_t*> new_data;  // slot -> bytes to store before the commit
+  std::map<int64_t, const uint8_t*> new_data;   // pblock -> its (uncompressed) bytes, stored before the commit
+  // Packed blocks' stored forms by first sector, written before the commit
+  // (whole sectors; a compressed form is zero-padded).
+  std::map<uint64_t, std::vector<uint8_t>> new_packed;
   std::map<int64_t, int64_t> mapped_delta;      // file -> LAT entry delta
   std::vector<int64_t> candidates;              // scratch of FindDuplicateLocked
   // Changes of the hash table's counters (hash_entries_, hash_unindexed_).
@@ -31,17 +36,31 @@ struct Catalog::ApplyTxn {
 
 namespace {
 
-// A PAT entry's pblock is its content-store slot.
+// A raw PAT entry's pblock is its content-store slot (stored_block.h).
 int64_t SlotToPblock(uint64_t s) { return static_cast<int64_t>(s); }
 uint64_t PblockToSlot(int64_t p) { return static_cast<uint64_t>(p); }
 
 // New blocks reach the store before the transaction that references them
-// commits; contiguous slots go out in one gather write, straight from the
-// callers' buffers.
-Status WriteNewBlocks(ContentStore& store, const std::map<uint64_t, const uint8_t*>& new_data) {
+// commits; contiguous raw slots go out in one gather write, straight from
+// the callers' buffers, contiguous packed extents in one write.
+Status WriteNewBlocks(ContentStore& store, const std::map<int64_t, const uint8_t*>& new_data,
+                      const std::map<uint64_t, std::vector<uint8_t>>& new_packed) {
+  std::vector<uint8_t> buf;
+  uint64_t buf_first = 0;
+  for (const auto& [first, bytes] : new_packed) {
+    if (!buf.empty() && first != buf_first + buf.size() / kSectorSize) {
+      CS_RETURN_IF_ERROR(store.WriteSectors(buf_first, buf.size() / kSectorSize, buf.data()));
+      buf.clear();
+    }
+    if (buf.empty()) buf_first = first;
+    buf.insert(buf.end(), bytes.begin(), bytes.end());
+  }
+  if (!buf.empty()) CS_RETURN_IF_ERROR(store.WriteSectors(buf_first, buf.size() / kSectorSize, buf.data()));
   std::vector<const uint8_t*> run;
   uint64_t run_start = 0;
-  for (const auto& [slot, data] : new_data) {
+  for (auto it = new_data.lower_bound(0); it != new_data.end(); ++it) {
+    const uint64_t slot = PblockToSlot(it->first);
+    const uint8_t* data = it->second;
     if (!run.empty() && slot != run_start + run.size()) {
       CS_RETURN_IF_ERROR(store.WriteSlots(run_start, run));
       run.clear();
@@ -63,6 +82,16 @@ Result<uint64_t> Catalog::AllocSlotLocked() {
   auto a = slots_.Allocate();
   if (!a.ok()) return a.status();
   return a->slot;
+}
+
+Result<SectorExtent> Catalog::AllocSectorsLocked(uint32_t sectors) {
+  auto e = sectors_.Allocate(sectors);
+  if (!e.ok() && e.status().code() == ENOSPC && (sectors_.HasPending() || slots_.HasSlotsToRelease())) {
+    // At capacity: make the pending frees durable to reuse them.
+    CS_RETURN_IF_ERROR(SyncLocked(/*idle=*/false));
+    e = sectors_.Allocate(sectors);
+  }
+  return e;
 }
 
 Status Catalog::LogIndexChangeLocked(int64_t key, int64_t pblock, bool add) {
@@ -100,8 +129,13 @@ Status Catalog::UnrefLocked(int64_t pblock, int64_t n, ApplyTxn& txn) {
   } else {
     --txn.unindexed_delta;  // no entry to remove, no whole hash kept
   }
-  slots_.Free(PblockToSlot(pblock));
-  txn.new_data.erase(PblockToSlot(pblock));
+  if (IsPacked(pblock)) {
+    sectors_.Free(PackedExtent(pblock));
+    txn.new_packed.erase(PackedExtent(pblock).first);
+  } else {
+    slots_.Free(PblockToSlot(pblock));
+  }
+  txn.new_data.erase(pblock);
   ++txn.res.blocks_freed;
   return Status::Ok();
 }
@@ -153,11 +187,11 @@ Result<std::optional<int64_t>> Catalog::FindDuplicateLocked(const BlockOp& op, c
     }
     alignas(64) uint8_t buf[kBlockSize];
     const uint8_t* bytes;
-    auto pending = txn.new_data.find(PblockToSlot(cand));
+    auto pending = txn.new_data.find(cand);
     if (pending != txn.new_data.end()) {
       bytes = pending->second;
     } else {
-      CS_RETURN_IF_ERROR(store_->ReadSlots(PblockToSlot(cand), 1, buf));
+      CS_RETURN_IF_ERROR(ReadStoredBlock(*store_, cand, buf));
       bytes = buf;
     }
     if (std::memcmp(bytes, op.data, kBlockSize) == 0) return std::optional<int64_t>(cand);
@@ -212,9 +246,28 @@ Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyTxn& txn) {
     target = *match;
     ++txn.res.blocks_deduped;
   } else {
-    auto slot = AllocSlotLocked();
-    if (!slot.ok()) return slot.status();
-    target = SlotToPblock(*slot);
+    // Compressed (when on, and it saves a sector) into sectors; otherwise
+    // raw into a slot, or into 8 sectors of the pack pages when compression
+    // is on (no gap is left in them).
+    std::vector<uint8_t> packed;
+    if (compress()) {
+      packed.resize(kBlockSize);
+      const CompressedBlock cb = BlockCompressor::Compress(op.data, packed);
+      if (cb.raw()) {
+        std::memcpy(packed.data(), op.data, kBlockSize);
+      } else {  // whole sectors, zero-padded
+        packed.resize(size_t{cb.sectors} * kSectorSize);
+        std::fill(packed.begin() + cb.stored_bytes(), packed.end(), uint8_t{0});
+      }
+      auto e = AllocSectorsLocked(cb.sectors);
+      if (!e.ok()) return e.status();
+      target = PackedPblock(*e);
+      txn.new_packed[e->first] = std::move(packed);
+    } else {
+      auto slot = AllocSlotLocked();
+      if (!slot.ok()) return slot.status();
+      target = SlotToPblock(*slot);
+    }
     // At the quota, the block is stored without a hash entry.
     const bool indexed =
         hash_limit_ == 0 || static_cast<int64_t>(hash_entries_) + txn.entries_delta < static_cast<int64_t>(hash_limit_);
@@ -241,7 +294,7 @@ Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyTxn& txn) {
       st_->block_hash_insert.Reset().Bind(1, target).BindBlob(2, hash.bytes);
       CS_RETURN_IF_ERROR(st_->block_hash_insert.Run());
     }
-    txn.new_data[*slot] = op.data;
+    txn.new_data[target] = op.data;
     ++txn.res.blocks_stored;
   }
   st_->lat_put.Reset().Bind(1, op.file_id).Bind(2, static_cast<int64_t>(op.lba)).Bind(3, target);
@@ -296,6 +349,7 @@ Status Catalog::MergeHashLogLocked(size_t max, std::optional<size_t>* merged) {
 Status Catalog::BeginApplyLocked(sql::Transaction& db_txn) {
   hash_log_.MaybeFreeze();
   slots_.Begin();
+  sectors_.Begin();
   hash_log_.Begin();
   return db_txn.Begin();
 }
@@ -311,6 +365,7 @@ Status Catalog::CommitApplyLocked(sql::Transaction& db_txn, Status st, std::opti
   }
   if (st.ok()) st = db_txn.Commit();
   if (!st.ok()) {
+    sectors_.Abort();
     slots_.Abort();
     hash_log_.Abort();
     return st;  // db_txn's destructor rolls back
@@ -318,6 +373,7 @@ Status Catalog::CommitApplyLocked(sql::Transaction& db_txn, Status st, std::opti
   // Only now may freed slots be punched and handed out again (once the
   // next Sync has made the commit durable).
   slots_.Commit();
+  sectors_.Commit();
   hash_log_.Commit();
   if (counters) {
     hash_entries_ = static_cast<uint64_t>(std::max<int64_t>(entries, 0));
@@ -373,7 +429,7 @@ Result<ApplyResult> Catalog::ApplyLocked(std::span<const BlockOp> ops, std::span
   // active one fills up.
   std::optional<size_t> merged;
   if (st.ok()) st = MergeHashLogLocked(std::max(kHashMergeChunk, 2 * hash_log_.txn_rows()), &merged);
-  if (st.ok()) st = WriteNewBlocks(*store_, txn.new_data);
+  if (st.ok()) st = WriteNewBlocks(*store_, txn.new_data, txn.new_packed);
   CS_RETURN_IF_ERROR(CommitApplyLocked(db_txn, st, merged, &txn));
   // Bound the WAL between retirements: past twice the checkpoint size, sync
   // (store, then WAL) and checkpoint now; the next commit starts it over.

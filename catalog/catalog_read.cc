@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "catalog/catalog_sql.h"
+#include "catalog/stored_block.h"
 
 namespace chainswap {
 
@@ -37,21 +38,27 @@ Status Catalog::ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_
     MutexLock lock(&mu_);
     CS_RETURN_IF_ERROR(QueryLatRange(st_->lat_range, file_id, lba, lba + count, mapped));
   }
-  // Holes are zeros; mapped runs of consecutive slots are read in one pread,
-  // outside every lock (a referenced slot is never rewritten).
+  // Holes are zeros; mapped runs of consecutive raw slots are read in one
+  // pread, a packed block alone (its own sectors only), all outside every
+  // lock (a referenced slot or sector is never rewritten).
   size_t next_zero_from = 0;
   size_t i = 0;
   while (i < mapped.size()) {
+    const int64_t pb = mapped[i].second;
     size_t j = i + 1;
-    while (j < mapped.size() && mapped[j].first == mapped[j - 1].first + 1 &&
+    while (!IsPacked(pb) && j < mapped.size() && mapped[j].first == mapped[j - 1].first + 1 &&
            mapped[j].second == mapped[j - 1].second + 1)
       ++j;
     size_t first = mapped[i].first - lba;
     if (first > next_zero_from)
       std::memset(out + next_zero_from * kBlockSize, 0, (first - next_zero_from) * kBlockSize);
-    CS_RETURN_IF_ERROR(store_->ReadSlots(static_cast<uint64_t>(mapped[i].second), static_cast<uint32_t>(j - i),
-                                         out + first * kBlockSize));
-    // Zero blocks are never stored: a referenced slot reading as zeros is
+    if (IsPacked(pb)) {
+      CS_RETURN_IF_ERROR(ReadStoredBlock(*store_, pb, out + first * kBlockSize));
+    } else {
+      CS_RETURN_IF_ERROR(store_->ReadSlots(static_cast<uint64_t>(pb), static_cast<uint32_t>(j - i),
+                                           out + first * kBlockSize));
+    }
+    // Zero blocks are never stored: a referenced block reading as zeros is
     // lost data (a zeroed or replaced store), never a valid answer.
     for (size_t k = 0; k < j - i; ++k) {
       if (IsZeroBlock(out + (first + k) * kBlockSize))
@@ -144,6 +151,8 @@ Result<std::vector<ChainStats>> QueryChainStats(const sql::Db& db) {
     c.nonzero_bytes = static_cast<uint64_t>(row.Int(4));
     c.zero_blocks = static_cast<uint64_t>(row.Int(5));
     c.stored_bytes = static_cast<uint64_t>(row.Int(6));
+    c.blocks = static_cast<uint64_t>(row.Int(7));
+    c.compressed_blocks = static_cast<uint64_t>(row.Int(8));
     return c;
   });
 }
@@ -176,6 +185,7 @@ Result<std::vector<FileStats>> Catalog::PerFileStats() {
     f.nonzero_bytes = static_cast<uint64_t>(row.Int(5));
     f.zero_blocks = static_cast<uint64_t>(row.Int(6));
     f.stored_bytes = static_cast<uint64_t>(row.Int(7));
+    f.uncompressed_bytes = static_cast<uint64_t>(row.Int(8));
     return f;
   });
 }

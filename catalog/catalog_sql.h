@@ -54,10 +54,15 @@ inline constexpr std::string_view kEndRead = "COMMIT";
 
 // ---- Start-up ----------------------------------------------------------
 
-// -> pblock of every PAT entry, ascending (the free slots are the gaps)
-inline constexpr std::string_view kPatBlocks = "SELECT pblock FROM pat ORDER BY pblock";
+// -> pblock of every raw PAT entry, ascending (its slot)
+inline constexpr std::string_view kPatRawBlocks = "SELECT pblock FROM pat WHERE pblock >= 0 ORDER BY pblock";
+// -> pblock of every packed PAT entry by ascending sector (stored_block.h)
+inline constexpr std::string_view kPatPackedBlocks = "SELECT pblock FROM pat WHERE pblock < 0 ORDER BY pblock DESC";
+// -> the compression of new blocks chosen at format time ('lz4', 'off'; no row: off)
+inline constexpr std::string_view kMetaCompress = "SELECT value FROM meta WHERE key = 'compress'";
 // -> first slot above every PAT entry
-inline constexpr std::string_view kPatEnd = "SELECT coalesce(max(pblock) + 1, 0) FROM pat";
+inline constexpr std::string_view kPatEnd =
+    "SELECT coalesce((SELECT max(pblock) + 1 FROM pat WHERE pblock >= 0), 0), (SELECT min(pblock) FROM pat WHERE pblock < 0)";
 // -> seq, hash_key, pblock, op of every change not merged into hash_index
 inline constexpr std::string_view kHashLogRows = "SELECT seq, hash_key, pblock, op FROM hash_log ORDER BY seq";
 
@@ -227,14 +232,28 @@ inline constexpr std::string_view kFileSetMeta =
 
 // ---- Statistics --------------------------------------------------------
 
-// -> dedup_id, chain, files, logical_bytes, nonzero_bytes, zero_blocks, stored_bytes
+// The bytes a PAT row's block occupies in the store (as the views count
+// them, schema.cc): written out here so that the statistics also work on a
+// catalog of an older version opened read-only (whose views lack it).
+#define CS_SQL_STORED_BYTES(p) "(CASE WHEN " p ".pblock >= 0 THEN 4096 ELSE ((-1 - " p ".pblock) % 8 + 1) * 512 END)"
+// -> dedup_id, chain, files, logical_bytes, nonzero_bytes, zero_blocks,
+//    stored_bytes, blocks, compressed_blocks
 inline constexpr std::string_view kChainStats =
-    "SELECT dedup_id, chain, files, logical_bytes, nonzero_bytes, "
-    "zero_blocks, stored_bytes FROM chain_stats ORDER BY dedup_id";
-// -> file_id, dedup_id, chain, file, logical_bytes, nonzero_bytes, zero_blocks, stored_bytes
+    "SELECT s.dedup_id, s.chain, s.files, s.logical_bytes, s.nonzero_bytes, s.zero_blocks, "
+    "coalesce((SELECT sum(" CS_SQL_STORED_BYTES("p") ") FROM pat p WHERE p.dedup_id = s.dedup_id), 0), "
+    "(SELECT count(*) FROM pat p WHERE p.dedup_id = s.dedup_id), "
+    "(SELECT count(*) FROM pat p WHERE p.dedup_id = s.dedup_id AND p.pblock < 0 AND (-1 - p.pblock) % 8 < 7) "
+    "FROM chain_stats s ORDER BY s.dedup_id";
+// -> file_id, dedup_id, chain, file, logical_bytes, nonzero_bytes, zero_blocks, stored_bytes,
+//    uncompressed_bytes
 inline constexpr std::string_view kFileStats =
-    "SELECT file_id, dedup_id, chain, file, logical_bytes, nonzero_bytes, zero_blocks, "
-    "stored_bytes FROM file_stats ORDER BY chain, file";
+    "SELECT s.file_id, s.dedup_id, s.chain, s.file, s.logical_bytes, s.nonzero_bytes, s.zero_blocks, "
+    "CAST(coalesce((SELECT sum(" CS_SQL_STORED_BYTES("p") " * 1.0 / p.refcount) FROM lat l JOIN pat p "
+    "ON p.pblock = l.pblock WHERE l.file_id = s.file_id), 0) AS INTEGER), "
+    "CAST(coalesce((SELECT sum(4096.0 / p.refcount) FROM lat l JOIN pat p ON p.pblock = l.pblock "
+    "WHERE l.file_id = s.file_id), 0) AS INTEGER) "
+    "FROM file_stats s ORDER BY s.chain, s.file";
+#undef CS_SQL_STORED_BYTES
 
 // ---- Prepared-statement sets -------------------------------------------
 

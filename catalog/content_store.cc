@@ -17,6 +17,8 @@ namespace chainswap {
 
 namespace {
 
+constexpr uint64_t kSectorBytes = 512;
+
 Status PreadFull(int fd, uint8_t* buf, size_t len, off_t off) {
   while (len > 0) {
     ssize_t n = ::pread(fd, buf, len, off);
@@ -116,6 +118,22 @@ Status ContentStore::WriteSlots(uint64_t slot, std::span<const uint8_t* const> b
     }
   }
   return Status::Ok();
+}
+
+Status ContentStore::ReadSectors(uint64_t first, uint32_t count, uint8_t* out) const {
+  if (fd_ < 0) return Status::Error(EIO, "a discarding store holds no data");
+  return PreadFull(fd_, out, size_t{count} * kSectorBytes, static_cast<off_t>(first * kSectorBytes));
+}
+
+Status ContentStore::WriteSectors(uint64_t first, uint64_t count, const uint8_t* data) {
+  if (fd_ < 0) {
+    const uint64_t end_slot = (first + count + kBlockSize / kSectorBytes - 1) / (kBlockSize / kSectorBytes);
+    uint64_t end = discard_end_.load(std::memory_order_relaxed);
+    while (end < end_slot && !discard_end_.compare_exchange_weak(end, end_slot, std::memory_order_relaxed)) {
+    }
+    return Status::Ok();
+  }
+  return PwriteFull(fd_, data, count * kSectorBytes, static_cast<off_t>(first * kSectorBytes));
 }
 
 Status ContentStore::PunchSlot(uint64_t slot) { return PunchSlots(slot, 1); }

@@ -47,6 +47,12 @@ class ContentStore {
   // Writes blocks.size() consecutive slots from `slot` on, slot + i from
   // blocks[i] (each kBlockSize bytes): a gather write, no copy.
   Status WriteSlots(uint64_t slot, std::span<const uint8_t* const> blocks);
+  // Sector I/O for compressed blocks (sector s at byte s * 512, slot p
+  // holding sectors [8p, 8p + 8); catalog/sector_allocator.h). Reads
+  // `count` sectors from `first` into out; EIO when the file ends first.
+  Status ReadSectors(uint64_t first, uint32_t count, uint8_t* out) const;
+  // Writes `count` sectors from `first` on from `data` (count * 512 bytes).
+  Status WriteSectors(uint64_t first, uint64_t count, const uint8_t* data);
   // Gives a slot's space back to the backing filesystem.
   Status PunchSlot(uint64_t slot);
   // Punches `count` consecutive slots in one call.

@@ -119,11 +119,19 @@ CREATE TABLE chain (
 );
 )sql";
 
-// The views, version 3 (removed chains are not shown since version 2;
+// The views, version 4 (removed chains are not shown since version 2;
 // chain_hash.hash is the 48-bit hash key since version 3, the 16-byte hash
-// before).
+// before; block_extent and the compression columns since version 4).
+// A block's stored bytes: 4096 for a raw block (pblock >= 0), its sectors
+// * 512 for a packed one (pblock = -1 - (first_sector * 8 + sectors - 1)).
 constexpr const char* kViews = R"sql(
 CREATE VIEW chain_hash AS SELECT dedup_id, hash_key AS hash, pblock FROM pat WHERE hash_key IS NOT NULL;
+CREATE VIEW block_extent AS
+SELECT pblock, dedup_id, refcount,
+       CASE WHEN pblock >= 0 THEN pblock * 8 ELSE (-1 - pblock) / 8 END AS first_sector,
+       CASE WHEN pblock >= 0 THEN 8 ELSE (-1 - pblock) % 8 + 1 END   AS sectors,
+       CASE WHEN pblock < 0 AND (-1 - pblock) % 8 < 7 THEN 1 ELSE 0 END AS compressed
+FROM pat;
 CREATE VIEW file_stats AS
 SELECT f.file_id                                   AS file_id,
        c.dedup_id                                  AS dedup_id,
@@ -132,8 +140,10 @@ SELECT f.file_id                                   AS file_id,
        f.size                                      AS logical_bytes,
        f.mapped_blocks * 4096                      AS nonzero_bytes,
        max((f.size + 4095) / 4096 - f.mapped_blocks, 0) AS zero_blocks,
+       CAST(coalesce((SELECT sum(b.sectors * 512.0 / b.refcount) FROM lat l JOIN block_extent b ON b.pblock = l.pblock
+                      WHERE l.file_id = f.file_id), 0) AS INTEGER) AS stored_bytes,
        CAST(coalesce((SELECT sum(4096.0 / p.refcount) FROM lat l JOIN pat p ON p.pblock = l.pblock
-                      WHERE l.file_id = f.file_id), 0) AS INTEGER) AS stored_bytes
+                      WHERE l.file_id = f.file_id), 0) AS INTEGER) AS uncompressed_bytes
 FROM swap_file f JOIN chain c ON c.dedup_id = f.dedup_id
 WHERE f.name IS NOT NULL AND c.name IS NOT NULL;
 
@@ -145,18 +155,24 @@ SELECT c.dedup_id                                                    AS dedup_id
        coalesce((SELECT sum(mapped_blocks) FROM swap_file f WHERE f.dedup_id = c.dedup_id), 0) * 4096 AS nonzero_bytes,
        coalesce((SELECT sum(max((size + 4095) / 4096 - mapped_blocks, 0)) FROM swap_file f
                  WHERE f.dedup_id = c.dedup_id AND f.name IS NOT NULL), 0)   AS zero_blocks,
-       (SELECT count(*) FROM pat p WHERE p.dedup_id = c.dedup_id) * 4096 AS stored_bytes,
+       coalesce((SELECT sum(sectors) FROM block_extent b WHERE b.dedup_id = c.dedup_id), 0) * 512 AS stored_bytes,
        coalesce((SELECT sum(mapped_blocks) FROM swap_file f WHERE f.dedup_id = c.dedup_id), 0) * 4096
-         - (SELECT count(*) FROM pat p WHERE p.dedup_id = c.dedup_id) * 4096 AS saved_bytes,
+         - coalesce((SELECT sum(sectors) FROM block_extent b WHERE b.dedup_id = c.dedup_id), 0) * 512 AS saved_bytes,
        CASE WHEN (SELECT count(*) FROM pat p WHERE p.dedup_id = c.dedup_id) = 0 THEN NULL
             ELSE round(coalesce((SELECT sum(mapped_blocks) FROM swap_file f WHERE f.dedup_id = c.dedup_id), 0) * 1.0
-                       / (SELECT count(*) FROM pat p WHERE p.dedup_id = c.dedup_id), 3) END AS dedup_ratio
+                       / (SELECT count(*) FROM pat p WHERE p.dedup_id = c.dedup_id), 3) END AS dedup_ratio,
+       (SELECT count(*) FROM pat p WHERE p.dedup_id = c.dedup_id)    AS blocks,
+       (SELECT count(*) FROM block_extent b WHERE b.dedup_id = c.dedup_id AND b.compressed) AS compressed_blocks,
+       coalesce((SELECT sum(sectors) FROM block_extent b WHERE b.dedup_id = c.dedup_id), 0) AS stored_sectors,
+       CASE WHEN (SELECT count(*) FROM pat p WHERE p.dedup_id = c.dedup_id) = 0 THEN NULL
+            ELSE round((SELECT count(*) * 8.0 FROM pat p WHERE p.dedup_id = c.dedup_id)
+                       / (SELECT sum(sectors) FROM block_extent b WHERE b.dedup_id = c.dedup_id), 3) END AS compress_ratio
 FROM chain c
 WHERE c.name IS NOT NULL;
 )sql";
 
 constexpr const char* kDropViews = "DROP VIEW IF EXISTS chain_hash; DROP VIEW IF EXISTS file_stats; "
-                                   "DROP VIEW IF EXISTS chain_stats;";
+                                   "DROP VIEW IF EXISTS chain_stats; DROP VIEW IF EXISTS block_extent;";
 
 // Version 1 -> 2: the chain name becomes nullable (a removed chain keeps its
 // row while its files are reclaimed). SQLite cannot change a column
@@ -221,7 +237,7 @@ Status UpgradeV2ToV3(sql::Db& db) {
 
 }  // namespace
 
-Status CreateSchema(sql::Db& db) {
+Status CreateSchema(sql::Db& db, bool compress) {
   sql::Transaction txn(db);
   CS_RETURN_IF_ERROR(txn.Begin());
   CS_RETURN_IF_ERROR(db.Exec(kTables));
@@ -231,6 +247,8 @@ Status CreateSchema(sql::Db& db) {
   CS_RETURN_IF_ERROR(db.Exec(std::string(catalog_sql::kInitHashCounters)));
   CS_RETURN_IF_ERROR(db.Exec(std::string("INSERT INTO meta(key, value) VALUES ('format', '") +
                              kFormatMagic + "')"));
+  CS_RETURN_IF_ERROR(db.Exec(std::string("INSERT INTO meta(key, value) VALUES ('compress', '") +
+                             (compress ? "lz4" : "off") + "')"));
   CS_RETURN_IF_ERROR(db.Exec("PRAGMA user_version = " + std::to_string(kSchemaVersion)));
   return txn.Commit();
 }
@@ -280,6 +298,9 @@ Result<int> CheckAndUpgradeSchema(sql::Db& db, bool read_only) {
     CS_RETURN_IF_ERROR(txn.Begin());
     if (v < 2) CS_RETURN_IF_ERROR(UpgradeV1ToV2(db));
     if (v < 3) CS_RETURN_IF_ERROR(UpgradeV2ToV3(db));
+    // Version 3 -> 4: packed blocks (negative pblocks) and the views that
+    // count their sectors; no table changes.
+    if (v < 4) CS_RETURN_IF_ERROR(db.Exec(kDropViews));
     CS_RETURN_IF_ERROR(db.Exec(kViews));
     auto fk = sql::Stmt::Prepare(db, "PRAGMA foreign_key_check");
     if (!fk.ok()) return fk.status();

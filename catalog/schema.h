@@ -15,6 +15,11 @@
 //      or pruned); pat.born is the day an indexed block was stored; meta
 //      keeps the counts hash_entries and hash_unindexed, and the quota
 //      hash_table_limit of the last mount.
+//   4: packed blocks: a negative pblock names 1..8 sectors of the content
+//      store (catalog/stored_block.h), a compressed block or a raw one in
+//      the sector space; meta compress ('lz4' or 'off', set at format
+//      time); the view block_extent and the compression columns of
+//      chain_stats and file_stats.
 // A database newer than kSchemaVersion is refused; older ones are upgraded
 // step by step by CheckAndUpgradeSchema() when opened read-write.
 #pragma once
@@ -23,12 +28,12 @@
 
 namespace chainswap {
 
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
 inline constexpr const char* kFormatMagic = "chainswap-catalog";
 
 // Creates every table, index and view of the current version in an empty
 // database and stamps the version. REQUIRES: db is empty.
-Status CreateSchema(sql::Db& db);
+Status CreateSchema(sql::Db& db, bool compress = false);
 
 // Verifies this is a chainswap catalog (EUCLEAN if not), refuses newer
 // versions (EPROTO) and upgrades older ones, all steps in one transaction

@@ -42,7 +42,7 @@ bool SlotAllocator::NeedsSyncToAllocate() {
   return free_.empty() && !pending_.empty() && capacity_ != 0 && high_water_ >= capacity_;
 }
 
-Result<SlotAllocator::Allocation> SlotAllocator::Allocate() {
+Result<SlotAllocator::Allocation> SlotAllocator::Allocate(std::optional<uint64_t> want) {
   MutexLock lock(&mu_);
   assert(in_txn_);
   // used_ already counts the slots this transaction allocated, and not yet
@@ -52,7 +52,12 @@ Result<SlotAllocator::Allocation> SlotAllocator::Allocate() {
   }
   Allocation a;
   a.from_free = !free_.empty();
-  if (!unpunched_.empty()) {
+  if (want && free_.count(*want)) {
+    a.slot = *want;
+  } else if (want && *want == high_water_) {
+    a.slot = *want;
+    a.from_free = false;
+  } else if (!unpunched_.empty()) {
     a.slot = *unpunched_.begin();  // its old bytes are overwritten, no punch needed
   } else if (a.from_free) {
     a.slot = *free_.begin();
@@ -74,6 +79,17 @@ void SlotAllocator::Free(uint64_t slot) {
   MutexLock lock(&mu_);
   assert(in_txn_);
   txn_freed_.push_back(slot);
+}
+
+void SlotAllocator::Release(uint64_t slot) {
+  MutexLock lock(&mu_);
+  assert(!in_txn_);
+  // Its frees are durable already; like a pending slot it becomes free
+  // (and unpunched) at the next Synced().
+  --used_;
+  pending_.push_back(slot);
+  to_release_.store(true, std::memory_order_relaxed);
+  PublishLocked();
 }
 
 void SlotAllocator::Commit() {

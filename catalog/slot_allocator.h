@@ -46,6 +46,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <set>
 #include <span>
 #include <utility>
@@ -90,11 +91,18 @@ class SlotAllocator {
   // free, frees are pending, and the store is at capacity.
   bool NeedsSyncToAllocate() EXCLUDES(mu_);
   // A slot for a new block (see the order above). ENOSPC at capacity.
+  // `want`: a slot the caller would rather have (the sector allocator's
+  // next pack page), taken when it is free or is the high-water mark.
   // REQUIRES: a transaction is open.
-  Result<Allocation> Allocate() EXCLUDES(mu_);
+  Result<Allocation> Allocate(std::optional<uint64_t> want = std::nullopt) EXCLUDES(mu_);
   // The open transaction dropped the last reference to `slot`.
   // REQUIRES: a transaction is open; `slot` is in use.
   void Free(uint64_t slot) EXCLUDES(mu_);
+  // A slot in use that its user gave up outside a transaction, its bytes
+  // no longer referenced by any durable state (the sector allocator's pack
+  // page whose frees a sync made durable): free and unpunched at the next
+  // Synced(), like a pending slot. REQUIRES: no transaction open.
+  void Release(uint64_t slot) EXCLUDES(mu_);
   // The transaction committed: its frees become pending.
   void Commit() EXCLUDES(mu_);
   // The transaction rolled back: its allocations return to where they came

@@ -69,6 +69,7 @@ Result<Served> OpenServed(const MountConfig& cfg, const EngineOptions& base) {
   copts.cache_bytes = cfg.catalog_cache_bytes;
   copts.mmap_bytes = cfg.catalog_mmap_bytes;
   copts.hash_table_limit = cfg.hash_table_limit_entries;
+  copts.compress = cfg.compress;
   Served s;
   auto backing = BackingDir::Open(cfg.backing, LockMode::kExclusive, copts);
   if (!backing.ok()) return backing.status();

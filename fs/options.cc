@@ -69,6 +69,11 @@ void ParseOption(const std::string& o, ParseResult& r, bool* interval_given) {
       r.errors.push_back("hash_table_limit=" + t + ": expected a number of entries such as 1000000, a size such as "
                          "64M (" + std::to_string(kHashEntryBytes) + " bytes per entry), or 0 (no quota)");
     else c.hash_table_limit_entries = entries ? n : n / kHashEntryBytes;
+  } else if (const char* vz = value("compress")) {
+    const std::string z = vz;
+    if (z == "lz4") c.compress = true;
+    else if (z == "off") c.compress = false;
+    else r.errors.push_back("compress=" + z + ": expected lz4 or off");
   } else if (const char* v2 = value("log_level")) {
     std::string lv = v2;
     if (lv != "trace" && lv != "debug" && lv != "info" && lv != "warn" && lv != "error" && lv != "off")
@@ -218,6 +223,9 @@ std::string MountUsage(const std::string& prog) {
          "                     index changes (default 16M, at least 1M; docs/OPERATIONS.md)\n"
          "  -o catalog_mmap=SIZE   let SQLite map this much of the catalog for reads (default 0;\n"
          "                     the memory lock pins mapped pages too: use with no_mlock)\n"
+         "  -o compress=lz4|off  store new unique blocks LZ4-compressed in 512-byte sectors, or\n"
+         "                     raw (default: as chosen by chainswap format --compress; blocks\n"
+         "                     already stored stay as they are)\n"
          "  -o hash_table_limit=ENTRIES|SIZE  quota of the chain hash table: at it, new unique\n"
          "                     blocks are stored without a hash entry (never deduplicated against);\n"
          "                     a size such as 64M counts " + std::to_string(kHashEntryBytes) + " bytes per entry (default: none)\n"

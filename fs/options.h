@@ -8,7 +8,8 @@
 // bucket_size=SIZE, journal_limit=SIZE, fsync_destage=SIZE|off, queue_slots=N, delete_slots_min=D,
 // pressure_low=F, pressure_high=F (fractions of journal/store usage),
 // metrics_file=PATH, metrics_interval=SECONDS (fs/metrics_writer.h),
-// hash_table_limit=ENTRIES|SIZE (catalog/catalog.h, kHashEntryBytes).
+// hash_table_limit=ENTRIES|SIZE (catalog/catalog.h, kHashEntryBytes),
+// compress=lz4|off (CatalogOptions::compress).
 // Generic mount(8) options that make no sense to FUSE (defaults, auto,
 // noauto, nofail, _netdev, user, users, nouser, x-*) are accepted and
 // ignored, so the daemon works from /etc/fstab. Everything else is passed to
@@ -37,6 +38,9 @@ struct MountConfig {
   // hash_table_limit=: the chain hash table's quota in entries (0: none);
   // a size (K/M/G/T suffix) is converted at kHashEntryBytes per entry.
   uint64_t hash_table_limit_entries = 0;
+  // compress=lz4|off: compression of new unique blocks; unset: the backing
+  // directory's setting (chainswap format --compress).
+  std::optional<bool> compress;
   std::string log_level = "info";
   unsigned threads = 8;          // max FUSE worker threads
   // Destage engine (SPEC §5).

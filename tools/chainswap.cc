@@ -33,10 +33,11 @@ int Fail(const Status& st) {
   return 1;
 }
 
-int CmdFormat(const std::string& backing) {
-  Status st = BackingDir::Format(backing);
+int CmdFormat(const std::string& backing, bool compress) {
+  Status st = BackingDir::Format(backing, compress);
   if (!st.ok()) return Fail(st);
-  std::printf("formatted %s (catalog.db, store.dat, journal/)\n", backing.c_str());
+  std::printf("formatted %s (catalog.db, store.dat, journal/; compress=%s)\n", backing.c_str(),
+              compress ? "lz4" : "off");
   return 0;
 }
 
@@ -445,6 +446,11 @@ int main(int argc, char** argv) {
   bool json = false;
   auto* fmt = app.add_subcommand("format", "create an empty backing directory");
   fmt->add_option("BACKING", backing, "backing directory (created if missing)")->required();
+  std::string compress = "off";
+  fmt->add_option("--compress", compress,
+                  "compression of new unique blocks: lz4 (LZ4 in 512-byte sectors) or off (default; the mount "
+                  "option compress= overrides it)")
+      ->check(CLI::IsMember({"lz4", "off"}));
   auto* stats = app.add_subcommand("stats", "per-chain logical, stored and saved bytes");
   stats->add_option("BACKING", backing, "backing directory")->required();
   stats->add_flag("--json", json, "machine-readable output (always includes files)");
@@ -530,7 +536,7 @@ int main(int argc, char** argv) {
                            "(chainswap SUBCOMMAND --help for each)\n");
     return rc == 0 ? 0 : 2;
   }
-  if (*fmt) return CmdFormat(backing);
+  if (*fmt) return CmdFormat(backing, compress == "lz4");
   if (*stats) return CmdStats(backing, json, per_file, prometheus);
   if (*clone) return CmdClone(src, dst, force);
   if (*fsck) return CmdFsck(backing, repair, read_only, no_hash, json);

@@ -39,7 +39,9 @@ TEST(CompressionTest, AllButZeroBlockTakesOneSectorAndRoundTrips) {
   ASSERT_FALSE(c.raw());
   EXPECT_EQ(c.sectors, 1u);
   test::Block back;
-  CS_ASSERT_OK(BlockCompressor::Decompress(std::span(out.data(), c.bytes), back.data(), "block 1"));
+  CS_ASSERT_OK(BlockCompressor::Decompress(std::span(out.data(), c.stored_bytes()), back.data(), "block 1"));
+  // Padding after the stored form (the rest of its last sector) is ignored.
+  CS_ASSERT_OK(BlockCompressor::Decompress(std::span(out.data(), 512), back.data(), "block 1"));
   EXPECT_EQ(0, std::memcmp(back.data(), b.data(), kBlockSize));
 }
 
@@ -60,7 +62,7 @@ TEST(CompressionTest, BoundedOutputMatchesLz4AcrossTheRawBoundary) {
       continue;
     }
     ++compressed;
-    CS_ASSERT_OK(BlockCompressor::Decompress(std::span(out.data(), c.bytes), back.data(), "sweep"));
+    CS_ASSERT_OK(BlockCompressor::Decompress(std::span(out.data(), c.stored_bytes()), back.data(), "sweep"));
     ASSERT_EQ(0, std::memcmp(back.data(), b.data(), kBlockSize)) << "random prefix " << r;
   }
   EXPECT_GT(raw, 10);
@@ -74,9 +76,16 @@ TEST(CompressionTest, DamagedOrTruncatedInputIsAnEioNamingTheBlock) {
   std::vector<uint8_t> out(kMaxCompressedBytes);
   CompressedBlock c = BlockCompressor::Compress(b.data(), out);
   ASSERT_FALSE(c.raw());
-  Status st = BlockCompressor::Decompress(std::span(out.data(), c.bytes / 2), back.data(), "dedup block 42");
+  Status st = BlockCompressor::Decompress(std::span(out.data(), c.stored_bytes() / 2), back.data(), "dedup block 42");
   EXPECT_EQ(st.code(), EIO);
   EXPECT_NE(st.message().find("dedup block 42"), std::string::npos) << st.ToString();
+  // One flipped bit anywhere in the stored form is an EIO, never wrong bytes.
+  for (uint32_t i = 0; i < c.stored_bytes(); i += 7) {
+    std::vector<uint8_t> bad(out.begin(), out.begin() + c.stored_bytes());
+    bad[i] ^= 0x10;
+    st = BlockCompressor::Decompress(bad, back.data(), "flipped");
+    ASSERT_EQ(st.code(), EIO) << "byte " << i;
+  }
   // A stream that decodes to fewer bytes than a block is damaged too.
   test::Block half;
   std::memcpy(half.data(), b.data(), kBlockSize / 2);
@@ -84,18 +93,21 @@ TEST(CompressionTest, DamagedOrTruncatedInputIsAnEioNamingTheBlock) {
   const int n = LZ4_compress_default(reinterpret_cast<const char*>(half.data()), small.data(), kBlockSize / 2,
                                      static_cast<int>(small.size()));
   ASSERT_GT(n, 0);
-  st = BlockCompressor::Decompress(std::span(reinterpret_cast<const uint8_t*>(small.data()), size_t(n)), back.data(),
-                                   "short");
+  std::vector<uint8_t> framed(kCompressedHeaderBytes + n);
+  framed[0] = static_cast<uint8_t>(n);
+  framed[1] = static_cast<uint8_t>(n >> 8);
+  std::memcpy(framed.data() + kCompressedHeaderBytes, small.data(), n);
+  st = BlockCompressor::Decompress(framed, back.data(), "short");
   EXPECT_EQ(st.code(), EIO);
 }
 
 TEST(CompressionTest, SectorsForFollowsTheRule) {
   EXPECT_EQ(SectorsFor(0), 8u);
   EXPECT_EQ(SectorsFor(1), 1u);
-  EXPECT_EQ(SectorsFor(512), 1u);
-  EXPECT_EQ(SectorsFor(513), 2u);
-  EXPECT_EQ(SectorsFor(3584), 7u);
-  EXPECT_EQ(SectorsFor(3585), 8u);
+  EXPECT_EQ(SectorsFor(506), 1u);  // + the 6-byte header: 512
+  EXPECT_EQ(SectorsFor(507), 2u);
+  EXPECT_EQ(SectorsFor(3578), 7u);
+  EXPECT_EQ(SectorsFor(3579), 8u);
 }
 
 }  // namespace

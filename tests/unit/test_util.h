@@ -377,13 +377,14 @@ class BackingFixture : public ::testing::Test {
 
 // Sectors of 512 B that issue 14's rule gives a block, computed from LZ4
 // with an unbounded output buffer (independently of BlockCompressor): its
-// LZ4_compress_default size rounded up to 512, or 8 sectors above 3584 bytes.
+// LZ4_compress_default size plus the 6-byte header rounded up to 512, or 8
+// sectors above 3584 bytes.
 inline uint32_t Lz4Sectors(const uint8_t* block) {
   std::vector<char> out(static_cast<size_t>(LZ4_compressBound(kBlockSize)));
   const int n = LZ4_compress_default(reinterpret_cast<const char*>(block), out.data(), kBlockSize,
                                      static_cast<int>(out.size()));
-  if (n <= 0 || n > 3584) return 8;
-  return static_cast<uint32_t>((n + 511) / 512);
+  if (n <= 0 || n + 6 > 3584) return 8;
+  return static_cast<uint32_t>((n + 6 + 511) / 512);
 }
 
 }  // namespace chainswap::test

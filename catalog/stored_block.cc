@@ -1,0 +1,23 @@
+#include "catalog/stored_block.h"
+
+#include <spdlog/spdlog.h>
+
+#include <string>
+
+namespace chainswap {
+
+Status ReadStoredBlock(const ContentStore& store, int64_t pblock, uint8_t* out) {
+  if (!IsPacked(pblock)) return store.ReadSlots(static_cast<uint64_t>(pblock), 1, out);
+  const SectorExtent e = PackedExtent(pblock);
+  if (e.count == kSectorsPerPage) return store.ReadSectors(e.first, e.count, out);
+  alignas(64) uint8_t buf[kMaxCompressedBytes];
+  CS_RETURN_IF_ERROR(store.ReadSectors(e.first, e.count, buf));
+  const std::string what = "stored block " + std::to_string(pblock) + " (sectors " + std::to_string(e.first) +
+                           "+" + std::to_string(e.count) + ")";
+  Status st = BlockCompressor::Decompress(std::span<const uint8_t>(buf, size_t{e.count} * kSectorSize), out,
+                                          what.c_str());
+  if (!st.ok()) spdlog::error("content store: {} (run chainswap fsck)", st.message());
+  return st;
+}
+
+}  // namespace chainswap
