@@ -8,6 +8,9 @@ namespace chainswap {
 
 namespace {
 
+// A Change's code (hash_log.h).
+int64_t CodeOf(int64_t pblock, bool add) { return pblock * 2 + (add ? 1 : 0); }
+
 // Table slots for n entries at a load of at most 3/4 (a power of two).
 size_t SlotsFor(size_t n) { return std::bit_ceil(std::max<size_t>(64, n + n / 3 + 1)); }
 
@@ -109,7 +112,7 @@ int64_t HashLog::Record(int64_t key, int64_t pblock, bool add) {
   // seen: an add and a remove of the same pair cancel, whichever came first
   // (add then remove: the block never reached the index; remove then add:
   // the block the index (or the frozen generation) has is back).
-  const int64_t code = add ? pblock : ~pblock;
+  const int64_t code = CodeOf(pblock, add);
   if (prev == kEmpty) {
     Insert(key, code);
   } else if ((prev >= 0) != add) {
@@ -123,12 +126,12 @@ int64_t HashLog::Record(int64_t key, int64_t pblock, bool add) {
 void HashLog::Candidates(int64_t key, std::vector<int64_t>* out) const {
   const size_t mask = table_.size() - 1;
   for (size_t i = Home(key); table_[i].key != kEmpty; i = (i + 1) & mask) {
-    if (table_[i].key == key && table_[i].add()) out->push_back(table_[i].code);
+    if (table_[i].key == key && table_[i].add()) out->push_back(table_[i].pblock());
   }
   auto it = std::lower_bound(frozen_.begin(), frozen_.end(), key,
                              [](const Change& c, int64_t k) { return c.key < k; });
   for (; it != frozen_.end() && it->key == key; ++it) {
-    if (it->add()) out->push_back(it->code);
+    if (it->add()) out->push_back(it->pblock());
   }
 }
 
@@ -137,7 +140,7 @@ void HashLog::Candidates(int64_t key, std::vector<int64_t>* out) const {
 void HashLog::LoadRow(int64_t seq, int64_t key, int64_t pblock, bool add) {
   // Last change per pair wins: whatever of the log was merged before a
   // crash is merged again, idempotently.
-  Set(key, pblock, add ? pblock : ~pblock);
+  Set(key, pblock, CodeOf(pblock, add));
   ++rows_;
   ++active_rows_;
   next_seq_ = std::max(next_seq_, seq + 1);

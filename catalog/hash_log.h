@@ -49,9 +49,12 @@ class HashLog {
   // One net change: an add of (key, pblock()), or a remove.
   struct Change {
     int64_t key;
-    int64_t code;  // >= 0: add of pblock `code`; < 0: remove of pblock ~code
-    bool add() const { return code >= 0; }
-    int64_t pblock() const { return code >= 0 ? code : ~code; }
+    // pblock * 2 + 1 for an add, pblock * 2 for a remove (a pblock may be
+    // negative: a packed block, stored_block.h; arithmetic shifts are
+    // defined for negatives since C++20).
+    int64_t code;
+    bool add() const { return (code & 1) != 0; }
+    int64_t pblock() const { return code >> 1; }
   };
 
   // `max_entries`: the active generation is frozen once it holds this many
