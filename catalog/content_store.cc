@@ -170,6 +170,27 @@ Result<uint64_t> ContentStore::AllocatedBytes() const {
   return static_cast<uint64_t>(st.st_blocks) * 512;
 }
 
+Result<std::vector<std::pair<uint64_t, uint64_t>>> ContentStore::DataSlotRanges() const {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  if (fd_ < 0) return out;
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return Status::FromErrno("content store fstat");
+  off_t pos = 0;
+  while (pos < st.st_size) {
+    const off_t data = ::lseek(fd_, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // no data past pos
+      return Status::FromErrno("content store SEEK_DATA");
+    }
+    off_t hole = ::lseek(fd_, data, SEEK_HOLE);
+    if (hole < 0) return Status::FromErrno("content store SEEK_HOLE");
+    out.emplace_back(static_cast<uint64_t>(data) >> kBlockShift,
+                     (static_cast<uint64_t>(hole) + kBlockSize - 1) >> kBlockShift);
+    pos = hole;
+  }
+  return out;
+}
+
 Result<uint64_t> ContentStore::LengthSlots() const {
   if (fd_ < 0) return discard_end_.load(std::memory_order_relaxed);
   struct stat st;

@@ -18,6 +18,8 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "catalog/status.h"
 
@@ -64,6 +66,10 @@ class ContentStore {
 
   // Bytes the backing filesystem has allocated for the store (st_blocks*512).
   Result<uint64_t> AllocatedBytes() const;
+  // The slots the backing filesystem holds data for, as [first, end)
+  // ranges (SEEK_DATA / SEEK_HOLE; a filesystem without holes reports the
+  // whole file). For fsck's leak check.
+  Result<std::vector<std::pair<uint64_t, uint64_t>>> DataSlotRanges() const;
   // File length in slots (rounded up).
   Result<uint64_t> LengthSlots() const;
   const std::string& path() const { return path_; }

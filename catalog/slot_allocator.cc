@@ -18,10 +18,14 @@ void SlotAllocator::Load(std::span<const uint64_t> free_slots, uint64_t used_slo
   unpunched_.clear();
   pending_.clear();
   uint64_t top = 0;
+  // Free slots may still hold bytes (of blocks freed by commits a crash
+  // made durable before their punch): punched by the first Synced().
   for (uint64_t s : free_slots) {
     free_.insert(s);
+    unpunched_.insert(s);
     top = std::max(top, s + 1);
   }
+  to_release_.store(!unpunched_.empty(), std::memory_order_relaxed);
   used_ = used_slots;
   high_water_ = std::max(top, end_slot);
   PublishLocked();

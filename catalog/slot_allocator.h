@@ -79,8 +79,9 @@ class SlotAllocator {
   SlotAllocator(const SlotAllocator&) = delete;
   SlotAllocator& operator=(const SlotAllocator&) = delete;
 
-  // Start-up state: `free_slots` (the free_slot table; their bytes are taken
-  // as punched), `used_slots` in use, `end_slot` one past the highest slot in
+  // Start-up state: `free_slots` (the PAT's gaps; taken as unpunched: a
+  // crash may have left bytes in them, which the first Synced() punches
+  // beyond the reserve), `used_slots` in use, `end_slot` one past the highest slot in
   // use. The high-water mark is the larger of end_slot and the highest free
   // slot + 1. REQUIRES: no transaction open.
   void Load(std::span<const uint64_t> free_slots, uint64_t used_slots, uint64_t end_slot) EXCLUDES(mu_);

@@ -108,6 +108,8 @@ int PrintFsckReport(const std::string& backing, const FsckReport& rep, bool repa
     j["blocks_hash_checked"] = rep.blocks_checked;
     j["unindexed_blocks"] = rep.unindexed;
     j["journal_segments"] = rep.segments;
+    j["leaked_pages"] = rep.leaked_pages;
+    j["leaked_pages_punched"] = rep.leaked_pages_punched;
     j["issues"] = nlohmann::json::array();
     for (const auto& i : rep.issues) j["issues"].push_back({{"kind", i.kind}, {"detail", i.detail}, {"repaired", i.repaired}});
     std::printf("%s\n", j.dump(2).c_str());
@@ -119,6 +121,10 @@ int PrintFsckReport(const std::string& backing, const FsckReport& rep, bool repa
                 backing.c_str(), (unsigned long long)rep.chains, (unsigned long long)rep.files,
                 (unsigned long long)rep.lat_entries, (unsigned long long)rep.blocks_checked,
                 (unsigned long long)rep.unindexed, (unsigned long long)rep.segments);
+    if (rep.leaked_pages)
+      std::printf("(%llu store page(s) hold data no block uses, left by a crash: %s) ",
+                  (unsigned long long)rep.leaked_pages,
+                  rep.leaked_pages_punched ? "punched" : "the next mount or --repair punches them");
     if (rep.clean()) std::printf("clean\n");
     else std::printf("%zu problem(s)%s\n", rep.issues.size(),
                      repair ? (rep.all_repaired() ? ", all repaired" : ", some NOT repaired") : "; run with --repair to fix what is safely fixable");

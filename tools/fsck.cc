@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -11,6 +12,7 @@
 #include "catalog/block.h"
 #include "catalog/catalog_sql.h"
 #include "catalog/schema.h"
+#include "catalog/stored_block.h"
 #include "destage/journal.h"
 
 namespace chainswap {
@@ -122,6 +124,41 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
   if (!len.ok()) return len.status();
   const int64_t store_slots = static_cast<int64_t>(*len);
   bool rebuild_index = false;
+  // Past the store's end (a truncated or replaced store.dat).
+  auto outside = [&](int64_t pb) { return StoredBlockEndSlot(pb) > static_cast<uint64_t>(store_slots); };
+
+  // Sector extents (docs/FORMAT.md): packed blocks do not overlap each
+  // other, and no raw block sits in a pack page. Pages used by blocks are
+  // kept for the leak check below.
+  std::vector<bool> page_used(static_cast<size_t>(store_slots), false);
+  {
+    std::vector<SectorExtent> extents;
+    for (const auto& [pb, row] : pat) {
+      if (IsPacked(pb)) extents.push_back(PackedExtent(pb));
+    }
+    std::sort(extents.begin(), extents.end(), [](const SectorExtent& a, const SectorExtent& b) {
+      return a.first < b.first;
+    });
+    std::set<uint64_t> pack_pages;
+    for (size_t i = 0; i < extents.size(); ++i) {
+      const SectorExtent& e = extents[i];
+      if (i > 0 && e.first < extents[i - 1].end())
+        add("extent_overlap", "packed blocks " + std::to_string(PackedPblock(extents[i - 1])) + " and " +
+                                  std::to_string(PackedPblock(e)) + " share sectors (not repairable: one of them "
+                                  "holds the other's bytes)");
+      for (uint64_t p = e.first / kSectorsPerPage; p <= (e.end() - 1) / kSectorsPerPage; ++p) {
+        pack_pages.insert(p);
+        if (p < page_used.size()) page_used[p] = true;
+      }
+    }
+    for (const auto& [pb, row] : pat) {
+      if (IsPacked(pb)) continue;
+      if (pack_pages.count(static_cast<uint64_t>(pb)))
+        add("extent_overlap", "raw block " + std::to_string(pb) + " sits in a page that holds packed blocks "
+                              "(not repairable)");
+      if (static_cast<uint64_t>(pb) < page_used.size()) page_used[static_cast<size_t>(pb)] = true;
+    }
+  }
 
   // The chain hash index: hash_index with hash_log's changes applied (the
   // last change of a pair wins), one entry per PAT row under its key.
@@ -206,8 +243,9 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
     } else if (p->second.dedup_id != f->second.first) {
       add("cross_chain", where + " (chain " + std::to_string(f->second.first) + ") points at block " +
                              std::to_string(pb) + " of chain " + std::to_string(p->second.dedup_id), opts.repair);
-    } else if (pb >= store_slots) {
-      add("outside_store", where + " points at slot " + std::to_string(pb) + " beyond the store's " +
+    } else if (outside(pb)) {
+      add("outside_store", where + " points at block " + std::to_string(pb) + " (up to slot " +
+                               std::to_string(StoredBlockEndSlot(pb) - 1) + ") beyond the store's " +
                                std::to_string(store_slots) + " slots", opts.repair);
     } else {
       ++refs[pb];
@@ -284,8 +322,30 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
     end_read.on = false;
     CS_RETURN_IF_ERROR(db.Exec("COMMIT"));
   }
-  for (int64_t s : to_free) (void)store.PunchSlot(static_cast<uint64_t>(s));
+  // A packed block shares its pages: its sectors are just free (the next
+  // mount's allocator finds them as gaps).
+  for (int64_t s : to_free) {
+    if (!IsPacked(s)) (void)store.PunchSlot(static_cast<uint64_t>(s));
+  }
   for (int64_t pb : freed_pblocks) pat.erase(pb);
+
+  // Leaks (offline only: a live daemon keeps freed slots unpunched for
+  // reuse): store pages the filesystem holds data for that no block uses.
+  if (!opts.journal_live) {
+    auto ranges = store.DataSlotRanges();
+    if (!ranges.ok()) return ranges.status();
+    uint64_t leaked = 0;
+    for (auto [first, end] : *ranges) {
+      for (uint64_t p = first; p < end; ++p) {
+        if (p < page_used.size() && page_used[p]) continue;
+        ++leaked;
+        if (opts.repair) (void)store.PunchSlot(p);
+      }
+    }
+    // Not damage: space a crash left behind (the next mount punches it).
+    rep.leaked_pages = leaked;
+    rep.leaked_pages_punched = opts.repair;
+  }
 
   // Hashes: every referenced block's bytes against its keyed hash.
   if (opts.verify_hashes) {
@@ -293,10 +353,15 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
     uint64_t n = 0;
     for (auto& [pb, row] : pat) {
       if (++n % 4096 == 0 || n == pat.size()) Progress(opts, "verifying block hashes", n, pat.size());
-      if (pb >= store_slots || !row.has_key) continue;  // an unindexed block has no hash to check
+      if (outside(pb) || !row.has_key) continue;  // an unindexed block has no hash to check
       auto h = hashers.find(row.dedup_id);
       if (h == hashers.end()) continue;
-      CS_RETURN_IF_ERROR(store.ReadSlots(static_cast<uint64_t>(pb), 1, buf));
+      if (Status rs = ReadStoredBlock(store, pb, buf); !rs.ok()) {
+        if (rs.code() != EIO) return rs;
+        add("hash", "block " + std::to_string(pb) + " of chain " + std::to_string(row.dedup_id) + ": " +
+                        rs.message() + " (not repairable: the data is wrong)");
+        continue;
+      }
       ++rep.blocks_checked;
       auto whole = whole_hashes.find(pb);
       const int64_t key = row.key;  // lambdas cannot capture structured bindings before clang 16
@@ -313,8 +378,7 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
           q->Bind(1, pb);
           auto r = q->Step();
           if (r.ok() && *r && q->Int(0) == row.key) {
-            CS_RETURN_IF_ERROR(store.ReadSlots(static_cast<uint64_t>(pb), 1, buf));
-            still = !matches(buf);
+            still = !ReadStoredBlock(store, pb, buf).ok() || !matches(buf);
           }
         }
         if (!still) continue;

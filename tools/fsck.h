@@ -53,6 +53,11 @@ struct FsckReport {
   std::vector<FsckIssue> issues;
   uint64_t blocks_checked = 0, lat_entries = 0, files = 0, chains = 0, segments = 0;
   uint64_t unindexed = 0;  // blocks without a hash entry (valid; their content is not hash-checked)
+  // Store pages holding data that no block uses (offline runs only): space
+  // a crash left behind, not damage; the next mount punches it, and so
+  // does --repair (leaked_pages_punched).
+  uint64_t leaked_pages = 0;
+  bool leaked_pages_punched = false;
   bool clean() const { return issues.empty(); }
   bool all_repaired() const;
 };
