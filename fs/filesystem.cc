@@ -36,7 +36,8 @@ bool ValidName(const std::string& n) { return !n.empty() && n.size() <= 255 && n
 
 constexpr const char* kXattrPrefix = "user.chainswap.";
 constexpr const char* kXattrNames[] = {"dedup_id", "files", "logical_bytes", "nonzero_bytes",
-                                       "stored_bytes", "saved_bytes", "dedup_ratio"};
+                                       "stored_bytes", "saved_bytes", "dedup_ratio", "blocks",
+                                       "compressed_blocks", "compress_ratio"};
 constexpr const char* kDestagePrefix = "destage.";
 constexpr const char* kDestageNames[] = {"w_bucket", "x_bucket", "queue_slots", "delete_slots",
                                          "journal_bytes", "journal_limit", "buckets", "pending_records",
@@ -590,10 +591,15 @@ int ChainswapFs::DoGetxattr(fuse_ino_t ino, const std::string& name, std::string
     else if (key == "nonzero_bytes") *value = std::to_string(s.nonzero_bytes);
     else if (key == "stored_bytes") *value = std::to_string(s.stored_bytes);
     else if (key == "saved_bytes") *value = std::to_string(saved);
-    else if (key == "dedup_ratio") {
+    else if (key == "blocks") *value = std::to_string(s.blocks);
+    else if (key == "compressed_blocks") *value = std::to_string(s.compressed_blocks);
+    else if (key == "dedup_ratio" || key == "compress_ratio") {
+      // dedup: references per stored block; compress: 4 KiB per stored
+      // block over the bytes it occupies.
+      const double num = key == "dedup_ratio" ? double(s.nonzero_bytes) : double(s.blocks) * kBlockSize;
+      const double den = key == "dedup_ratio" ? double(s.blocks) * kBlockSize : double(s.stored_bytes);
       char buf[32];
-      std::snprintf(buf, sizeof buf, "%.3f",
-                    s.stored_bytes ? double(s.nonzero_bytes) / double(s.stored_bytes) : 1.0);
+      std::snprintf(buf, sizeof buf, "%.3f", den > 0 ? num / den : 1.0);
       *value = buf;
     } else return ENODATA;
     return 0;

@@ -138,16 +138,19 @@ const std::vector<std::vector<std::string>>& OptionSets() {
   static const std::vector<std::vector<std::string>> sets = {
       {},
       {"bucket_size=8M", "journal_limit=16M"},
-      {"idle_seal_ms=1", "bucket_size=8M", "destage_delay=0"},  // writes destaged at once
+      // Writes destaged at once; new blocks compressed (the backing
+      // directory then holds raw and packed blocks, as after a change of
+      // compress=).
+      {"idle_seal_ms=1", "bucket_size=8M", "destage_delay=0", "compress=lz4"},
       {"idle_seal_ms=60000", "bucket_size=32M"},
       // Writes wait a minute unless the journal is half full (8M) or an
       // fsync by destage or the unmount waits for them.
       {"destage_delay=60000", "bucket_size=8M", "journal_limit=16M", "fsync_destage=64K"},  // the journal stays: reads come from the staging index
       {"no_dedup_verify"},
-      {"queue_slots=4", "delete_slots_min=1"},
+      {"queue_slots=4", "delete_slots_min=1", "compress=lz4"},
       {"threads=2", "idle_seal_ms=5", "fsync_destage=4K"},  // every fsync waits for destage
       {"idle_seal_ms=60000", "fsync_destage=4K"},         // fsyncs seal the bucket that idles
-      {"hash_table_limit=48"},  // the quota is reached at once: blocks stored without a hash entry
+      {"hash_table_limit=48", "compress=lz4"},  // the quota is reached at once: blocks stored without a hash entry
   };
   return sets;
 }

@@ -112,14 +112,15 @@ struct PcFile {
 // frequent sealing and retirement, or a journal that stays; fsyncs made
 // durable by destage (fsync_destage= small) or always by a journal sync;
 // writes destaged at once, after the default write-back delay, or only when
-// something waits for them.
+// something waits for them; new blocks compressed into shared pack pages
+// (compress=lz4) or raw.
 std::vector<std::string> OptionsFor(int cycle) {
   switch (cycle % 5) {
-    case 0: return {"idle_seal_ms=1", "bucket_size=8M", "fsync_destage=off", "destage_delay=0"};
+    case 0: return {"idle_seal_ms=1", "bucket_size=8M", "fsync_destage=off", "destage_delay=0", "compress=lz4"};
     // Writes destaged only at half the journal or for an fsync by destage.
     case 1: return {"bucket_size=8M", "journal_limit=16M", "fsync_destage=64K", "destage_delay=60000"};
     case 2: return {};
-    case 3: return {"idle_seal_ms=2000", "bucket_size=32M", "fsync_destage=4K"};  // fsyncs seal and destage
+    case 3: return {"idle_seal_ms=2000", "bucket_size=32M", "fsync_destage=4K", "compress=lz4"};  // fsyncs seal and destage
     default: return {"idle_seal_ms=2000", "bucket_size=32M", "fsync_destage=off"};  // the journal stays a while
   }
 }
