@@ -38,6 +38,12 @@ CompressedBlock BlockCompressor::Compress(const uint8_t* block, std::span<uint8_
   return c;
 }
 
+uint32_t BlockCompressor::Lz4Bytes(const uint8_t* block, std::span<uint8_t> out) {
+  const int n = LZ4_compress_default(reinterpret_cast<const char*>(block), reinterpret_cast<char*>(out.data()),
+                                     static_cast<int>(kBlockSize), static_cast<int>(out.size()));
+  return n > 0 ? static_cast<uint32_t>(n) : 0;
+}
+
 Status BlockCompressor::Decompress(std::span<const uint8_t> in, uint8_t* block, const char* what) {
   auto damaged = [&](const std::string& why) {
     return Status::Error(EIO, std::string(what) + ": damaged compressed block (" + why + ")");

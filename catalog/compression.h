@@ -59,6 +59,11 @@ class BlockCompressor {
   // useful.
   static CompressedBlock Compress(const uint8_t* block, std::span<uint8_t> out);
 
+  // LZ4_compress_default's size for the block when it fits in out.size()
+  // bytes, else 0 (out holds the LZ4 bytes). For the ideal (LZ4
+  // alone rounded up to 512 bytes, raw above 3584: `chainswap estimate`).
+  static uint32_t Lz4Bytes(const uint8_t* block, std::span<uint8_t> out);
+
   // Decompresses `in` (a stored form, possibly followed by padding: the
   // block's whole sectors) into `block` (kBlockSize). A damaged input (a
   // length past `in`, LZ4 that does not decompress to exactly kBlockSize

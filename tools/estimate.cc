@@ -45,7 +45,7 @@ struct Entry {
   uint32_t refs = 0;
   uint16_t lz4_bytes = 0;  // 0: stored raw
   uint8_t sectors = 0;
-  uint8_t pad = 0;
+  uint8_t ideal_sectors = 0;  // LZ4 alone rounded up to 512 B, 8 above 3584 B (the ideal)
 };
 static_assert(sizeof(Entry) == 24);
 
@@ -176,6 +176,7 @@ void Account(const Entry& e, std::vector<RefcountRow>* rows, EstimateReport* r) 
   r->stored_bytes_off += kBlockSize;
   r->stored_bytes_lz4 += dsize;
   r->lz4_bytes += psize;
+  r->ideal_bytes_lz4 += uint64_t{e.ideal_sectors} * kSectorSize;
 }
 
 // An unlinked temporary file of sorted runs.
@@ -351,6 +352,10 @@ class Run {
           const CompressedBlock cb = BlockCompressor::Compress(buf.get() + off, scratch);
           k.lz4_bytes = static_cast<uint16_t>(cb.bytes);
           k.sectors = static_cast<uint8_t>(cb.sectors);
+          // Without the stored form's header: LZ4's own size, also for a
+          // block the header pushes past 3584 bytes.
+          const uint32_t n = cb.raw() ? BlockCompressor::Lz4Bytes(buf.get() + off, scratch) : cb.bytes;
+          k.ideal_sectors = static_cast<uint8_t>(n ? (n + kSectorSize - 1) / kSectorSize : kSectorsPerBlock);
           table_.Insert(k);
         }
       }
@@ -644,6 +649,7 @@ std::string EstimateJson(const EstimateReport& r) {
   j["stored_bytes_compress_off"] = r.stored_bytes_off;
   j["stored_bytes_compress_lz4"] = r.stored_bytes_lz4;
   j["lz4_bytes"] = r.lz4_bytes;
+  j["ideal_bytes_compress_lz4"] = r.ideal_bytes_lz4;
   j["dedup_ratio"] = r.dedup_ratio();
   j["compress_ratio"] = r.compress_ratio();
   j["total_ratio"] = r.total_ratio();

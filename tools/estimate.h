@@ -68,6 +68,10 @@ struct EstimateReport {
   uint64_t stored_bytes_off = 0;  // content store bytes with compress=off: distinct x 4 KiB
   uint64_t stored_bytes_lz4 = 0;  // with compress=lz4: sectors x 512
   uint64_t lz4_bytes = 0;         // LZ4 output of the distinct blocks before sector rounding (raw ones: 4 KiB)
+  // The exact compressed ideal: per distinct block its LZ4 size rounded up
+  // to 512 B, or 4 KiB above 3584 B (no header: the floor a store could
+  // reach; stored_bytes_lz4 is what chainswap's stored form takes).
+  uint64_t ideal_bytes_lz4 = 0;
   uint64_t spill_runs = 0;        // table spills to the temporary file
   uint64_t table_bytes = 0;       // the table's memory bound
   double seconds = 0;
