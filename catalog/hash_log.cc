@@ -115,7 +115,7 @@ int64_t HashLog::Record(int64_t key, int64_t pblock, bool add) {
   const int64_t code = CodeOf(pblock, add);
   if (prev == kEmpty) {
     Insert(key, code);
-  } else if ((prev >= 0) != add) {
+  } else if (Change{key, prev}.add() != add) {
     EraseAt(static_cast<size_t>(at));
   }
   ++rows_;
