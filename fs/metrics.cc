@@ -53,18 +53,27 @@ std::vector<std::string> RenderMetrics(const Figures& f, std::string* out) {
   per_chain("chainswap_chain_zero_bytes", "Bytes of holes (unmapped 4 KiB blocks) inside the sizes of the chain's files",
             [](const ChainStats& c) { return c.zero_blocks * kBlockSize; });
   per_chain("chainswap_chain_stored_bytes",
-            "Bytes the chain occupies in the content store (distinct stored blocks x 4096)",
+            "Bytes the chain occupies in the content store (raw blocks 4096 each, compressed blocks their 512-byte "
+            "sectors)",
             [](const ChainStats& c) { return c.stored_bytes; });
-  per_chain("chainswap_chain_saved_bytes", "Bytes deduplication saves in the chain: nonzero minus stored",
+  per_chain("chainswap_chain_stored_blocks", "Distinct non-zero blocks the chain stores (PAT entries)",
+            [](const ChainStats& c) { return c.blocks; });
+  per_chain("chainswap_chain_compressed_blocks", "Of the chain's stored blocks, those stored LZ4-compressed (1-7 sectors)",
+            [](const ChainStats& c) { return c.compressed_blocks; });
+  per_chain("chainswap_chain_saved_bytes", "Bytes deduplication and compression save in the chain: nonzero minus stored",
             saved);
   per_chain("chainswap_chain_dedup_saved_ratio",
             "Fraction of the chain's nonzero bytes that deduplication saves: saved / nonzero, 0 to 1 (0 when the "
             "chain holds no data)",
             [&](const ChainStats& c) { return c.nonzero_bytes ? double(saved(c)) / double(c.nonzero_bytes) : 0.0; });
   per_chain("chainswap_chain_dedup_factor",
-            "Deduplication factor of the chain: nonzero / stored bytes (1 when nothing is stored); 1 or more, not a "
-            "0-1 ratio: 4 means four times as much data as is stored",
-            [](const ChainStats& c) { return c.stored_bytes ? double(c.nonzero_bytes) / double(c.stored_bytes) : 1.0; });
+            "Deduplication factor of the chain: nonzero bytes / (stored blocks x 4096) (1 when nothing is stored); 1 or "
+            "more, not a 0-1 ratio: 4 means four references per stored block",
+            [](const ChainStats& c) { return c.blocks ? double(c.nonzero_bytes) / double(c.blocks * kBlockSize) : 1.0; });
+  per_chain("chainswap_chain_compress_factor",
+            "Compression factor of the chain: stored blocks x 4096 / stored bytes (1 for raw blocks, or when nothing is "
+            "stored)",
+            [](const ChainStats& c) { return c.stored_bytes ? double(c.blocks * kBlockSize) / double(c.stored_bytes) : 1.0; });
 
   // ---- Per swap file (cheap figures only: a file's fair share of stored
   // bytes would read all its LAT entries).
@@ -83,6 +92,13 @@ std::vector<std::string> RenderMetrics(const Figures& f, std::string* out) {
   w.Sample({{"backing", b}}, f.usage.free_slots * kBlockSize);
   w.Family("chainswap_store_high_water_bytes", kGauge, "Content-store slots ever used (the store's length), in bytes");
   w.Sample({{"backing", b}}, f.usage.high_water * kBlockSize);
+  w.Family("chainswap_store_pack_pages", kGauge,
+           "Content-store slots holding compressed blocks' sectors (pack pages; counted in chainswap_store_used_bytes)");
+  w.Sample({{"backing", b}}, f.usage.pack_pages);
+  w.Family("chainswap_store_free_sectors", kGauge,
+           "Free 512-byte sectors inside pack pages: reused first; a page goes back to the backing filesystem once all "
+           "its sectors are free");
+  w.Sample({{"backing", b}}, f.usage.free_sectors);
   w.Family("chainswap_store_allocated_bytes", kGauge,
            "Bytes store.dat occupies on the backing filesystem (freed slots are punched out)");
   w.Sample({{"backing", b}}, f.store_allocated_bytes);

@@ -18,7 +18,8 @@
 #      64 KiB regions is punched (half of them) or rewritten (the other
 #      half) with blocks copied from another file of the chain, each with 16
 #      bytes changed (new blocks that compress like their neighbours), then
-#      fsync. Settled, then step 2's figures again.
+#      fsync. Settled, then step 2's figures again (with compress=lz4 after
+#      every round: the trend).
 #
 # Output: markdown tables (medians of REPS) on stdout; raw JSON per run in
 # WORK/runs/.
@@ -73,8 +74,8 @@ figures() {
   echo $(($(stat -c %b "$BK/store.dat") * 512)) >"$run/$name.allocated"
 }
 
-churn() {
-  /usr/bin/python3 - "$MNT/c" "$CHURN_ROUNDS" "$1" <<'EOF'
+churn() {  # seed: one round
+  /usr/bin/python3 - "$MNT/c" 1 "$1" <<'EOF'
 import ctypes, os, random, sys
 d, rounds, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -116,7 +117,11 @@ for rep in $(seq "$REPS"); do
     "$CHAINSWAP" bench "$MNT" --chain c --image-mib "$IMAGE_MIB" --clones "$CLONES" --random-ops "$RANDOM_OPS" \
       --threads "$THREADS" --direct --discard 0 --seed "$rep" --keep --json >"$run/bench.json"
     figures ingest
-    churn "$rep"
+    for round in $(seq "$CHURN_ROUNDS"); do
+      churn "$((rep * 1000 + round))"
+      # The trend, round by round (compress=lz4 only: off has no fragmentation).
+      if [ "$mode" = lz4 ] && [ "$round" != "$CHURN_ROUNDS" ]; then figures "round$round"; fi
+    done
     figures churn
     bl_unmount "$MNT" "$pid"
     pid=''
@@ -168,4 +173,10 @@ both("estimate of the files (stored form) / stored bytes",
      lambda r, n: load(r, "lz4", n + ".estimate.json")["stored_bytes_compress_lz4"] / chain(r, "lz4", n)["stored_bytes"],
      "{:.4f}")
 both("distinct blocks", lambda r, n: load(r, "lz4", n + ".estimate.json")["distinct_blocks"], "{:,.0f}")
+rounds = int("$CHURN_ROUNDS")
+names = ["ingest"] + [f"round{i}" for i in range(1, rounds)] + ["churn"]
+print("\nstore.dat allocated / exact ideal, compress=lz4, after each round of churn (medians):\n")
+print("| " + " | ".join(["ingest"] + [str(i) for i in range(1, rounds + 1)]) + " |")
+print("|" + "---:|" * (rounds + 1))
+print("| " + " | ".join(f"{med([alloc(r, 'lz4', n) / ideal(r, n) for r in R]):.4f}" for n in names) + " |")
 EOF

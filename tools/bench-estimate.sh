@@ -11,8 +11,9 @@
 #      `chainswap estimate --json IMAGES` with the default --memory (256M),
 #      then with --memory SMALL_MEM (spills to a temporary file). Wall seconds
 #      and peak RSS (/usr/bin/time %M) of each.
-#   3. Once: the images copied into a chain of a fresh chainswap mount with
-#      cp, settled; `chainswap stats --json` against the estimate.
+#   3. Once per setting (compress=off, compress=lz4): the images copied into
+#      a chain of a fresh chainswap mount with cp, settled; `chainswap stats
+#      --json` against the estimate.
 #
 # Output: markdown tables (medians of REPS) on stdout; raw figures in
 # WORK/raw.txt.
@@ -65,15 +66,18 @@ for rep in $(seq "$REPS"); do
   echo "rep $rep done" >&2
 done
 
-# The mount: cp into a chain, settle, stats.
-rm -rf "$WORK/backing" "$WORK/mnt"
-bl_mount_chainswap "$WORK/backing" "$WORK/mnt" "$WORK/chainswapfs.log" || { echo "bench-estimate: $BL_ERR" >&2; exit 1; }
-pid=$BL_PID
-mkdir "$WORK/mnt/img"
-for f in "${images[@]}"; do cp "$f" "$WORK/mnt/img/"; done
-bl_cs_settle "$WORK/mnt" "$WORK/backing" >/dev/null
-"$CHAINSWAP" stats "$WORK/backing" --json >"$WORK/stats.json"
-bl_unmount "$WORK/mnt" "$pid"
+# The mounts: cp into a chain, settle, stats.
+for mode in off lz4; do
+  rm -rf "$WORK/backing" "$WORK/mnt"
+  bl_mount_chainswap "$WORK/backing" "$WORK/mnt" "$WORK/chainswapfs.log" "compress=$mode" ||
+    { echo "bench-estimate: $BL_ERR" >&2; exit 1; }
+  pid=$BL_PID
+  mkdir "$WORK/mnt/img"
+  for f in "${images[@]}"; do cp "$f" "$WORK/mnt/img/"; done
+  bl_cs_settle "$WORK/mnt" "$WORK/backing" >/dev/null
+  "$CHAINSWAP" stats "$WORK/backing" --json >"$WORK/stats-$mode.json"
+  bl_unmount "$WORK/mnt" "$pid"
+done
 
 /usr/bin/python3 - "$raw" "$WORK" "$total" "$SMALL_MEM" <<'EOF'
 import json, statistics, sys
@@ -98,16 +102,19 @@ same = {k: v for k, v in est.items() if k not in ("seconds", "spill_runs", "tabl
        {k: v for k, v in small_est.items() if k not in ("seconds", "spill_runs", "table_bytes")}
 print(f"\nThe --memory {small} run spilled {small_est['spill_runs']} run(s); its figures "
       f"{'equal' if same else 'DIFFER FROM'} the default run's.\n")
-stats = json.load(open(work + "/stats.json"))
-chain = next(c for c in stats["chains"] if c["name"] == "img")
+chain = next(c for c in json.load(open(work + "/stats-off.json"))["chains"] if c["name"] == "img")
+lz4 = next(c for c in json.load(open(work + "/stats-lz4.json"))["chains"] if c["name"] == "img")
 rows = [("non-zero bytes", est["nonzero_bytes"], chain["nonzero_bytes"]),
-        ("stored bytes (compress=off)", est["stored_bytes_compress_off"], chain["stored_bytes"])]
+        ("stored bytes (compress=off)", est["stored_bytes_compress_off"], chain["stored_bytes"]),
+        ("stored bytes (compress=lz4)", est["stored_bytes_compress_lz4"], lz4["stored_bytes"])]
 print("| figure | `chainswap estimate` | the mount (`chainswap stats`) | difference |")
 print("|---|---:|---:|---:|")
 for name, e, m in rows:
     print(f"| {name} | {e:,} | {m:,} | {100.0 * (e - m) / m if m else 0:+.3f} % |")
 print(f"| dedup ratio | {est['dedup_ratio']:.3f} | {chain['dedup_ratio']:.3f} | |")
-print(f"\nWith compress=lz4 the estimate gives {est['stored_bytes_compress_lz4']:,} bytes "
-      f"(compress {est['compress_ratio']:.2f}x, dedup x compress {est['total_ratio']:.2f}x; "
-      f"{est['raw_blocks']:,} of {est['distinct_blocks']:,} distinct blocks raw).")
+print(f"| compress ratio | {est['compress_ratio']:.3f} | {lz4['compress_ratio']:.3f} | |")
+print(f"\nWith compress=lz4: dedup x compress {est['total_ratio']:.2f}x; {est['raw_blocks']:,} of "
+      f"{est['distinct_blocks']:,} distinct blocks raw; the exact compressed ideal (LZ4 alone in 512-byte sectors) "
+      f"is {est['ideal_bytes_compress_lz4']:,} bytes, the stored form takes "
+      f"{est['stored_bytes_compress_lz4'] / est['ideal_bytes_compress_lz4']:.4f}x that.")
 EOF
