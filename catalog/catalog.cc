@@ -330,6 +330,13 @@ Status Catalog::SyncLocked(bool idle) {
   if (idle && !options_.read_only) {
     Status ms = IdleMergeLocked();
     if (!ms.ok()) spdlog::warn("catalog: hash index merge: {}", ms.ToString());
+    if (compact_wanted_.load(std::memory_order_relaxed)) {
+      uint64_t moved = 0;
+      Status cs = CompactPackedLocked(&moved);
+      if (!cs.ok()) spdlog::warn("catalog: compaction of packed blocks: {}", cs.ToString());
+      else if (moved) spdlog::debug("catalog: compaction moved {} packed blocks", moved);
+      compact_retry_ = cs.ok() && moved > 0;
+    }
   }
   // Order (SPEC §5, power cuts): the store's bytes, then the WAL that
   // references them, both under mu_ so that no commit slips in between (a
@@ -350,6 +357,10 @@ Status Catalog::SyncLocked(bool idle) {
   // allocator, which then makes them reusable.
   sectors_.Synced();
   slots_.Synced(idle);
+  const SectorAllocator::Usage su = sectors_.usage();
+  compact_wanted_.store(!options_.read_only && compact_retry_ && su.free_sectors >= kCompactMinFreeSectors &&
+                            su.free_sectors * kCompactFreeShare >= su.used_sectors,
+                        std::memory_order_relaxed);
   // Keep the WAL short: everything in it is backed by durable store bytes.
   // Under load, a PASSIVE checkpoint past kWalCheckpointBytes (the next
   // commit starts the WAL over and cuts the file to kWalReserveBytes).

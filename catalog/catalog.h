@@ -101,6 +101,14 @@ inline constexpr size_t kIdleHashMergeChunk = 16384;
 // hash_index row, and the key and birth day in its PAT row), as measured by
 // tools/catalog_bench (docs/BENCHMARKS.md, "Catalog growth").
 inline constexpr uint64_t kHashEntryBytes = 25;
+// Compaction of packed blocks (Catalog::CompactPackedLocked): an idle Sync
+// moves the packed blocks out of the emptiest pack pages into new pages
+// filled with no gap, when the free sectors inside pack pages are at least
+// kCompactMinFreeSectors and 1/kCompactFreeShare of the sectors in use; at
+// most kCompactBlocks blocks per pass (one pass over the LAT each).
+inline constexpr uint64_t kCompactMinFreeSectors = 256;  // 128 KiB
+inline constexpr uint64_t kCompactFreeShare = 64;        // about 1.6 %
+inline constexpr size_t kCompactBlocks = 8192;
 // Prune (Catalog::PruneHashIndex) unindexes this many blocks per
 // transaction.
 inline constexpr size_t kPruneChunk = 16384;
@@ -355,7 +363,8 @@ class Catalog {
   // calls Sync(idle) when idle so that space comes back and the index is
   // compacted. Lock-free.
   bool HasSlotsToRelease() const {
-    return slots_.HasSlotsToRelease() || sectors_.HasPending() || hash_log_pending_.load(std::memory_order_relaxed);
+    return slots_.HasSlotsToRelease() || sectors_.HasPending() || hash_log_pending_.load(std::memory_order_relaxed) ||
+           compact_wanted_.load(std::memory_order_relaxed);
   }
   // Whether new unique blocks are stored compressed (CatalogOptions::compress
   // or the catalog's setting).
@@ -375,7 +384,8 @@ class Catalog {
   // unused since the previous Sync are punched beyond the lowest
   // kUnpunchedReserveSlots. `idle` (nothing is being destaged): first
   // merges up to kIdleHashMergeChunk changes of the hash log into the hash
-  // index, punches every free slot, and folds a WAL longer than
+  // index, runs a pass of compaction when the pack pages hold enough free
+  // sectors (kCompactMinFreeSectors), punches every free slot, and folds a WAL longer than
   // kWalReserveBytes into the database and empties it (gives up after 50 ms
   // if a reader is in it).
   Status Sync(bool idle = false) EXCLUDES(mu_);
@@ -457,6 +467,15 @@ class Catalog {
   Status IdleMergeLocked() REQUIRES(mu_);
   // A slot for a new block, its free_slot row deleted. ENOSPC at capacity.
   Result<uint64_t> AllocSlotLocked() REQUIRES(mu_);
+  // One pass of compaction (see kCompactBlocks), in a transaction of its
+  // own: the packed blocks touching the emptiest pack pages are copied
+  // (their stored form as it is) into pages filled with no gap, their PAT
+  // rows, hash-index entries, block_hash rows and every LAT row move to the
+  // new pblocks, and the old extents are freed (reusable after the Sync
+  // that follows, which releases the emptied pages). After the commit it
+  // waits for the reads that may have looked up an old pblock (moving_mu_).
+  // *moved: blocks moved.
+  Status CompactPackedLocked(uint64_t* moved) REQUIRES(mu_);
   // An extent of `sectors` for a new packed block (a sync first when only
   // pending frees could make room at capacity). ENOSPC at capacity.
   Result<SectorExtent> AllocSectorsLocked(uint32_t sectors) REQUIRES(mu_);
@@ -515,6 +534,21 @@ class Catalog {
   // Set by the engine's thread, read by the apply routine on every hash
   // match: an atomic flag, no lock.
   std::atomic<bool> force_verify_{false};
+
+  // Compaction moves blocks without a newer staged op shadowing them: a
+  // read that looked up a moved block's old pblock must finish before the
+  // old extent can be reused. Reads (ReadBlocks) hold it shared from their
+  // LAT lookup to their last store read; compaction takes it exclusively,
+  // once, between its commit and the Sync that frees the old extents
+  // (inside mu_). A read holds it without mu_, except on a read-only
+  // catalog (no reader connections: it takes mu_ for its lookup), which
+  // never compacts: no wait between the two can form a cycle.
+  SharedMutex moving_mu_;
+  // Whether an idle Sync should run a compaction pass (the free sectors are
+  // over the threshold, and the last pass moved blocks or blocks were freed
+  // since): set under mu_ by Sync, read lock-free by HasSlotsToRelease().
+  std::atomic<bool> compact_wanted_{false};
+  bool compact_retry_ GUARDED_BY(mu_) = true;
 };
 
 }  // namespace chainswap

@@ -380,6 +380,7 @@ Status Catalog::CommitApplyLocked(sql::Transaction& db_txn, Status st, std::opti
     hash_unindexed_ = static_cast<uint64_t>(std::max<int64_t>(unindexed, 0));
   }
   if (merged) hash_log_.ChunkMerged(*merged);
+  if (txn && txn->res.blocks_freed > 0) compact_retry_ = true;  // frees may have made pages sparse
   hash_log_pending_.store(hash_log_.log_rows() > 0, std::memory_order_relaxed);
   return Status::Ok();
 }
@@ -488,6 +489,83 @@ Status Catalog::CloneRange(int64_t src_file, int64_t dst_file, uint64_t src_lba,
   }
   if (st.ok()) st = AddMappedLocked(txn);
   return CommitApplyLocked(db_txn, st, /*merged=*/std::nullopt, &txn);
+}
+
+// ------------------------------------------------------------- compaction
+
+Status Catalog::CompactPackedLocked(uint64_t* moved) {
+  *moved = 0;
+  // The packed blocks touching the emptiest pack pages (an extent touches
+  // page p when its first sector is in [8p - 7, 8p + 8) and it ends past
+  // 8p), up to kCompactBlocks of them.
+  std::map<int64_t, std::optional<int64_t>> blocks;  // pblock -> hash key
+  {
+    auto q = sql::Stmt::Prepare(db_, catalog_sql::kPatPackedRange);
+    if (!q.ok()) return q.status();
+    for (uint64_t page : sectors_.SparsePages(/*min_free=*/1, kCompactBlocks)) {
+      const uint64_t first = page * kSectorsPerPage;
+      const uint64_t lo = first >= kSectorsPerPage - 1 ? first - (kSectorsPerPage - 1) : 0;
+      const uint64_t hi = first + kSectorsPerPage;  // exclusive
+      q->Reset().Bind(1, PackedPblock({hi - 1, kSectorsPerPage})).Bind(2, PackedPblock({lo, 1}));
+      CS_RETURN_IF_ERROR(q->ForEachRow([&](const sql::Stmt& row) {
+        const int64_t pb = row.Int(0);
+        if (PackedExtent(pb).end() <= first) return;  // ends before the page
+        blocks[pb] = row.IsNull(1) ? std::nullopt : std::optional<int64_t>(row.Int(1));
+      }));
+      if (blocks.size() >= kCompactBlocks) break;
+    }
+  }
+  if (blocks.empty()) return Status::Ok();
+
+  ApplyTxn txn;
+  sql::Transaction db_txn(db_);
+  Status st = BeginApplyLocked(db_txn);
+  if (st.ok()) st = db_.Exec(catalog_sql::kCreateRemap);
+  std::optional<sql::Stmt> move, remap, bh_move;
+  auto prepare = [&](std::optional<sql::Stmt>& s, std::string_view text) {
+    if (!st.ok()) return;
+    auto p = sql::Stmt::Prepare(db_, text);
+    if (!p.ok()) st = p.status();
+    else s.emplace(std::move(*p));
+  };
+  prepare(move, catalog_sql::kPatMove);
+  prepare(remap, catalog_sql::kRemapInsert);
+  prepare(bh_move, catalog_sql::kBlockHashMove);
+  // In sector order: the new extents keep the old order.
+  for (auto it = blocks.rbegin(); st.ok() && it != blocks.rend(); ++it) {
+    const int64_t old_pb = it->first;
+    const SectorExtent old_e = PackedExtent(old_pb);
+    std::vector<uint8_t> bytes(size_t{old_e.count} * kSectorSize);
+    st = store_->ReadSectors(old_e.first, old_e.count, bytes.data());
+    if (!st.ok()) break;
+    auto e = sectors_.AllocateFresh(old_e.count);
+    if (!e.ok()) {
+      st = e.status();
+      break;
+    }
+    const int64_t new_pb = PackedPblock(*e);
+    st = move->Reset().Bind(1, old_pb).Bind(2, new_pb).Run();
+    if (st.ok()) st = st_->pat_delete.Reset().Bind(1, old_pb).Run();
+    if (st.ok() && it->second) {
+      st = LogIndexChangeLocked(*it->second, old_pb, /*add=*/false);
+      if (st.ok()) st = LogIndexChangeLocked(*it->second, new_pb, /*add=*/true);
+    }
+    if (st.ok()) st = bh_move->Reset().Bind(1, old_pb).Bind(2, new_pb).Run();
+    if (st.ok()) st = remap->Reset().Bind(1, old_pb).Bind(2, new_pb).Run();
+    sectors_.Free(old_e);
+    txn.new_packed[e->first] = std::move(bytes);
+  }
+  if (st.ok()) st = db_.Exec(catalog_sql::kLatRemap);
+  if (st.ok()) st = db_.Exec(catalog_sql::kRemapClear);
+  std::optional<size_t> merged;
+  if (st.ok()) st = MergeHashLogLocked(std::max(kHashMergeChunk, 2 * hash_log_.txn_rows()), &merged);
+  if (st.ok()) st = WriteNewBlocks(*store_, txn.new_data, txn.new_packed);
+  CS_RETURN_IF_ERROR(CommitApplyLocked(db_txn, st, merged, &txn));
+  // Reads that looked a moved block up before the commit finish before the
+  // Sync that follows frees its old extent; later ones see the new pblock.
+  { WriterLock grace(&moving_mu_); }
+  *moved = blocks.size();
+  return Status::Ok();
 }
 
 // ------------------------------------------------------------------ prune

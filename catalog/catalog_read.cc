@@ -31,6 +31,9 @@ Status QueryLatRange(sql::Stmt& q, int64_t file_id, uint64_t lba, uint64_t end,
 
 Status Catalog::ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out) {
   std::vector<std::pair<uint64_t, int64_t>> mapped;  // (lba, pblock)
+  // From the LAT lookup to the last store read: compaction does not free
+  // an extent this read may have looked up (moving_mu_).
+  ReaderLock moving(&moving_mu_);
   auto reader = options_.read_only ? nullptr : readers_.Acquire();
   if (reader) {
     CS_RETURN_IF_ERROR(QueryLatRange(reader->st->lat_range, file_id, lba, lba + count, mapped));

@@ -230,6 +230,29 @@ inline constexpr std::string_view kFileMapped = "SELECT mapped_blocks FROM swap_
 inline constexpr std::string_view kFileSetMeta =
     "UPDATE swap_file SET size = ?2, mtime_ns = ?3, ctime_ns = ?4 WHERE file_id = ?1";
 
+// ---- Compaction of packed blocks (catalog_apply.cc) ----------------------
+
+// lowest pblock, highest pblock -> pblock, hash_key of the packed blocks in
+// that range (a range of first sectors: stored_block.h)
+inline constexpr std::string_view kPatPackedRange =
+    "SELECT pblock, hash_key FROM pat WHERE pblock BETWEEN ?1 AND ?2";
+// old pblock, new pblock: the row moves (same chain, refcount, key, birth)
+inline constexpr std::string_view kPatMove =
+    "INSERT INTO pat(pblock, dedup_id, refcount, hash_key, born) "
+    "SELECT ?2, dedup_id, refcount, hash_key, born FROM pat WHERE pblock = ?1";
+// old pblock, new pblock
+inline constexpr std::string_view kBlockHashMove = "UPDATE block_hash SET pblock = ?2 WHERE pblock = ?1";
+// The moves of one compaction transaction, on the writer connection only.
+inline constexpr std::string_view kCreateRemap =
+    "CREATE TEMP TABLE IF NOT EXISTS cs_remap(old INTEGER PRIMARY KEY, new INTEGER NOT NULL)";
+inline constexpr std::string_view kRemapInsert = "INSERT INTO temp.cs_remap(old, new) VALUES (?1, ?2)";
+inline constexpr std::string_view kRemapClear = "DELETE FROM temp.cs_remap";
+// Every LAT row of a moved block points at its new pblock: one pass over
+// the LAT (it has no index by pblock), whatever the number of moves.
+inline constexpr std::string_view kLatRemap =
+    "UPDATE lat SET pblock = (SELECT new FROM temp.cs_remap WHERE old = lat.pblock) "
+    "WHERE pblock IN (SELECT old FROM temp.cs_remap)";
+
 // ---- Statistics --------------------------------------------------------
 
 // The bytes a PAT row's block occupies in the store (as the views count

@@ -140,6 +140,7 @@ void SectorAllocator::Begin() {
   txn_freed_.clear();
   txn_pages_.clear();
   txn_saved_last_page_ = last_page_;
+  fresh_first_ = fresh_end_ = 0;
 }
 
 Result<SectorExtent> SectorAllocator::Allocate(uint32_t count) {
@@ -163,6 +164,47 @@ Result<SectorExtent> SectorAllocator::Allocate(uint32_t count) {
   used_ += count;
   txn_allocated_.push_back(e);
   return e;
+}
+
+Result<SectorExtent> SectorAllocator::AllocateFresh(uint32_t count) {
+  MutexLock lock(&mu_);
+  if (count == 0 || count > kSectorsPerPage) return Status::Error(EINVAL, "extent of " + std::to_string(count) + " sectors");
+  if (fresh_end_ - fresh_first_ < count) {
+    // The page after the run when it can be had (the run continues), else
+    // any: the run starts over there (the old tail stays a free run).
+    std::optional<uint64_t> want;
+    if (fresh_end_ > 0) want = fresh_end_ / kSectorsPerPage;
+    auto page = acquire_(want);
+    if (!page.ok()) return page.status();
+    AddPage(*page);
+    txn_pages_.push_back(*page);
+    last_page_ = *page;
+    if (fresh_end_ > 0 && *page * kSectorsPerPage == fresh_end_) {
+      fresh_end_ += kSectorsPerPage;
+    } else {
+      fresh_first_ = *page * kSectorsPerPage;
+      fresh_end_ = fresh_first_ + kSectorsPerPage;
+    }
+  }
+  const SectorExtent e{fresh_first_, count};
+  TakeFree(e.first, e.count);
+  fresh_first_ += count;
+  used_ += count;
+  txn_allocated_.push_back(e);
+  return e;
+}
+
+std::vector<uint64_t> SectorAllocator::SparsePages(uint32_t min_free, size_t max_pages) {
+  MutexLock lock(&mu_);
+  std::vector<std::pair<uint32_t, uint64_t>> c;  // (free, page)
+  for (auto [page, free] : page_free_)
+    if (free >= min_free && free < kSectorsPerPage) c.emplace_back(free, page);
+  std::sort(c.begin(), c.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  std::vector<uint64_t> out;
+  for (size_t i = 0; i < c.size() && i < max_pages; ++i) out.push_back(c[i].second);
+  return out;
 }
 
 void SectorAllocator::Free(SectorExtent e) {

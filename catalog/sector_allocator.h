@@ -106,6 +106,14 @@ class SectorAllocator {
   // An extent of `count` (1..kSectorsPerPage) sectors. REQUIRES: a
   // transaction is open.
   Result<SectorExtent> Allocate(uint32_t count) EXCLUDES(mu_);
+  // Compaction's allocation: an extent in pages acquired by this
+  // transaction for it, packed one after the other with no gap, never in a
+  // hole of an older page (the pages being emptied keep theirs). REQUIRES:
+  // a transaction is open.
+  Result<SectorExtent> AllocateFresh(uint32_t count) EXCLUDES(mu_);
+  // Up to `max_pages` pack pages with at least `min_free` free sectors, the
+  // emptiest first: compaction's candidates.
+  std::vector<uint64_t> SparsePages(uint32_t min_free, size_t max_pages) EXCLUDES(mu_);
   // The open transaction dropped the last reference to `e` (an extent in
   // use). REQUIRES: a transaction is open.
   void Free(SectorExtent e) EXCLUDES(mu_);
@@ -162,6 +170,10 @@ class SectorAllocator {
   std::vector<SectorExtent> txn_freed_ GUARDED_BY(mu_);
   std::vector<uint64_t> txn_pages_ GUARDED_BY(mu_); // pages acquired by the transaction
   std::optional<uint64_t> txn_saved_last_page_ GUARDED_BY(mu_);
+  // AllocateFresh's run: [fresh_first_, fresh_end_), free, in pages the
+  // open transaction acquired (empty at Begin()).
+  uint64_t fresh_first_ GUARDED_BY(mu_) = 0;
+  uint64_t fresh_end_ GUARDED_BY(mu_) = 0;
 
   // Published figures, written under mu_ and read without it (the
   // catalog's Usage() runs on FUSE threads). Relaxed: each is a hint.

@@ -196,6 +196,7 @@ Figures SampleFigures(bool live) {
   pool.nonzero_bytes = 8 * kBlockSize;
   pool.zero_blocks = 2;
   pool.stored_bytes = 2 * kBlockSize;
+  pool.blocks = 2;  // raw blocks: stored bytes = blocks x 4096
   ChainStats empty;
   empty.dedup_id = 2;
   empty.name = "idle \"q\"";

@@ -21,6 +21,7 @@
 #include "catalog/block.h"
 #include "catalog/catalog.h"
 #include "catalog/sqlite.h"
+#include "catalog/stored_block.h"
 #include "catalog/status.h"
 
 namespace chainswap::test {
@@ -244,8 +245,15 @@ inline void ExpectCatalogInvariants(Catalog& cat, ContentStore& store, bool chec
             "")
       << "LAT entries sharing a block across chains";
   StoreUsage u = cat.Usage();
-  EXPECT_EQ(static_cast<int64_t>(u.used_slots), QueryInt(db, "SELECT count(*) FROM pat"));
-  EXPECT_EQ(u.free_slots, FreeSlots(cat).size());
+  const int64_t packed = QueryInt(db, "SELECT count(*) FROM pat WHERE pblock < 0");
+  if (packed == 0) {  // raw blocks only: one slot each
+    EXPECT_EQ(static_cast<int64_t>(u.used_slots), QueryInt(db, "SELECT count(*) FROM pat"));
+    EXPECT_EQ(u.free_slots, FreeSlots(cat).size());
+  } else {  // packed blocks: their sectors, in pack pages
+    EXPECT_EQ(static_cast<int64_t>(u.packed_sectors),
+              QueryInt(db, "SELECT coalesce(sum(sectors), 0) FROM block_extent WHERE pblock < 0"));
+    EXPECT_EQ(u.pack_pages * 8, u.packed_sectors + u.free_sectors) << "sectors of pack pages leaked";
+  }
   int64_t max_pat = QueryInt(db, "SELECT coalesce(max(pblock), -1) FROM pat");
   // Every slot below the high-water mark is either used or free: none leaked.
   EXPECT_EQ(u.used_slots + u.free_slots, u.high_water) << "slots leaked or double-counted";
@@ -284,7 +292,7 @@ inline void ExpectCatalogInvariants(Catalog& cat, ContentStore& store, bool chec
     auto hasher = cat.HasherFor(b.dedup_id);
     ASSERT_TRUE(hasher.ok()) << hasher.status().ToString();
     Block blk;
-    CS_ASSERT_OK(store.ReadSlots(static_cast<uint64_t>(b.pblock), 1, blk.data()));
+    CS_ASSERT_OK(ReadStoredBlock(store, b.pblock, blk.data()));
     EXPECT_FALSE(IsZeroBlock(blk.data())) << "stored block " << b.pblock << " is all zero";
     if (!b.key) continue;  // an unindexed block: no hash kept
     BlockHash h = (*hasher)->Hash(blk.data());
