@@ -517,20 +517,19 @@ Status Catalog::CompactPackedLocked(uint64_t* moved) {
   }
   if (blocks.empty()) return Status::Ok();
 
+  // Statements of this pass (once per pass; cs_remap is a table of the
+  // writer connection's temp schema, created by the first pass).
+  CS_RETURN_IF_ERROR(db_.Exec(catalog_sql::kCreateRemap));
+  auto move = sql::Stmt::Prepare(db_, catalog_sql::kPatMove);
+  if (!move.ok()) return move.status();
+  auto remap = sql::Stmt::Prepare(db_, catalog_sql::kRemapInsert);
+  if (!remap.ok()) return remap.status();
+  auto bh_move = sql::Stmt::Prepare(db_, catalog_sql::kBlockHashMove);
+  if (!bh_move.ok()) return bh_move.status();
+
   ApplyTxn txn;
   sql::Transaction db_txn(db_);
   Status st = BeginApplyLocked(db_txn);
-  if (st.ok()) st = db_.Exec(catalog_sql::kCreateRemap);
-  std::optional<sql::Stmt> move, remap, bh_move;
-  auto prepare = [&](std::optional<sql::Stmt>& s, std::string_view text) {
-    if (!st.ok()) return;
-    auto p = sql::Stmt::Prepare(db_, text);
-    if (!p.ok()) st = p.status();
-    else s.emplace(std::move(*p));
-  };
-  prepare(move, catalog_sql::kPatMove);
-  prepare(remap, catalog_sql::kRemapInsert);
-  prepare(bh_move, catalog_sql::kBlockHashMove);
   // In sector order: the new extents keep the old order.
   for (auto it = blocks.rbegin(); st.ok() && it != blocks.rend(); ++it) {
     const int64_t old_pb = it->first;
