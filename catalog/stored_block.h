@@ -5,7 +5,9 @@
 // block of the sector space: pblock = -1 - (first_sector * 8 + sectors - 1),
 // an extent of 1..8 sectors of pack pages (sector_allocator.h); 1..7
 // sectors hold its compressed form (compression.h), 8 sectors its raw
-// bytes. So the location is the identity: a packed block is never moved.
+// bytes. So the location is the identity: a packed block moves only by
+// compaction (Catalog::CompactPackedLocked), which gives it a new pblock and
+// rewrites every row that names it.
 //
 // Thread-safety: pure functions; ReadStoredBlock only does positional reads.
 #pragma once
