@@ -334,7 +334,7 @@ Status Catalog::SyncLocked(bool idle) {
       uint64_t moved = 0;
       Status cs = CompactPackedLocked(&moved);
       if (!cs.ok()) spdlog::warn("catalog: compaction of packed blocks: {}", cs.ToString());
-      else if (moved) spdlog::debug("catalog: compaction moved {} packed blocks", moved);
+      else if (moved) spdlog::info("catalog: compaction moved {} packed blocks out of sparse pack pages", moved);
       compact_retry_ = cs.ok() && moved > 0;
     }
   }
