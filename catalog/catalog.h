@@ -106,7 +106,7 @@ inline constexpr uint64_t kHashEntryBytes = 25;
 // filled with no gap, when the free sectors inside pack pages are at least
 // kCompactMinFreeSectors and 1/kCompactFreeShare of the sectors in use; at
 // most kCompactBlocks blocks per pass (one pass over the LAT each).
-inline constexpr uint64_t kCompactMinFreeSectors = 256;  // 128 KiB
+inline constexpr uint64_t kCompactMinFreeSectors = 16;  // 8 KiB
 inline constexpr uint64_t kCompactFreeShare = 64;        // about 1.6 %
 inline constexpr size_t kCompactBlocks = 8192;
 // Prune (Catalog::PruneHashIndex) unindexes this many blocks per
