@@ -327,10 +327,12 @@ Status Catalog::Sync(bool idle) {
 }
 
 Status Catalog::SyncLocked(bool idle) {
+  std::optional<uint64_t> free_before_compaction;  // set when a compaction pass runs
   if (idle && !options_.read_only) {
     Status ms = IdleMergeLocked();
     if (!ms.ok()) spdlog::warn("catalog: hash index merge: {}", ms.ToString());
     if (compact_wanted_.load(std::memory_order_relaxed)) {
+      free_before_compaction = sectors_.usage().free_sectors;
       uint64_t moved = 0;
       Status cs = CompactPackedLocked(&moved);
       if (!cs.ok()) spdlog::warn("catalog: compaction of packed blocks: {}", cs.ToString());
@@ -358,6 +360,10 @@ Status Catalog::SyncLocked(bool idle) {
   sectors_.Synced();
   slots_.Synced(idle);
   const SectorAllocator::Usage su = sectors_.usage();
+  // A pass that gained less than a page (blocks straddling into pages it
+  // did not empty leave holes there) ends compaction until blocks are
+  // freed again: passes never chase each other's holes.
+  if (free_before_compaction && su.free_sectors + kSectorsPerPage > *free_before_compaction) compact_retry_ = false;
   compact_wanted_.store(!options_.read_only && compact_retry_ && su.free_sectors >= kCompactMinFreeSectors &&
                             su.free_sectors * kCompactFreeShare >= su.used_sectors,
                         std::memory_order_relaxed);
