@@ -65,6 +65,7 @@ namespace chainswap {
 namespace catalog_sql {
 struct WriterStatements;
 }  // namespace catalog_sql
+class PreparedBlock;  // write_prep.h
 
 // The catalog's WAL is checkpointed at a Sync once it grows past
 // kWalCheckpointBytes; when it starts over, the file is cut back to
@@ -170,6 +171,10 @@ struct BlockOp {
   // kWrite: the keyed hash, precomputed by a caller that has found the
   // block not all zeros (the zero test is then not repeated).
   std::optional<BlockHash> hash;
+  // kWrite, optional: the block's stored form, compressed ahead of the
+  // transaction (write_prep.h); used when the block is stored compressed,
+  // else left alone.
+  PreparedBlock* prepared = nullptr;
 };
 
 // Size/time changes committed in the same transaction as a batch of ops.
@@ -313,6 +318,13 @@ class Catalog {
   // slot can be had, EIO for store I/O errors).
   Result<ApplyResult> ApplyBlockOps(std::span<const BlockOp> ops,
                                     std::span<const FileMetaUpdate> meta = {}) EXCLUDES(mu_);
+
+  // With compression on, the indices of the writes among `ops` (those with
+  // a precomputed hash) whose blocks are probably new: no block of the
+  // hash index or of the hash log has their key, and no earlier op of the
+  // batch does. A hint for compressing them ahead (write_prep.h), never
+  // for correctness; empty with compression off.
+  Result<std::vector<size_t>> PredictNew(std::span<const BlockOp> ops) EXCLUDES(mu_);
 
   // O(metadata) copy (SPEC §6 clone): makes [dst_lba, dst_lba + count) of
   // dst map exactly what [src_lba, src_lba + count) of src maps (LAT copy and

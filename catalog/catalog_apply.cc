@@ -16,6 +16,7 @@
 #include "catalog/catalog_sql.h"
 #include "catalog/compression.h"
 #include "catalog/stored_block.h"
+#include "catalog/write_prep.h"
 
 namespace chainswap {
 
@@ -251,14 +252,18 @@ Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyTxn& txn) {
     // is on (no gap is left in them).
     std::vector<uint8_t> packed;
     if (compress()) {
-      packed.resize(kBlockSize);
-      const CompressedBlock cb = BlockCompressor::Compress(op.data, packed);
-      if (cb.raw()) {
-        std::memcpy(packed.data(), op.data, kBlockSize);
-      } else {  // whole sectors, zero-padded
-        packed.resize(size_t{cb.sectors} * kSectorSize);
-        std::fill(packed.begin() + cb.stored_bytes(), packed.end(), uint8_t{0});
+      CompressedBlock cb;
+      if (op.prepared) {  // compressed ahead (write_prep.h), or now by Get()
+        cb = op.prepared->Get();
+        const auto form = op.prepared->form();
+        packed.assign(form.begin(), form.end());
+      } else {
+        packed.resize(kBlockSize);
+        cb = BlockCompressor::Compress(op.data, packed);
+        packed.resize(cb.stored_bytes());
       }
+      if (cb.raw()) packed.assign(op.data, op.data + kBlockSize);
+      else packed.resize(size_t{cb.sectors} * kSectorSize, uint8_t{0});  // whole sectors, zero-padded
       auto e = AllocSectorsLocked(cb.sectors);
       if (!e.ok()) return e.status();
       target = PackedPblock(*e);
@@ -400,6 +405,30 @@ Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
   if (options_.read_only) return Status::Error(EROFS, "catalog opened read-only");
   MutexLock lock(&mu_);
   return ApplyLocked(ops, meta, std::nullopt);
+}
+
+Result<std::vector<size_t>> Catalog::PredictNew(std::span<const BlockOp> ops) {
+  std::vector<size_t> fresh;
+  if (!compress() || options_.read_only) return fresh;
+  std::set<std::pair<int64_t, int64_t>> seen;  // (chain, key) of the batch so far
+  std::vector<int64_t> cands;
+  MutexLock lock(&mu_);
+  auto& find = st_->hash_index_find;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const BlockOp& op = ops[i];
+    if (op.kind != BlockOp::Kind::kWrite || !op.hash) continue;
+    const int64_t key = HashKey(*op.hash);
+    if (!seen.emplace(op.dedup_id, key).second) continue;
+    cands.clear();
+    hash_log_.Candidates(key, &cands);
+    if (!cands.empty()) continue;
+    find.Reset().Bind(1, key);
+    auto r = find.Step();
+    find.Reset();
+    if (!r.ok()) return r.status();
+    if (!*r) fresh.push_back(i);
+  }
+  return fresh;
 }
 
 Status Catalog::RetireBucket(std::span<const FileMetaUpdate> meta, uint64_t bucket) {

@@ -50,6 +50,7 @@ void Destagers::Reset(uint64_t first_bucket) {
 
 void Destagers::Start() {
   if (write_thread_.joinable()) return;
+  if (catalog_.compress()) prep_ = std::make_unique<WritePrep>();
   write_thread_ = std::thread([this] { Loop(IoKind::kWrite); });
   delete_thread_ = std::thread([this] { Loop(IoKind::kDelete); });
   retire_thread_ = std::thread([this] { RetireLoop(); });
@@ -66,6 +67,7 @@ void Destagers::Join() {
   if (write_thread_.joinable()) write_thread_.join();
   if (delete_thread_.joinable()) delete_thread_.join();
   if (retire_thread_.joinable()) retire_thread_.join();
+  prep_.reset();
 }
 
 std::pair<uint64_t, uint64_t> Destagers::Cursors() {
@@ -269,6 +271,20 @@ Status Destagers::ProcessWrites(const Bucket& b, size_t* next_record) {
       }
     }
     counters_.writes_absorbed += blocks - ops.size();
+    // With compression on, the batch's probably new blocks are compressed
+    // on prep_'s thread while the catalog applies the batch (write_prep.h).
+    struct PrepFinish {
+      WritePrep* prep;
+      ~PrepFinish() {
+        if (prep) prep->Finish();
+      }
+    } prep_finish{nullptr};
+    if (prep_) {
+      auto fresh = catalog_.PredictNew(ops);
+      if (!fresh.ok()) return fresh.status();
+      prep_->Start(ops, *fresh);
+      prep_finish.prep = prep_.get();
+    }
     size_t done = 0;
     while (done < ops.size()) {
       const uint64_t left = ops.size() - done;

@@ -42,6 +42,7 @@
 #include <thread>
 
 #include "catalog/catalog.h"
+#include "catalog/write_prep.h"
 #include "catalog/mutex.h"
 #include "destage/bucket_journal.h"
 #include "destage/logical_queue.h"
@@ -198,6 +199,10 @@ class Destagers {
   // could evict and the destager would then fault back in, see
   // fs/memory_guard.h). kBatchBufferBytes in destagers.cc.
   std::unique_ptr<uint8_t[]> batch_buf_;
+  // With compression on: compresses each batch's probably new blocks on
+  // its own thread while the write destager applies the batch. Created by
+  // Start(), dropped by Join(); used by the write destager only.
+  std::unique_ptr<WritePrep> prep_;
   // Owned by the delete destager thread (its idle work): no lock.
   uint64_t idle_synced_ops_ = 0;  // ops_destaged at the last idle catalog sync
   int64_t idle_wal_try_ns_ = 0;   // when the last idle catalog sync ran

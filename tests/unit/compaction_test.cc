@@ -10,11 +10,13 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 #include <vector>
 
 #include "catalog/compression.h"
 #include "catalog/stored_block.h"
+#include "catalog/write_prep.h"
 #include "test_util.h"
 
 namespace chainswap {
@@ -165,6 +167,99 @@ TEST_F(CompactionTest, IdleSyncsCompactSparsePackPagesWithoutLosingABlock) {
   ExpectContents(f, mf, kLbas);
   ExpectContents(g, mg, kLbas);
   test::ExpectCatalogInvariants(cat(), store());
+}
+
+// The write destager's compression ahead of the transaction (write_prep.h):
+// PredictNew names exactly the writes whose keys neither the catalog nor an
+// earlier op of the batch has; blocks compressed by the worker or claimed
+// by the caller store the same sectors and read back the same as blocks
+// compressed inline.
+TEST_F(CompactionTest, BlocksCompressedAheadStoreWhatInlineCompressionStores) {
+  const int64_t c = NewChain("c");
+  const int64_t f = NewFile(c, "f");
+  auto hasher = cat().HasherFor(c);
+  ASSERT_TRUE(hasher.ok());
+  std::map<uint64_t, test::Block> model;
+  std::vector<BlockOp> first;
+  for (uint64_t l = 0; l < 200; ++l) {
+    model[l] = MixedBlock(l, (l * 131) % kBlockSize);
+    first.push_back(test::WriteOp(f, c, l, model[l]));
+  }
+  ASSERT_TRUE(Apply(first).ok());
+  // A batch: 100 duplicates of stored blocks, 150 new blocks, then 50
+  // repeats of new blocks of the batch.
+  std::vector<BlockOp> ops;
+  std::vector<size_t> want;
+  for (uint64_t l = 200; l < 300; ++l) {
+    model[l] = model[l - 200];
+    ops.push_back(test::WriteOp(f, c, l, model[l]));
+  }
+  for (uint64_t l = 300; l < 450; ++l) {
+    model[l] = MixedBlock(l, (l * 131) % kBlockSize);
+    want.push_back(ops.size());
+    ops.push_back(test::WriteOp(f, c, l, model[l]));
+  }
+  for (uint64_t l = 450; l < 500; ++l) {
+    model[l] = model[l - 150];
+    ops.push_back(test::WriteOp(f, c, l, model[l]));
+  }
+  for (auto& op : ops) op.hash = (*hasher)->Hash(op.data);
+  auto fresh = cat().PredictNew(ops);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(*fresh, want);
+
+  WritePrep prep;
+  prep.Start(ops, *fresh);
+  for (size_t i : *fresh) ASSERT_NE(ops[i].prepared, nullptr);
+  // Claim every other block from this thread while the worker runs: each is
+  // compressed once, by one of them, to what Compress gives.
+  for (size_t k = 0; k < fresh->size(); k += 2) {
+    const BlockOp& op = ops[(*fresh)[k]];
+    std::vector<uint8_t> out(kMaxCompressedBytes);
+    const CompressedBlock cb = BlockCompressor::Compress(op.data, out);
+    const CompressedBlock& got = op.prepared->Get();
+    ASSERT_EQ(got.sectors, cb.sectors);
+    ASSERT_EQ(got.bytes, cb.bytes);
+    ASSERT_EQ(std::memcmp(op.prepared->form().data(), out.data(), cb.stored_bytes()), 0);
+  }
+  ASSERT_TRUE(Apply(ops).ok());
+  prep.Finish();
+  EXPECT_LE(prep.worker_compressed(), fresh->size());
+
+  uint64_t sectors = 0;
+  for (auto& [l, b] : model) {
+    if (l >= 200) continue;  // every later block repeats one of these or is among 300..449
+    std::vector<uint8_t> out(kMaxCompressedBytes);
+    sectors += BlockCompressor::Compress(b.data(), out).sectors;
+  }
+  for (uint64_t l = 300; l < 450; ++l) {
+    std::vector<uint8_t> out(kMaxCompressedBytes);
+    sectors += BlockCompressor::Compress(model[l].data(), out).sectors;
+  }
+  EXPECT_EQ(cat().Usage().packed_sectors, sectors);
+  ExpectContents(f, model, 500);
+  CS_ASSERT_OK(cat().Sync());
+  test::ExpectCatalogInvariants(cat(), store());
+
+  // A second batch of the same blocks: all known, none predicted new.
+  auto again = cat().PredictNew(ops);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->empty());
+}
+
+class PredictOffTest : public test::BackingFixture {};  // compression off (the format default)
+
+TEST_F(PredictOffTest, NothingIsPredictedWithCompressionOff) {
+  const int64_t c = NewChain("c");
+  const int64_t f = NewFile(c, "f");
+  auto hasher = cat().HasherFor(c);
+  ASSERT_TRUE(hasher.ok());
+  const test::Block blk = MixedBlock(1, 100);
+  std::vector<BlockOp> ops{test::WriteOp(f, c, 0, blk)};
+  ops[0].hash = (*hasher)->Hash(ops[0].data);
+  auto fresh = cat().PredictNew(ops);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_TRUE(fresh->empty());
 }
 
 }  // namespace
