@@ -357,6 +357,9 @@ Status Catalog::SyncLocked(bool idle) {
   // since reusable.
   // Sectors first: the pack pages they free wholly go back to the slot
   // allocator, which then makes them reusable.
+  // Pending frees become reusable, and compaction moved blocks: locations
+  // the PAT names may get other bytes from now on (store_epoch_).
+  if (sectors_.HasPending() || slots_.HasSlotsToRelease() || free_before_compaction) ++store_epoch_;
   sectors_.Synced();
   slots_.Synced(idle);
   const SectorAllocator::Usage su = sectors_.usage();

@@ -59,13 +59,13 @@
 #include "catalog/sqlite.h"
 #include "catalog/status.h"
 #include "catalog/thread_annotations.h"
+#include "catalog/write_prep.h"
 
 namespace chainswap {
 
 namespace catalog_sql {
 struct WriterStatements;
 }  // namespace catalog_sql
-class PreparedBlock;  // write_prep.h
 
 // The catalog's WAL is checkpointed at a Sync once it grows past
 // kWalCheckpointBytes; when it starts over, the file is cut back to
@@ -319,12 +319,15 @@ class Catalog {
   Result<ApplyResult> ApplyBlockOps(std::span<const BlockOp> ops,
                                     std::span<const FileMetaUpdate> meta = {}) EXCLUDES(mu_);
 
-  // With compression on, the indices of the writes among `ops` (those with
-  // a precomputed hash) whose blocks are probably new: no block of the
-  // hash index or of the hash log has their key, and no earlier op of the
-  // batch does. A hint for compressing them ahead (write_prep.h), never
-  // for correctness; empty with compression off.
-  Result<std::vector<size_t>> PredictNew(std::span<const BlockOp> ops) EXCLUDES(mu_);
+  // With compression on, what the writes among `ops` (those with a
+  // precomputed hash) probably are, for doing their compression work ahead
+  // (write_prep.h): new (no block of the hash index or of the hash log has
+  // their key, and no earlier op of the batch does), or, with verify-on-match,
+  // a duplicate of a compressed block (a live block of their chain with
+  // their key, whose bytes the transaction would read and decompress to
+  // compare). Hints, never trusted for correctness; empty with compression
+  // off.
+  Result<WritePrediction> PredictWrites(std::span<const BlockOp> ops) EXCLUDES(mu_);
 
   // O(metadata) copy (SPEC §6 clone): makes [dst_lba, dst_lba + count) of
   // dst map exactly what [src_lba, src_lba + count) of src maps (LAT copy and
@@ -381,6 +384,8 @@ class Catalog {
   // Whether new unique blocks are stored compressed (CatalogOptions::compress
   // or the catalog's setting).
   bool compress() const { return compress_.load(std::memory_order_relaxed); }
+  // The content store the catalog maps blocks onto (thread-safe itself).
+  const ContentStore& store() const { return *store_; }
   // Verify bytes on every hash match even with dedup_verify off. Set after a
   // crash: committed catalog rows may reference slots whose bytes never
   // reached the disk (the store is synced only at retirement and fsync), and
@@ -477,7 +482,8 @@ class Catalog {
   // A merge transaction of its own, for an idle Sync: freezes whatever the
   // active generation has, merges up to kIdleHashMergeChunk changes.
   Status IdleMergeLocked() REQUIRES(mu_);
-  // A slot for a new block, its free_slot row deleted. ENOSPC at capacity.
+  // A slot for a new block (a sync first when only pending frees could make
+  // room at capacity). ENOSPC at capacity.
   Result<uint64_t> AllocSlotLocked() REQUIRES(mu_);
   // One pass of compaction (see kCompactBlocks), in a transaction of its
   // own: the packed blocks touching the emptiest pack pages are copied
@@ -532,6 +538,11 @@ class Catalog {
   uint64_t hash_unindexed_ GUARDED_BY(mu_) = 0;
   uint64_t hash_limit_ GUARDED_BY(mu_) = 0;
   bool quota_logged_ GUARDED_BY(mu_) = false;
+  // Counts the Syncs that made freed space reusable or moved blocks
+  // (compaction): while it stays the same, a block the PAT has keeps its
+  // location and bytes. WritePrep's verifications made since a prediction
+  // are accepted only under the prediction's epoch.
+  uint64_t store_epoch_ GUARDED_BY(mu_) = 0;
 
   // Whether new blocks are compressed (set by Init).
   std::atomic<bool> compress_{false};

@@ -186,6 +186,10 @@ Result<std::optional<int64_t>> Catalog::FindDuplicateLocked(const BlockOp& op, c
         continue;
       }
     }
+    // Compared ahead by WritePrep, if no Sync has made space reusable
+    // since (the candidate then still holds what the worker read).
+    if (op.prepared && op.prepared->store_epoch() == store_epoch_ && op.prepared->VerifiedEqual(cand))
+      return std::optional<int64_t>(cand);
     alignas(64) uint8_t buf[kBlockSize];
     const uint8_t* bytes;
     auto pending = txn.new_data.find(cand);
@@ -407,13 +411,16 @@ Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
   return ApplyLocked(ops, meta, std::nullopt);
 }
 
-Result<std::vector<size_t>> Catalog::PredictNew(std::span<const BlockOp> ops) {
-  std::vector<size_t> fresh;
-  if (!compress() || options_.read_only) return fresh;
+Result<WritePrediction> Catalog::PredictWrites(std::span<const BlockOp> ops) {
+  WritePrediction p;
+  if (!compress() || options_.read_only) return p;
   std::set<std::pair<int64_t, int64_t>> seen;  // (chain, key) of the batch so far
   std::vector<int64_t> cands;
   MutexLock lock(&mu_);
+  const bool verify = options_.dedup_verify || force_verify_.load(std::memory_order_relaxed);
+  p.store_epoch = store_epoch_;
   auto& find = st_->hash_index_find;
+  auto& get = st_->pat_get;
   for (size_t i = 0; i < ops.size(); ++i) {
     const BlockOp& op = ops[i];
     if (op.kind != BlockOp::Kind::kWrite || !op.hash) continue;
@@ -421,14 +428,31 @@ Result<std::vector<size_t>> Catalog::PredictNew(std::span<const BlockOp> ops) {
     if (!seen.emplace(op.dedup_id, key).second) continue;
     cands.clear();
     hash_log_.Candidates(key, &cands);
-    if (!cands.empty()) continue;
     find.Reset().Bind(1, key);
-    auto r = find.Step();
+    CS_RETURN_IF_ERROR(find.ForEachRow([&](const sql::Stmt& row) { cands.push_back(row.Int(0)); }));
     find.Reset();
-    if (!r.ok()) return r.status();
-    if (!*r) fresh.push_back(i);
+    if (cands.empty()) {
+      p.fresh.push_back(i);
+      continue;
+    }
+    if (!verify) continue;
+    // The first candidate that is a live compressed block of the chain
+    // with this key (FindDuplicateLocked's check): the one the transaction
+    // would decompress.
+    for (int64_t cand : cands) {
+      if (!IsPacked(cand)) continue;
+      get.Reset().Bind(1, cand);
+      auto r = get.Step();
+      if (!r.ok()) return r.status();
+      const bool same = *r && get.Int(0) == op.dedup_id && !get.IsNull(2) && get.Int(2) == key;
+      get.Reset();
+      if (same) {
+        p.duplicates.emplace_back(i, cand);
+        break;
+      }
+    }
   }
-  return fresh;
+  return p;
 }
 
 Status Catalog::RetireBucket(std::span<const FileMetaUpdate> meta, uint64_t bucket) {

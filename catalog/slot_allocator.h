@@ -30,10 +30,8 @@
 //    transaction uses and drops slots, then Commit() after the database
 //    commit, or Abort() after a rollback (allocations are undone, frees
 //    forgotten). At most one transaction is open at a time.
-//  - The allocator keeps no tables: the caller mirrors the free list in its
-//    free_slot table inside the same transaction (deletes the row of an
-//    Allocation with from_free, inserts one per Free()) and hands it to
-//    Load() at start-up.
+//  - The allocator keeps no tables: the free slots are the gaps of the
+//    PAT's slots, which the caller hands to Load() at start-up.
 //
 // Thread-safety: every method is thread-safe (one internal mutex; Usage()
 // and HasSlotsToRelease() read atomics without it). Transactions are not

@@ -6,7 +6,7 @@
 
 namespace chainswap {
 
-Status ReadStoredBlock(const ContentStore& store, int64_t pblock, uint8_t* out) {
+Status ReadStoredBlock(const ContentStore& store, int64_t pblock, uint8_t* out, bool log_damage) {
   if (!IsPacked(pblock)) return store.ReadSlots(static_cast<uint64_t>(pblock), 1, out);
   const SectorExtent e = PackedExtent(pblock);
   if (e.count == kSectorsPerPage) return store.ReadSectors(e.first, e.count, out);
@@ -16,7 +16,7 @@ Status ReadStoredBlock(const ContentStore& store, int64_t pblock, uint8_t* out) 
                            "+" + std::to_string(e.count) + ")";
   Status st = BlockCompressor::Decompress(std::span<const uint8_t>(buf, size_t{e.count} * kSectorSize), out,
                                           what.c_str());
-  if (!st.ok()) spdlog::error("content store: {} (run chainswap fsck)", st.message());
+  if (!st.ok() && log_damage) spdlog::error("content store: {} (run chainswap fsck)", st.message());
   return st;
 }
 

@@ -43,7 +43,9 @@ inline uint64_t StoredBlockEndSlot(int64_t pblock) {
 
 // Reads block `pblock` into out (kBlockSize bytes), decompressing a
 // compressed one. Reads only the block's own sectors. EIO for a damaged
-// block (logged at error, naming the block), never wrong bytes.
-Status ReadStoredBlock(const ContentStore& store, int64_t pblock, uint8_t* out);
+// block (logged at error, naming the block, unless `log_damage` is false:
+// a speculative read that may race a reuse, write_prep.h), never wrong
+// bytes.
+Status ReadStoredBlock(const ContentStore& store, int64_t pblock, uint8_t* out, bool log_damage = true);
 
 }  // namespace chainswap

@@ -1,25 +1,33 @@
-// Compression of a batch's new blocks ahead of the catalog transaction that
-// stores them (issue 14: ingest with compress=lz4 near compress=off).
+// The compression work of a batch of writes, done ahead of the catalog
+// transaction that applies it (issue 14: ingest with compress=lz4 near
+// compress=off).
 //
 // The write destager applies a batch under the catalog mutex, one op after
-// the other; compressing each new unique block there (LZ4, ~5 µs) sat on the
-// ingest's critical path. Instead, before the transaction, the destager asks
-// the catalog which of the batch's blocks are probably new
-// (Catalog::PredictNew), and a WritePrep compresses those, in op order, on
-// its own worker thread while the transaction runs. When the transaction
-// reaches a new block, PreparedBlock::Get() returns its stored form: ready,
-// or compressed by the caller right then when the worker has not claimed it
-// yet (a block is compressed once, by whichever thread claims it first), or,
-// if the worker is compressing it at that moment, once the worker is done.
-// A prediction that was wrong costs one compression on the worker (a block
-// predicted new that turned out a duplicate) or nothing (a block predicted
-// duplicate is compressed inline, as without WritePrep).
+// the other. With compression on, two kinds of work there sat on the
+// ingest's critical path: compressing each new unique block (LZ4, ~5 µs),
+// and, with dedup_verify, reading and decompressing the stored block each
+// duplicate matched (~2 µs). So before the transaction the destager asks the
+// catalog what each write probably is (Catalog::PredictWrites: new, or a
+// duplicate of a given compressed block), and a WritePrep does that work, in
+// op order, on its own thread while the transaction runs:
+//   - a probably new block is compressed; when the transaction stores it,
+//     PreparedBlock::Get() returns the stored form;
+//   - a probable duplicate is compared with the candidate's stored bytes;
+//     PreparedBlock::VerifiedEqual(candidate) says whether they were equal.
+// Each item is claimed once, by one compare-and-swap: by the worker, or by
+// the transaction when it gets there first (it then does the work itself,
+// as without WritePrep); when the worker is in the middle of an item the
+// transaction waits for it (microseconds). A wrong prediction costs the
+// worker's effort, never a wrong result: the transaction still decides
+// everything under the catalog mutex (the catalog accepts a verification
+// only while no Sync has made freed space reusable since the prediction:
+// PredictWrites' store epoch).
 //
 // Thread-safety: Start() and Finish() are called by one thread (the write
-// destager), alternately. PreparedBlock::Get() may be called from any thread
-// between them; the claim of each block is one atomic compare-and-swap, its
+// destager), alternately. PreparedBlock's methods may be called from any
+// thread between them; an item's claim is one atomic compare-and-swap, its
 // result published by a release store. The worker's job fields are guarded
-// by WritePrep::mu_ (a leaf lock: nothing is taken while it is held).
+// by WritePrep::mu_ (a leaf lock: nothing else is taken while it is held).
 #pragma once
 
 #include <atomic>
@@ -27,6 +35,7 @@
 #include <memory>
 #include <span>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "catalog/compression.h"
@@ -36,61 +45,90 @@
 namespace chainswap {
 
 struct BlockOp;
+class ContentStore;
 
-// One block's stored form, compressed once by whichever thread claims it.
+// What a batch's writes probably are (Catalog::PredictWrites).
+struct WritePrediction {
+  std::vector<size_t> fresh;  // indices of ops whose blocks are probably new
+  // (op index, candidate): ops whose blocks probably equal that stored
+  // compressed block (a live block of the op's chain with the op's hash key).
+  std::vector<std::pair<size_t, int64_t>> duplicates;
+  uint64_t store_epoch = 0;  // the catalog's store epoch at the prediction
+};
+
+// One op's work, done once by whichever thread claims it.
 class PreparedBlock {
  public:
-  // The block's compression (BlockCompressor::Compress of `data`); when not
-  // raw(), form() holds its stored form. Claims the block if nobody has.
+  // A probably new block: its compression (BlockCompressor::Compress of the
+  // op's data); when not raw(), form() then holds the stored form.
   const CompressedBlock& Get();
-  // The stored form (header and LZ4 bytes); valid after Get().
   std::span<const uint8_t> form() const { return {form_, result_.stored_bytes()}; }
+
+  // A probable duplicate: true when the worker found `candidate`'s stored
+  // bytes equal to the op's data; false when they differ, when it could not
+  // read them, when the item was for another candidate or when the worker
+  // had not started it (the caller verifies itself).
+  bool VerifiedEqual(int64_t candidate);
+  // The store epoch of the prediction (WritePrediction::store_epoch).
+  uint64_t store_epoch() const { return store_epoch_; }
 
  private:
   friend class WritePrep;
   enum State : uint8_t { kPending, kBusy, kDone };
-  // Compresses the block if this call claims it; true when it did.
-  bool TryCompress();
+  enum class Kind : uint8_t { kCompress, kVerify };
+  // Claims the item and does its work; false when another thread had
+  // claimed it. `run` false only claims it (the work is left undone).
+  bool Claim(bool run);
+  void WaitDone() const;
 
+  Kind kind_ = Kind::kCompress;
   const uint8_t* data_ = nullptr;
+  const ContentStore* store_ = nullptr;  // kVerify
+  int64_t candidate_ = 0;                // kVerify
+  uint64_t store_epoch_ = 0;
   std::atomic<uint8_t> state_{kPending};
-  CompressedBlock result_;  // written by the claimer before state_ = kDone
+  // Written by the claimer before state_ = kDone.
+  CompressedBlock result_;  // kCompress
+  bool equal_ = false;      // kVerify: the worker found them equal
   alignas(64) uint8_t form_[kMaxCompressedBytes];
 };
 
 class WritePrep {
  public:
-  WritePrep();
+  // `store`: where the candidates of verifications are read.
+  explicit WritePrep(const ContentStore& store);
   ~WritePrep();  // stops and joins the worker
   WritePrep(const WritePrep&) = delete;
   WritePrep& operator=(const WritePrep&) = delete;
 
-  // Points ops[i].prepared, for every i in `fresh` (writes whose data stays
-  // valid until Finish()), at a PreparedBlock and starts compressing them
-  // in that order on the worker. REQUIRES: Finish() since the last Start().
-  void Start(std::span<BlockOp> ops, std::span<const size_t> fresh) EXCLUDES(mu_);
+  // Points ops[i].prepared at a PreparedBlock for every op the prediction
+  // names (writes whose data stays valid until Finish()) and starts their
+  // work in op order on the worker. REQUIRES: Finish() since the last
+  // Start().
+  void Start(std::span<BlockOp> ops, const WritePrediction& p) EXCLUDES(mu_);
   // Stops the worker from claiming more of the batch and waits until it
   // touches none of it; the ops' prepared pointers are then invalid.
   void Finish() EXCLUDES(mu_);
 
-  // Blocks the worker compressed (for tests and counters).
-  uint64_t worker_compressed() const { return worker_compressed_.load(std::memory_order_relaxed); }
+  // Items the worker did (for tests and counters).
+  uint64_t worker_items() const { return worker_items_.load(std::memory_order_relaxed); }
 
  private:
   void Run() EXCLUDES(mu_);
 
+  const ContentStore& store_;
   std::unique_ptr<PreparedBlock[]> blocks_;  // capacity_ of them, reused per batch
   size_t capacity_ = 0;                      // touched by the Start/Finish thread only
 
   Mutex mu_;
   CondVar cv_{&mu_};
-  PreparedBlock* job_ GUARDED_BY(mu_) = nullptr;  // the batch's blocks
+  PreparedBlock* job_ GUARDED_BY(mu_) = nullptr;  // the batch's items, in op order
   size_t job_size_ GUARDED_BY(mu_) = 0;
-  uint64_t job_seq_ GUARDED_BY(mu_) = 0;    // Start() count
-  uint64_t done_seq_ GUARDED_BY(mu_) = 0;   // batches the worker has left
+  uint64_t job_seq_ GUARDED_BY(mu_) = 0;   // Start() count
+  uint64_t done_seq_ GUARDED_BY(mu_) = 0;  // batches the worker has left
   bool stop_ GUARDED_BY(mu_) = false;
-  std::atomic<bool> cancel_{false};         // Finish(): claim nothing more
-  std::atomic<uint64_t> worker_compressed_{0};
+  std::atomic<bool> cancel_{false};  // Finish(): claim nothing more
+  std::atomic<uint64_t> worker_items_{0};
   std::thread worker_;
 };
 

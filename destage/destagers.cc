@@ -50,7 +50,7 @@ void Destagers::Reset(uint64_t first_bucket) {
 
 void Destagers::Start() {
   if (write_thread_.joinable()) return;
-  if (catalog_.compress()) prep_ = std::make_unique<WritePrep>();
+  if (catalog_.compress()) prep_ = std::make_unique<WritePrep>(catalog_.store());
   write_thread_ = std::thread([this] { Loop(IoKind::kWrite); });
   delete_thread_ = std::thread([this] { Loop(IoKind::kDelete); });
   retire_thread_ = std::thread([this] { RetireLoop(); });
@@ -271,8 +271,9 @@ Status Destagers::ProcessWrites(const Bucket& b, size_t* next_record) {
       }
     }
     counters_.writes_absorbed += blocks - ops.size();
-    // With compression on, the batch's probably new blocks are compressed
-    // on prep_'s thread while the catalog applies the batch (write_prep.h).
+    // With compression on, the batch's probably new blocks are compressed,
+    // and its probable duplicates of compressed blocks compared, on prep_'s
+    // thread while the catalog applies the batch (write_prep.h).
     struct PrepFinish {
       WritePrep* prep;
       ~PrepFinish() {
@@ -280,9 +281,9 @@ Status Destagers::ProcessWrites(const Bucket& b, size_t* next_record) {
       }
     } prep_finish{nullptr};
     if (prep_) {
-      auto fresh = catalog_.PredictNew(ops);
-      if (!fresh.ok()) return fresh.status();
-      prep_->Start(ops, *fresh);
+      auto predicted = catalog_.PredictWrites(ops);
+      if (!predicted.ok()) return predicted.status();
+      prep_->Start(ops, *predicted);
       prep_finish.prep = prep_.get();
     }
     size_t done = 0;

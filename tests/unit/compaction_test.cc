@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <random>
@@ -204,12 +205,16 @@ TEST_F(CompactionTest, BlocksCompressedAheadStoreWhatInlineCompressionStores) {
     ops.push_back(test::WriteOp(f, c, l, model[l]));
   }
   for (auto& op : ops) op.hash = (*hasher)->Hash(op.data);
-  auto fresh = cat().PredictNew(ops);
-  ASSERT_TRUE(fresh.ok());
+  auto predicted = cat().PredictWrites(ops);
+  ASSERT_TRUE(predicted.ok());
+  const std::vector<size_t>* fresh = &predicted->fresh;
   EXPECT_EQ(*fresh, want);
+  // The first 100 repeat stored compressed blocks: duplicates to verify.
+  ASSERT_EQ(predicted->duplicates.size(), 100u);
+  for (size_t k = 0; k < 100; ++k) EXPECT_EQ(predicted->duplicates[k].first, k);
 
-  WritePrep prep;
-  prep.Start(ops, *fresh);
+  WritePrep prep(store());
+  prep.Start(ops, *predicted);
   for (size_t i : *fresh) ASSERT_NE(ops[i].prepared, nullptr);
   // Claim every other block from this thread while the worker runs: each is
   // compressed once, by one of them, to what Compress gives.
@@ -224,7 +229,7 @@ TEST_F(CompactionTest, BlocksCompressedAheadStoreWhatInlineCompressionStores) {
   }
   ASSERT_TRUE(Apply(ops).ok());
   prep.Finish();
-  EXPECT_LE(prep.worker_compressed(), fresh->size());
+  EXPECT_LE(prep.worker_items(), fresh->size() + 100);
 
   uint64_t sectors = 0;
   for (auto& [l, b] : model) {
@@ -242,9 +247,65 @@ TEST_F(CompactionTest, BlocksCompressedAheadStoreWhatInlineCompressionStores) {
   test::ExpectCatalogInvariants(cat(), store());
 
   // A second batch of the same blocks: all known, none predicted new.
-  auto again = cat().PredictNew(ops);
+  auto again = cat().PredictWrites(ops);
   ASSERT_TRUE(again.ok());
-  EXPECT_TRUE(again->empty());
+  EXPECT_TRUE(again->fresh.empty());
+  EXPECT_EQ(again->duplicates.size(), 250u);
+}
+
+// A duplicate compared ahead (WritePrep) is taken without reading the
+// candidate again only while the catalog's store epoch is the prediction's:
+// here the candidate's sectors are damaged after the worker compared them.
+// Under the same epoch the transaction trusts the comparison (it never reads
+// the damage); after a Sync that made frees reusable, it reads the candidate
+// itself and finds the damage (EIO), as it would without WritePrep.
+TEST_F(CompactionTest, ComparisonsAheadCountOnlyUnderThePredictionsStoreEpoch) {
+  const int64_t c = NewChain("c");
+  const int64_t f = NewFile(c, "f");
+  auto hasher = cat().HasherFor(c);
+  ASSERT_TRUE(hasher.ok());
+  const test::Block a = MixedBlock(1, 300), x = MixedBlock(2, 300), y = MixedBlock(3, 300);
+  ASSERT_TRUE(Apply({test::WriteOp(f, c, 0, a), test::WriteOp(f, c, 1, x), test::WriteOp(f, c, 2, y)}).ok());
+  CS_ASSERT_OK(cat().Sync());
+  const int64_t cand = test::QueryInt(db(), "SELECT pblock FROM lat WHERE file_id = " + std::to_string(f) + " AND lba = 0");
+  ASSERT_TRUE(IsPacked(cand));
+  const std::vector<uint8_t> garbage(size_t{PackedExtent(cand).count} * kSectorSize, 0xA5);
+
+  for (bool sync_between : {false, true}) {
+    SCOPED_TRACE(sync_between ? "a Sync between" : "same epoch");
+    const uint64_t lba = sync_between ? 20 : 10;
+    std::vector<BlockOp> ops{test::WriteOp(f, c, lba, a)};
+    ops[0].hash = (*hasher)->Hash(ops[0].data);
+    auto predicted = cat().PredictWrites(ops);
+    ASSERT_TRUE(predicted.ok());
+    ASSERT_EQ(predicted->duplicates.size(), 1u);
+    EXPECT_EQ(predicted->duplicates[0].second, cand);
+    WritePrep prep(store());
+    prep.Start(ops, *predicted);
+    for (int i = 0; i < 10000 && prep.worker_items() == 0; ++i) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    ASSERT_EQ(prep.worker_items(), 1u) << "the worker compared the block";
+    // Damage the candidate (saving its sectors to restore them).
+    std::vector<uint8_t> saved(garbage.size());
+    CS_ASSERT_OK(store().ReadSectors(PackedExtent(cand).first, PackedExtent(cand).count, saved.data()));
+    CS_ASSERT_OK(store().WriteSectors(PackedExtent(cand).first, PackedExtent(cand).count, garbage.data()));
+    if (sync_between) {
+      ASSERT_TRUE(Apply({test::DeleteOp(f, c, 2, 1)}).ok());  // a pending free
+      CS_ASSERT_OK(cat().Sync());                               // made reusable: a new epoch
+    }
+    auto res = Apply(ops);
+    prep.Finish();
+    CS_ASSERT_OK(store().WriteSectors(PackedExtent(cand).first, PackedExtent(cand).count, saved.data()));
+    if (sync_between) {
+      ASSERT_FALSE(res.ok()) << "the candidate was read again and found damaged";
+      EXPECT_EQ(res.status().code(), EIO);
+    } else {
+      ASSERT_TRUE(res.ok()) << res.status().ToString();
+      EXPECT_EQ(res->blocks_deduped, 1u);
+    }
+  }
+  std::map<uint64_t, test::Block> model{{0, a}, {1, x}, {10, a}};
+  ExpectContents(f, model, 21);
+  test::ExpectCatalogInvariants(cat(), store());
 }
 
 class PredictOffTest : public test::BackingFixture {};  // compression off (the format default)
@@ -257,9 +318,10 @@ TEST_F(PredictOffTest, NothingIsPredictedWithCompressionOff) {
   const test::Block blk = MixedBlock(1, 100);
   std::vector<BlockOp> ops{test::WriteOp(f, c, 0, blk)};
   ops[0].hash = (*hasher)->Hash(ops[0].data);
-  auto fresh = cat().PredictNew(ops);
-  ASSERT_TRUE(fresh.ok());
-  EXPECT_TRUE(fresh->empty());
+  auto predicted = cat().PredictWrites(ops);
+  ASSERT_TRUE(predicted.ok());
+  EXPECT_TRUE(predicted->fresh.empty());
+  EXPECT_TRUE(predicted->duplicates.empty());
 }
 
 }  // namespace
