@@ -419,6 +419,10 @@ Result<WritePrediction> Catalog::PredictWrites(std::span<const BlockOp> ops) {
   MutexLock lock(&mu_);
   const bool verify = options_.dedup_verify || force_verify_.load(std::memory_order_relaxed);
   p.store_epoch = store_epoch_;
+  // One read transaction for all the lookups (each statement outside one
+  // would begin and end its own, with a WAL lock taken and dropped each).
+  sql::Transaction read(db_);
+  CS_RETURN_IF_ERROR(read.BeginRead());
   auto& find = st_->hash_index_find;
   auto& get = st_->pat_get;
   for (size_t i = 0; i < ops.size(); ++i) {
@@ -452,6 +456,7 @@ Result<WritePrediction> Catalog::PredictWrites(std::span<const BlockOp> ops) {
       }
     }
   }
+  CS_RETURN_IF_ERROR(read.Commit());
   return p;
 }
 

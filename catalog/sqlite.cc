@@ -148,6 +148,12 @@ Status Transaction::Begin() {
   return Status::Ok();
 }
 
+Status Transaction::BeginRead() {
+  CS_RETURN_IF_ERROR(db_.Exec("BEGIN"));
+  open_ = true;
+  return Status::Ok();
+}
+
 Status Transaction::Commit() {
   Status st = db_.Exec("COMMIT");
   if (st.ok()) open_ = false;

@@ -118,7 +118,8 @@ class Transaction {
   Transaction(const Transaction&) = delete;
   Transaction& operator=(const Transaction&) = delete;
 
-  Status Begin();
+  Status Begin();      // BEGIN IMMEDIATE: a write transaction
+  Status BeginRead();  // BEGIN (deferred): one snapshot and one WAL read lock for many reads
   Status Commit();
 
  private:
