@@ -92,6 +92,9 @@ inline constexpr uint64_t kReaderCacheBytes = 1u << 20;
 // an idle Sync, up to kIdleHashMergeChunk changes each.
 inline constexpr size_t kHashMergeChunk = 64;
 inline constexpr size_t kIdleHashMergeChunk = 16384;
+// PredictWrites hands its items to the WritePrep worker in groups of this
+// many (and after the first 8, so that the worker starts at once).
+inline constexpr size_t kPredictPublishItems = 32;
 
 // The chain hash table's quota (hash_table_limit=, OpenZFS's
 // dedup_table_quota): once the catalog holds this many hash entries, a new
@@ -319,15 +322,17 @@ class Catalog {
   Result<ApplyResult> ApplyBlockOps(std::span<const BlockOp> ops,
                                     std::span<const FileMetaUpdate> meta = {}) EXCLUDES(mu_);
 
-  // With compression on, what the writes among `ops` (those with a
-  // precomputed hash) probably are, for doing their compression work ahead
-  // (write_prep.h): new (no block of the hash index or of the hash log has
-  // their key, and no earlier op of the batch does), or, with verify-on-match,
-  // a duplicate of a compressed block (a live block of their chain with
-  // their key, whose bytes the transaction would read and decompress to
-  // compare). Hints, never trusted for correctness; empty with compression
-  // off.
-  Result<WritePrediction> PredictWrites(std::span<const BlockOp> ops) EXCLUDES(mu_);
+  // With compression on, predicts what the writes among `ops` (those with
+  // a precomputed hash) are, and hands each to `prep` to do its compression
+  // work ahead (write_prep.h), setting its `prepared`: new (no block of the
+  // hash index or of the hash log has its key, and no earlier op of the
+  // batch does): compressed; or, with verify-on-match, a duplicate of a
+  // compressed block (a live block of its chain with its key, which the
+  // transaction would read and decompress to compare): compared. Hints,
+  // never trusted for correctness (the transaction decides, and takes a
+  // comparison only under this store epoch). Nothing with compression off.
+  // Lock order: mu_, then WritePrep's (a leaf).
+  Status PredictWrites(std::span<BlockOp> ops, WritePrep& prep) EXCLUDES(mu_);
 
   // O(metadata) copy (SPEC §6 clone): makes [dst_lba, dst_lba + count) of
   // dst map exactly what [src_lba, src_lba + count) of src maps (LAT copy and

@@ -411,22 +411,26 @@ Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
   return ApplyLocked(ops, meta, std::nullopt);
 }
 
-Result<WritePrediction> Catalog::PredictWrites(std::span<const BlockOp> ops) {
-  WritePrediction p;
-  if (!compress() || options_.read_only) return p;
+Status Catalog::PredictWrites(std::span<BlockOp> ops, WritePrep& prep) {
+  if (!compress() || options_.read_only) return Status::Ok();
   std::set<std::pair<int64_t, int64_t>> seen;  // (chain, key) of the batch so far
   std::vector<int64_t> cands;
   MutexLock lock(&mu_);
   const bool verify = options_.dedup_verify || force_verify_.load(std::memory_order_relaxed);
-  p.store_epoch = store_epoch_;
+  prep.Begin(ops.size(), store_epoch_);
+  // Whatever happens below, the worker is told that no more items come.
+  struct Last {
+    WritePrep& prep;
+    ~Last() { prep.Publish(/*last=*/true); }
+  } last{prep};
   // One read transaction for all the lookups (each statement outside one
   // would begin and end its own, with a WAL lock taken and dropped each).
   sql::Transaction read(db_);
   CS_RETURN_IF_ERROR(read.BeginRead());
   auto& find = st_->hash_index_find;
   auto& get = st_->pat_get;
-  for (size_t i = 0; i < ops.size(); ++i) {
-    const BlockOp& op = ops[i];
+  size_t items = 0;
+  for (BlockOp& op : ops) {
     if (op.kind != BlockOp::Kind::kWrite || !op.hash) continue;
     const int64_t key = HashKey(*op.hash);
     if (!seen.emplace(op.dedup_id, key).second) continue;
@@ -435,29 +439,33 @@ Result<WritePrediction> Catalog::PredictWrites(std::span<const BlockOp> ops) {
     find.Reset().Bind(1, key);
     CS_RETURN_IF_ERROR(find.ForEachRow([&](const sql::Stmt& row) { cands.push_back(row.Int(0)); }));
     find.Reset();
+    std::optional<std::optional<int64_t>> item;  // set: an item, with its candidate if a duplicate
     if (cands.empty()) {
-      p.fresh.push_back(i);
-      continue;
-    }
-    if (!verify) continue;
-    // The first candidate that is a live compressed block of the chain
-    // with this key (FindDuplicateLocked's check): the one the transaction
-    // would decompress.
-    for (int64_t cand : cands) {
-      if (!IsPacked(cand)) continue;
-      get.Reset().Bind(1, cand);
-      auto r = get.Step();
-      if (!r.ok()) return r.status();
-      const bool same = *r && get.Int(0) == op.dedup_id && !get.IsNull(2) && get.Int(2) == key;
-      get.Reset();
-      if (same) {
-        p.duplicates.emplace_back(i, cand);
-        break;
+      item.emplace();
+    } else if (verify) {
+      // The first candidate that is a live compressed block of the chain
+      // with this key (FindDuplicateLocked's check): the one the
+      // transaction would read and decompress.
+      for (int64_t cand : cands) {
+        if (!IsPacked(cand)) continue;
+        get.Reset().Bind(1, cand);
+        auto r = get.Step();
+        if (!r.ok()) return r.status();
+        const bool same = *r && get.Int(0) == op.dedup_id && !get.IsNull(2) && get.Int(2) == key;
+        get.Reset();
+        if (same) {
+          item.emplace(cand);
+          break;
+        }
       }
     }
+    if (!item) continue;
+    prep.Add(op, *item);
+    // The worker starts on the first items at once: a lead on the
+    // transaction, which starts after the prediction.
+    if (++items % kPredictPublishItems == 0 || items == 8) prep.Publish(/*last=*/false);
   }
-  CS_RETURN_IF_ERROR(read.Commit());
-  return p;
+  return read.Commit();
 }
 
 Status Catalog::RetireBucket(std::span<const FileMetaUpdate> meta, uint64_t bucket) {

@@ -62,46 +62,45 @@ WritePrep::~WritePrep() {
   worker_.join();
 }
 
-void WritePrep::Start(std::span<BlockOp> ops, const WritePrediction& p) {
-  const size_t n = p.fresh.size() + p.duplicates.size();
-  if (n == 0) return;
-  if (n > capacity_) {
-    capacity_ = n;
+void WritePrep::Begin(size_t max_items, uint64_t store_epoch) {
+  if (max_items > capacity_) {
+    capacity_ = max_items;
     blocks_ = std::make_unique<PreparedBlock[]>(capacity_);
   }
-  // Both lists are in op order: merge them, so that the worker goes the
-  // transaction's way.
-  size_t f = 0, d = 0;
-  for (size_t k = 0; k < n; ++k) {
-    PreparedBlock& b = blocks_[k];
-    size_t op;
-    if (d == p.duplicates.size() || (f < p.fresh.size() && p.fresh[f] < p.duplicates[d].first)) {
-      op = p.fresh[f++];
-      b.kind_ = PreparedBlock::Kind::kCompress;
-    } else {
-      op = p.duplicates[d].first;
-      b.kind_ = PreparedBlock::Kind::kVerify;
-      b.candidate_ = p.duplicates[d++].second;
-      b.store_ = &store_;
-      b.equal_ = false;
-    }
-    b.data_ = ops[op].data;
-    b.store_epoch_ = p.store_epoch;
-    b.result_ = CompressedBlock{};
-    b.state_.store(PreparedBlock::kPending, std::memory_order_relaxed);
-    ops[op].prepared = &b;
-  }
+  added_ = 0;
+  epoch_ = store_epoch;
   cancel_.store(false, std::memory_order_relaxed);
-  MutexLock lock(&mu_);  // publishes the items to the worker
+  MutexLock lock(&mu_);
   job_ = blocks_.get();
-  job_size_ = n;
+  job_size_ = 0;
+  job_last_ = false;
   ++job_seq_;
+}
+
+void WritePrep::Add(BlockOp& op, std::optional<int64_t> candidate) {
+  PreparedBlock& b = blocks_[added_++];  // Begin's max_items bounds added_
+  b.kind_ = candidate ? PreparedBlock::Kind::kVerify : PreparedBlock::Kind::kCompress;
+  b.candidate_ = candidate.value_or(0);
+  b.store_ = &store_;
+  b.equal_ = false;
+  b.data_ = op.data;
+  b.store_epoch_ = epoch_;
+  b.result_ = CompressedBlock{};
+  b.state_.store(PreparedBlock::kPending, std::memory_order_relaxed);
+  op.prepared = &b;
+}
+
+void WritePrep::Publish(bool last) {
+  MutexLock lock(&mu_);  // the items added so far reach the worker
+  job_size_ = added_;
+  job_last_ = last;
   cv_.SignalAll();
 }
 
 void WritePrep::Finish() {
   cancel_.store(true, std::memory_order_relaxed);
   MutexLock lock(&mu_);
+  cv_.SignalAll();  // a worker waiting for more items
   while (done_seq_ != job_seq_) cv_.Wait();
   job_ = nullptr;
   job_size_ = 0;
@@ -114,13 +113,19 @@ void WritePrep::Run() {
     while (!stop_ && done_seq_ == job_seq_) cv_.Wait();
     if (stop_) return;
     PreparedBlock* items = job_;
-    const size_t n = job_size_;
     const uint64_t seq = job_seq_;
-    lock.Unlock();
     uint64_t done = 0;
-    for (size_t k = 0; k < n && !cancel_.load(std::memory_order_relaxed); ++k) done += items[k].Claim(/*run=*/true);
+    size_t k = 0;
+    for (;;) {
+      // Items [k, job_size_) are published; more may come until job_last_.
+      while (k == job_size_ && !job_last_ && !stop_ && !cancel_.load(std::memory_order_relaxed)) cv_.Wait();
+      const size_t end = job_size_;
+      if (k == end || stop_ || cancel_.load(std::memory_order_relaxed)) break;
+      lock.Unlock();
+      for (; k < end && !cancel_.load(std::memory_order_relaxed); ++k) done += items[k].Claim(/*run=*/true);
+      lock.Lock();
+    }
     worker_items_.fetch_add(done, std::memory_order_relaxed);
-    lock.Lock();
     done_seq_ = seq;
     cv_.SignalAll();
   }

@@ -9,7 +9,9 @@
 // duplicate matched (~2 µs). So before the transaction the destager asks the
 // catalog what each write probably is (Catalog::PredictWrites: new, or a
 // duplicate of a given compressed block), and a WritePrep does that work, in
-// op order, on its own thread while the transaction runs:
+// op order, on its own thread: it starts on the first items while the
+// catalog still predicts the rest (a lead on the transaction), and goes on
+// while the transaction runs:
 //   - a probably new block is compressed; when the transaction stores it,
 //     PreparedBlock::Get() returns the stored form;
 //   - a probable duplicate is compared with the candidate's stored bytes;
@@ -23,8 +25,9 @@
 // only while no Sync has made freed space reusable since the prediction:
 // PredictWrites' store epoch).
 //
-// Thread-safety: Start() and Finish() are called by one thread (the write
-// destager), alternately. PreparedBlock's methods may be called from any
+// Thread-safety: Begin(), Add(), Publish() and Finish() are called by one
+// thread (the write destager, through the catalog's prediction for the
+// first three), in that order per batch. PreparedBlock's methods may be called from any
 // thread between them; an item's claim is one atomic compare-and-swap, its
 // result published by a release store. The worker's job fields are guarded
 // by WritePrep::mu_ (a leaf lock: nothing else is taken while it is held).
@@ -33,6 +36,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <thread>
 #include <utility>
@@ -47,15 +51,6 @@ namespace chainswap {
 struct BlockOp;
 class ContentStore;
 
-// What a batch's writes probably are (Catalog::PredictWrites).
-struct WritePrediction {
-  std::vector<size_t> fresh;  // indices of ops whose blocks are probably new
-  // (op index, candidate): ops whose blocks probably equal that stored
-  // compressed block (a live block of the op's chain with the op's hash key).
-  std::vector<std::pair<size_t, int64_t>> duplicates;
-  uint64_t store_epoch = 0;  // the catalog's store epoch at the prediction
-};
-
 // One op's work, done once by whichever thread claims it.
 class PreparedBlock {
  public:
@@ -69,8 +64,11 @@ class PreparedBlock {
   // read them, when the item was for another candidate or when the worker
   // had not started it (the caller verifies itself).
   bool VerifiedEqual(int64_t candidate);
-  // The store epoch of the prediction (WritePrediction::store_epoch).
+  // The catalog's store epoch at the prediction (WritePrep::Begin).
   uint64_t store_epoch() const { return store_epoch_; }
+  // What was predicted: a duplicate of candidate() (else new).
+  bool verifies() const { return kind_ == Kind::kVerify; }
+  int64_t candidate() const { return candidate_; }
 
  private:
   friend class WritePrep;
@@ -101,11 +99,17 @@ class WritePrep {
   WritePrep(const WritePrep&) = delete;
   WritePrep& operator=(const WritePrep&) = delete;
 
-  // Points ops[i].prepared at a PreparedBlock for every op the prediction
-  // names (writes whose data stays valid until Finish()) and starts their
-  // work in op order on the worker. REQUIRES: Finish() since the last
-  // Start().
-  void Start(std::span<BlockOp> ops, const WritePrediction& p) EXCLUDES(mu_);
+  // A batch, filled by the catalog's prediction (Catalog::PredictWrites):
+  // Begin() with at most `max_items` items and the catalog's store epoch,
+  // then Add() per predicted op, in op order, with Publish() now and then
+  // (the worker starts on what is published) and Publish(/*last=*/true) at
+  // the end. The ops' data must stay valid until Finish(). REQUIRES:
+  // Finish() since the last Begin().
+  void Begin(size_t max_items, uint64_t store_epoch) EXCLUDES(mu_);
+  // An item for `op`: its compression (no candidate) or its comparison with
+  // `candidate`; points op.prepared at it.
+  void Add(BlockOp& op, std::optional<int64_t> candidate);
+  void Publish(bool last) EXCLUDES(mu_);
   // Stops the worker from claiming more of the batch and waits until it
   // touches none of it; the ops' prepared pointers are then invalid.
   void Finish() EXCLUDES(mu_);
@@ -117,14 +121,19 @@ class WritePrep {
   void Run() EXCLUDES(mu_);
 
   const ContentStore& store_;
+  // Touched by the Begin/Add/Finish thread only (the worker reads the
+  // items below job_size_).
   std::unique_ptr<PreparedBlock[]> blocks_;  // capacity_ of them, reused per batch
-  size_t capacity_ = 0;                      // touched by the Start/Finish thread only
+  size_t capacity_ = 0;
+  size_t added_ = 0;       // items of the batch so far
+  uint64_t epoch_ = 0;     // the batch's store epoch
 
   Mutex mu_;
   CondVar cv_{&mu_};
   PreparedBlock* job_ GUARDED_BY(mu_) = nullptr;  // the batch's items, in op order
-  size_t job_size_ GUARDED_BY(mu_) = 0;
-  uint64_t job_seq_ GUARDED_BY(mu_) = 0;   // Start() count
+  size_t job_size_ GUARDED_BY(mu_) = 0;    // items published
+  bool job_last_ GUARDED_BY(mu_) = false;  // all of them
+  uint64_t job_seq_ GUARDED_BY(mu_) = 0;   // Begin() count
   uint64_t done_seq_ GUARDED_BY(mu_) = 0;  // batches the worker has left
   bool stop_ GUARDED_BY(mu_) = false;
   std::atomic<bool> cancel_{false};  // Finish(): claim nothing more

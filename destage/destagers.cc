@@ -281,10 +281,8 @@ Status Destagers::ProcessWrites(const Bucket& b, size_t* next_record) {
       }
     } prep_finish{nullptr};
     if (prep_) {
-      auto predicted = catalog_.PredictWrites(ops);
-      if (!predicted.ok()) return predicted.status();
-      prep_->Start(ops, *predicted);
       prep_finish.prep = prep_.get();
+      CS_RETURN_IF_ERROR(catalog_.PredictWrites(ops, *prep_));
     }
     size_t done = 0;
     while (done < ops.size()) {

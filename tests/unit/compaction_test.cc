@@ -205,17 +205,24 @@ TEST_F(CompactionTest, BlocksCompressedAheadStoreWhatInlineCompressionStores) {
     ops.push_back(test::WriteOp(f, c, l, model[l]));
   }
   for (auto& op : ops) op.hash = (*hasher)->Hash(op.data);
-  auto predicted = cat().PredictWrites(ops);
-  ASSERT_TRUE(predicted.ok());
-  const std::vector<size_t>* fresh = &predicted->fresh;
-  EXPECT_EQ(*fresh, want);
-  // The first 100 repeat stored compressed blocks: duplicates to verify.
-  ASSERT_EQ(predicted->duplicates.size(), 100u);
-  for (size_t k = 0; k < 100; ++k) EXPECT_EQ(predicted->duplicates[k].first, k);
-
   WritePrep prep(store());
-  prep.Start(ops, *predicted);
-  for (size_t i : *fresh) ASSERT_NE(ops[i].prepared, nullptr);
+  CS_ASSERT_OK(cat().PredictWrites(ops, prep));
+  std::vector<size_t> got_fresh, got_dups;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (!ops[i].prepared) continue;
+    if (ops[i].prepared->verifies()) got_dups.push_back(i);
+    else got_fresh.push_back(i);
+  }
+  const std::vector<size_t>* fresh = &got_fresh;
+  EXPECT_EQ(*fresh, want);
+  // The first 100 repeat stored compressed blocks: duplicates to compare.
+  ASSERT_EQ(got_dups.size(), 100u);
+  for (size_t k = 0; k < 100; ++k) {
+    EXPECT_EQ(got_dups[k], k);
+    EXPECT_EQ(ops[k].prepared->candidate(),
+              test::QueryInt(db(), "SELECT pblock FROM lat WHERE file_id = " + std::to_string(f) + " AND lba = " +
+                                       std::to_string(k)));
+  }
   // Claim every other block from this thread while the worker runs: each is
   // compressed once, by one of them, to what Compress gives.
   for (size_t k = 0; k < fresh->size(); k += 2) {
@@ -247,10 +254,15 @@ TEST_F(CompactionTest, BlocksCompressedAheadStoreWhatInlineCompressionStores) {
   test::ExpectCatalogInvariants(cat(), store());
 
   // A second batch of the same blocks: all known, none predicted new.
-  auto again = cat().PredictWrites(ops);
-  ASSERT_TRUE(again.ok());
-  EXPECT_TRUE(again->fresh.empty());
-  EXPECT_EQ(again->duplicates.size(), 250u);
+  for (auto& op : ops) op.prepared = nullptr;
+  CS_ASSERT_OK(cat().PredictWrites(ops, prep));
+  size_t again_fresh = 0, again_dups = 0;
+  for (auto& op : ops) {
+    if (op.prepared) ++(op.prepared->verifies() ? again_dups : again_fresh);
+  }
+  prep.Finish();
+  EXPECT_EQ(again_fresh, 0u);
+  EXPECT_EQ(again_dups, 250u);
 }
 
 // A duplicate compared ahead (WritePrep) is taken without reading the
@@ -276,12 +288,11 @@ TEST_F(CompactionTest, ComparisonsAheadCountOnlyUnderThePredictionsStoreEpoch) {
     const uint64_t lba = sync_between ? 20 : 10;
     std::vector<BlockOp> ops{test::WriteOp(f, c, lba, a)};
     ops[0].hash = (*hasher)->Hash(ops[0].data);
-    auto predicted = cat().PredictWrites(ops);
-    ASSERT_TRUE(predicted.ok());
-    ASSERT_EQ(predicted->duplicates.size(), 1u);
-    EXPECT_EQ(predicted->duplicates[0].second, cand);
     WritePrep prep(store());
-    prep.Start(ops, *predicted);
+    CS_ASSERT_OK(cat().PredictWrites(ops, prep));
+    ASSERT_NE(ops[0].prepared, nullptr);
+    ASSERT_TRUE(ops[0].prepared->verifies());
+    EXPECT_EQ(ops[0].prepared->candidate(), cand);
     for (int i = 0; i < 10000 && prep.worker_items() == 0; ++i) std::this_thread::sleep_for(std::chrono::microseconds(100));
     ASSERT_EQ(prep.worker_items(), 1u) << "the worker compared the block";
     // Damage the candidate (saving its sectors to restore them).
@@ -318,10 +329,10 @@ TEST_F(PredictOffTest, NothingIsPredictedWithCompressionOff) {
   const test::Block blk = MixedBlock(1, 100);
   std::vector<BlockOp> ops{test::WriteOp(f, c, 0, blk)};
   ops[0].hash = (*hasher)->Hash(ops[0].data);
-  auto predicted = cat().PredictWrites(ops);
-  ASSERT_TRUE(predicted.ok());
-  EXPECT_TRUE(predicted->fresh.empty());
-  EXPECT_TRUE(predicted->duplicates.empty());
+  WritePrep prep(store());
+  CS_ASSERT_OK(cat().PredictWrites(ops, prep));
+  EXPECT_EQ(ops[0].prepared, nullptr);
+  prep.Finish();
 }
 
 }  // namespace
