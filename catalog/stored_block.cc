@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <string>
+#include <string_view>
 
 namespace chainswap {
 
@@ -12,11 +13,14 @@ Status ReadStoredBlock(const ContentStore& store, int64_t pblock, uint8_t* out, 
   if (e.count == kSectorsPerPage) return store.ReadSectors(e.first, e.count, out);
   alignas(64) uint8_t buf[kMaxCompressedBytes];
   CS_RETURN_IF_ERROR(store.ReadSectors(e.first, e.count, buf));
-  const std::string what = "stored block " + std::to_string(pblock) + " (sectors " + std::to_string(e.first) +
-                           "+" + std::to_string(e.count) + ")";
+  static constexpr std::string_view kWhat = "stored block";
   Status st = BlockCompressor::Decompress(std::span<const uint8_t>(buf, size_t{e.count} * kSectorSize), out,
-                                          what.c_str());
-  if (!st.ok() && log_damage) spdlog::error("content store: {} (run chainswap fsck)", st.message());
+                                          kWhat.data());
+  if (st.ok()) return st;
+  // Named in full only when damaged: no string work on the read path.
+  st = Status::Error(st.code(), "stored block " + std::to_string(pblock) + " (sectors " + std::to_string(e.first) +
+                                    "+" + std::to_string(e.count) + ")" + st.message().substr(kWhat.size()));
+  if (log_damage) spdlog::error("content store: {} (run chainswap fsck)", st.message());
   return st;
 }
 
