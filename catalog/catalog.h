@@ -456,6 +456,12 @@ class Catalog {
   // `hash`), if any: candidates from the hash log and hash_index, checked
   // against their PAT rows, then verified (dedup_verify) or trusted on a
   // whole-hash match (block_hash).
+  // The hash-index candidates of `key`: the hash log's unmerged adds and
+  // hash_index's entries, sorted, without repeats. Hints only (see below).
+  Status HashCandidatesLocked(int64_t key, std::vector<int64_t>* cands) REQUIRES(mu_);
+  // Whether the PAT has `pblock` as a block of chain `dedup_id` with hash
+  // key `key`: what makes a candidate one.
+  Result<bool> IsBlockOfKeyLocked(int64_t pblock, int64_t dedup_id, int64_t key) REQUIRES(mu_);
   Result<std::optional<int64_t>> FindDuplicateLocked(const BlockOp& op, const BlockHash& hash, int64_t key,
                                                      ApplyTxn& txn) REQUIRES(mu_);
   // Appends a change of the hash index to hash_log and the HashLog.

@@ -141,32 +141,41 @@ Status Catalog::UnrefLocked(int64_t pblock, int64_t n, ApplyTxn& txn) {
   return Status::Ok();
 }
 
-Result<std::optional<int64_t>> Catalog::FindDuplicateLocked(const BlockOp& op, const BlockHash& hash, int64_t key,
-                                                            ApplyTxn& txn) {
-  // Candidates: the unmerged adds of the hash log and hash_index's entries.
-  std::vector<int64_t>& cands = txn.candidates;
-  cands.clear();
-  hash_log_.Candidates(key, &cands);
+Status Catalog::HashCandidatesLocked(int64_t key, std::vector<int64_t>* cands) {
+  // The unmerged adds of the hash log and hash_index's entries.
+  cands->clear();
+  hash_log_.Candidates(key, cands);
   auto& find = st_->hash_index_find;
   find.Reset().Bind(1, key);
-  CS_RETURN_IF_ERROR(find.ForEachRow([&](const sql::Stmt& row) { cands.push_back(row.Int(0)); }));
+  CS_RETURN_IF_ERROR(find.ForEachRow([&](const sql::Stmt& row) { cands->push_back(row.Int(0)); }));
   find.Reset();
-  if (cands.empty()) return std::optional<int64_t>();
-  std::sort(cands.begin(), cands.end());
-  cands.erase(std::unique(cands.begin(), cands.end()), cands.end());
+  std::sort(cands->begin(), cands->end());
+  cands->erase(std::unique(cands->begin(), cands->end()), cands->end());
+  return Status::Ok();
+}
+
+Result<bool> Catalog::IsBlockOfKeyLocked(int64_t pblock, int64_t dedup_id, int64_t key) {
+  // hash_index may still name a freed (or reused) slot whose remove is not
+  // merged yet, and keys of other chains may be equal.
+  auto& get = st_->pat_get;
+  get.Reset().Bind(1, pblock);
+  auto r = get.Step();
+  if (!r.ok()) return r.status();
+  // (An unindexed block has no key: a stale entry of a pruned block.)
+  const bool same = *r && get.Int(0) == dedup_id && !get.IsNull(2) && get.Int(2) == key;
+  get.Reset();
+  return same;
+}
+
+Result<std::optional<int64_t>> Catalog::FindDuplicateLocked(const BlockOp& op, const BlockHash& hash, int64_t key,
+                                                            ApplyTxn& txn) {
+  std::vector<int64_t>& cands = txn.candidates;
+  CS_RETURN_IF_ERROR(HashCandidatesLocked(key, &cands));
   const bool trust_hash = !options_.dedup_verify && !force_verify_.load(std::memory_order_relaxed);
   for (int64_t cand : cands) {
-    // A candidate is a block of this chain with this key as the PAT says
-    // now: hash_index may still name a freed (or reused) slot whose remove
-    // is not merged yet, and keys of other chains may be equal.
-    auto& get = st_->pat_get;
-    get.Reset().Bind(1, cand);
-    auto r = get.Step();
-    if (!r.ok()) return r.status();
-    // (An unindexed block has no key: a stale entry of a pruned block.)
-    const bool same = *r && get.Int(0) == op.dedup_id && !get.IsNull(2) && get.Int(2) == key;
-    get.Reset();
-    if (!same) continue;
+    auto same = IsBlockOfKeyLocked(cand, op.dedup_id, key);
+    if (!same.ok()) return same.status();
+    if (!*same) continue;
     if (trust_hash) {
       // Without verify-on-match: the whole hash decides where it is known
       // (blocks stored with dedup_verify off); otherwise the bytes do.
@@ -427,36 +436,25 @@ Status Catalog::PredictWrites(std::span<BlockOp> ops, WritePrep& prep) {
   // would begin and end its own, with a WAL lock taken and dropped each).
   sql::Transaction read(db_);
   CS_RETURN_IF_ERROR(read.BeginRead());
-  auto& find = st_->hash_index_find;
-  auto& get = st_->pat_get;
   size_t items = 0;
   for (BlockOp& op : ops) {
     if (op.kind != BlockOp::Kind::kWrite || !op.hash) continue;
     const int64_t key = HashKey(*op.hash);
     if (!seen.emplace(op.dedup_id, key).second) continue;
-    cands.clear();
-    hash_log_.Candidates(key, &cands);
-    find.Reset().Bind(1, key);
-    CS_RETURN_IF_ERROR(find.ForEachRow([&](const sql::Stmt& row) { cands.push_back(row.Int(0)); }));
-    find.Reset();
+    CS_RETURN_IF_ERROR(HashCandidatesLocked(key, &cands));
     std::optional<std::optional<int64_t>> item;  // set: an item, with its candidate if a duplicate
     if (cands.empty()) {
       item.emplace();
     } else if (verify) {
-      // The first candidate that is a live compressed block of the chain
-      // with this key (FindDuplicateLocked's check): the one the
-      // transaction would read and decompress.
+      // The first candidate that is a live block of the chain with this
+      // key: the one the transaction would read to compare
+      // (FindDuplicateLocked, same order); compared ahead if compressed.
       for (int64_t cand : cands) {
-        if (!IsPacked(cand)) continue;
-        get.Reset().Bind(1, cand);
-        auto r = get.Step();
-        if (!r.ok()) return r.status();
-        const bool same = *r && get.Int(0) == op.dedup_id && !get.IsNull(2) && get.Int(2) == key;
-        get.Reset();
-        if (same) {
-          item.emplace(cand);
-          break;
-        }
+        auto same = IsBlockOfKeyLocked(cand, op.dedup_id, key);
+        if (!same.ok()) return same.status();
+        if (!*same) continue;
+        if (IsPacked(cand)) item.emplace(cand);
+        break;
       }
     }
     if (!item) continue;
