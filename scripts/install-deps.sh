@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs every Debian package chainswap's build, tests and demo use
 # (python3-prometheus-client: tests/mount/metrics_test.cc parses the metrics
-# with its parser under /usr/bin/python3).
+# with its parser under /usr/bin/python3; ceph-mon, ceph-osd and ceph-common:
+# the throw-away Ceph cluster of the RADOS tests, scripts/ceph-test-cluster.sh;
+# librados-dev: librados's C API, for the RADOS content store,
+# catalog/rados_store.h; libradospp-dev: its C++ API, for the RADOS tests).
 # With --bench, also what the side-by-side benchmarks use (zfs-fuse, fio,
 # gcc for passthrough_ll, git for the version in the results' header,
 # python3 for fio's JSON output in tools/bench-lib.sh and bench-scale.sh,
@@ -23,6 +26,7 @@ PACKAGES=(
   attr util-linux coreutils procps fio
   clang-14 libclang-rt-14-dev
   python3-prometheus-client
+  ceph-mon ceph-osd ceph-common librados-dev libradospp-dev
 )
 BENCH_PACKAGES=(zfs-fuse fio gcc linux-perf git python3 strace time)
 
