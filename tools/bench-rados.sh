@@ -63,7 +63,7 @@ for rep in $(seq "$REPS"); do
 done
 
 paste -d' ' "$WORK/chainswap.txt" "$WORK/rados.txt" >"$WORK/pairs.txt"
-col() { awk -v c="$1" '{print $c}' "$WORK/pairs.txt" | median; }
+col() { awk -v c="$1" '{print $c}' "$WORK/pairs.txt" | median | awk '{printf "%.0f", $1}'; }
 ratio() { awk -v a="$1" -v b="$2" '{printf "%.3f\n", $a / $b}' "$WORK/pairs.txt" | median; }
 echo "# bench-rados: $(date -u +%FT%TZ), $(bl_machine)"
 echo "# commit $(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo n/a), BLOCKS=$BLOCKS WINDOW=$WINDOW REPS=$REPS SECONDS_RADOS=$SECONDS_RADOS, memstore, one OSD"

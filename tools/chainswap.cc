@@ -23,6 +23,7 @@
 #include "tools/bench.h"
 #include "tools/estimate.h"
 #include "tools/fsck.h"
+#include "tools/rados_check.h"
 
 using namespace chainswap;
 
@@ -551,6 +552,18 @@ int main(int argc, char** argv) {
       "Exit status: 0, 1 when an image cannot be read, 2 on bad arguments (including an image that is not a "
       "file or a block device).");
 
+  RadosTarget rados;
+  std::string store_spec;
+  auto* rados_check = app.add_subcommand(
+      "rados-check", "can this host use a Ceph pool as a content store? connect, probe the cas class, list chains");
+  rados_check->add_option("STORE", store_spec, "rados:POOL")->required();
+  rados_check->add_option("--ceph-conf", rados.conf_path, "Ceph conf file (default: librados's search)");
+  rados_check->add_option("--ceph-id", rados.client_id, "cephx user, without 'client.' (default: admin)");
+  rados_check->add_option("--timeout", rados.timeout_seconds, "seconds before an unanswered cluster is an error")
+      ->check(CLI::Range(1, 3600));
+  rados_check->add_flag("--json", json, "machine-readable output");
+  rados_check->footer("Exit status: 0 usable, 1 not usable (the reason on stderr), 2 bad arguments.");
+
   BenchOptions bopts;
   auto* bench = app.add_subcommand("bench", "realistic clone-chain swap workload: speed, dedup vs ideal, destage, reclaim");
   AddBenchOptions(bench, &bopts);
@@ -560,7 +573,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);  // prints the message (or the help)
     if (rc != 0)
-      std::fprintf(stderr, "Usage: chainswap {format|stats|clone|fsck|chain|prune|estimate|bench} ARGS...  "
+      std::fprintf(stderr, "Usage: chainswap {format|stats|clone|fsck|chain|prune|estimate|bench|rados-check} ARGS...  "
                            "(chainswap SUBCOMMAND --help for each)\n");
     return rc == 0 ? 0 : 2;
   }
@@ -599,5 +612,20 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*bench) return RunBench(bopts);
+  if (*rados_check) {
+    auto pool = ParseRadosStoreSpec(store_spec);
+    if (!pool.ok()) {
+      std::fprintf(stderr, "chainswap rados-check: %s\n", pool.status().message().c_str());
+      return 2;
+    }
+    rados.pool = *pool;
+    auto r = RadosCheck(rados);
+    if (!r.ok()) {
+      std::fprintf(stderr, "chainswap rados-check: %s\n", r.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("%s%s", json ? RadosCheckJson(*r).c_str() : RenderRadosCheck(*r).c_str(), json ? "\n" : "");
+    return 0;
+  }
   return 2;
 }
