@@ -245,6 +245,99 @@ Result<uint64_t> RadosStore::Stat(const std::string& object) {
   return size;
 }
 
+namespace {
+
+// Reads Ceph's little-endian encoding; every read fails once past the end.
+class Decoder {
+ public:
+  explicit Decoder(std::string_view in) : in_(in) {}
+  bool U8(uint8_t* v) { return Le(v); }
+  bool U32(uint32_t* v) { return Le(v); }
+  bool U64(uint64_t* v) { return Le(v); }
+  bool String(std::string* s) {
+    uint32_t n = 0;
+    if (!U32(&n) || n > in_.size() - pos_) return false;
+    s->assign(in_.substr(pos_, n));
+    pos_ += n;
+    return true;
+  }
+  // DECODE_START: the struct's version, and its end as a position.
+  bool Start(uint8_t* v, size_t* end) {
+    uint8_t compat = 0;
+    uint32_t len = 0;
+    if (!U8(v) || !U8(&compat) || !U32(&len) || len > in_.size() - pos_) return false;
+    *end = pos_ + len;
+    return true;
+  }
+  void Seek(size_t pos) { pos_ = pos; }
+
+ private:
+  template <typename T>
+  bool Le(T* v) {
+    if (in_.size() - pos_ < sizeof(T)) return false;
+    T out = 0;
+    for (size_t i = 0; i < sizeof(T); ++i) out |= static_cast<T>(static_cast<uint8_t>(in_[pos_ + i])) << (8 * i);
+    *v = out;
+    pos_ += sizeof(T);
+    return true;
+  }
+  std::string_view in_;
+  size_t pos_ = 0;
+};
+
+// A holder's hobject_t name, "ref.HOST.N", back to a RadosRef.
+bool ParseHolder(const std::string& oid, RadosRef* ref) {
+  if (!oid.starts_with("ref.")) return false;
+  const size_t dot = oid.rfind('.');
+  if (dot <= 4) return false;
+  ref->host = oid.substr(4, dot - 4);
+  try {
+    size_t used = 0;
+    ref->local = std::stoll(oid.substr(dot + 1), &used);
+    return used == oid.size() - dot - 1;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+constexpr uint8_t kCasRefsByObject = 1;  // chunk_refs_t::TYPE_BY_OBJECT
+
+}  // namespace
+
+Result<std::vector<RadosRef>> RadosStore::Holders(const std::string& object) {
+  std::string buf(4096, '\0');
+  int r;
+  while ((r = rados_getxattr(io_, object.c_str(), "chunk_refs", buf.data(), buf.size())) == -ERANGE &&
+         buf.size() < (64u << 20)) {
+    buf.resize(buf.size() * 4);
+  }
+  if (r < 0) return RadosError(r, "read the references of RADOS object " + object);
+  buf.resize(static_cast<size_t>(r));
+  const auto bad = [&](const char* why) {
+    return Status::Error(EPROTO, "RADOS object " + object + ": cas references: " + why);
+  };
+  // chunk_refs_t: ENCODE_START(1, 1) { u8 type; ENCODE_START(1, 1) {
+  // u32 n; n x hobject_t } } for the one-entry-per-holder type.
+  Decoder d(buf);
+  uint8_t v = 0, type = 0;
+  size_t end = 0, inner_end = 0;
+  uint32_t n = 0;
+  if (!d.Start(&v, &end) || !d.U8(&type)) return bad("truncated");
+  if (type != kCasRefsByObject) return bad(("kept as type " + std::to_string(type) + ", not one entry per holder").c_str());
+  if (!d.Start(&v, &inner_end) || !d.U32(&n)) return bad("truncated");
+  std::vector<RadosRef> out;
+  for (uint32_t i = 0; i < n; ++i) {
+    size_t h_end = 0;
+    std::string key, oid;
+    if (!d.Start(&v, &h_end) || !d.String(&key) || !d.String(&oid)) return bad("truncated holder");
+    d.Seek(h_end);  // snap, hash, max, namespace, pool: not needed
+    RadosRef ref;
+    if (!ParseHolder(oid, &ref)) return bad(("a holder not named by chainswap: " + oid).c_str());
+    out.push_back(std::move(ref));
+  }
+  return out;
+}
+
 Result<std::vector<std::string>> RadosStore::List(const std::string& prefix) {
   std::vector<std::string> out;
   rados_list_ctx_t ctx = nullptr;

@@ -76,8 +76,9 @@ struct RadosChainRecord {
 
 // The holder of one reference (see the file comment).
 struct RadosRef {
-  std::string host;  // the host's ID (hex), unique per backing directory
+  std::string host;  // the host's ID (hex, no dots), unique per backing directory
   int64_t local = 0;
+  bool operator==(const RadosRef&) const = default;
 };
 
 class RadosBatch;
@@ -108,6 +109,13 @@ class RadosStore {
   Status Read(const std::string& object, std::span<uint8_t> out);
   // Size of an object. ENOENT when absent.
   Result<uint64_t> Stat(const std::string& object);
+  // The holders of the references to `object`, as `cas` keeps them (a
+  // multiset: a holder that took two references appears twice). ENOENT
+  // when the object is absent; EPROTO when `cas` keeps them in a form other
+  // than one entry per holder (it may switch to counts for heavily shared
+  // objects; one reference per host keeps it from doing so). For fsck and
+  // tests, never the I/O path.
+  Result<std::vector<RadosRef>> Holders(const std::string& object);
   // Names of the objects whose names start with `prefix` (a full listing of
   // the pool, filtered: for tests, fsck and stats, never the I/O path).
   Result<std::vector<std::string>> List(const std::string& prefix);

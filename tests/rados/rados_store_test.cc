@@ -181,6 +181,9 @@ TEST_F(RadosStoreTest, TheSameBlockFromTwoHostsIsStoredOnceAndFreedWithTheLastRe
   auto size = host_b_->Stat(name);
   ASSERT_TRUE(size.ok());
   EXPECT_EQ(*size, kBlockSize);
+  auto holders = host_a_->Holders(name);
+  ASSERT_TRUE(holders.ok()) << holders.status().ToString();
+  EXPECT_EQ(*holders, (std::vector<RadosRef>{ref_a_, ref_b_}));
 
   // Host a lets go: host b still reads the bytes.
   {
@@ -200,6 +203,9 @@ TEST_F(RadosStoreTest, TheSameBlockFromTwoHostsIsStoredOnceAndFreedWithTheLastRe
     EXPECT_EQ(st[0].code(), ENOLINK) << st[0].ToString();
   }
   ASSERT_TRUE(host_b_->Stat(name).ok());
+  holders = host_a_->Holders(name);
+  ASSERT_TRUE(holders.ok()) << holders.status().ToString();
+  EXPECT_EQ(*holders, std::vector<RadosRef>{ref_b_});
   // The last reference deletes the object.
   {
     RadosBatch b(*host_b_);
@@ -208,6 +214,27 @@ TEST_F(RadosStoreTest, TheSameBlockFromTwoHostsIsStoredOnceAndFreedWithTheLastRe
     ASSERT_TRUE(st[0].ok()) << st[0].ToString();
   }
   EXPECT_EQ(host_a_->Stat(name).status().code(), ENOENT);
+}
+
+// Why docs/RADOS.md's write ordering needs intents and never-reused holders:
+// cas counts a holder's references (a multiset), so repeating a
+// create-or-reference after a crash would count it twice.
+TEST_F(RadosStoreTest, ARepeatedReferenceByOneHolderCountsTwiceAndHoldersShowIt) {
+  const std::string name = RadosStore::BlockObjectName("c0ffee", HashOf(4));
+  const auto data = Block(4);
+  RadosBatch a(*host_a_);
+  a.CreateOrRef(name, ref_a_, data, true);
+  a.CreateOrRef(name, ref_a_, data, true);
+  for (const Status& st : a.Wait()) ASSERT_TRUE(st.ok()) << st.ToString();
+  auto holders = host_b_->Holders(name);
+  ASSERT_TRUE(holders.ok()) << holders.status().ToString();
+  EXPECT_EQ(*holders, (std::vector<RadosRef>{ref_a_, ref_a_}));
+  a.Unref(name, ref_a_);
+  ASSERT_TRUE(a.Wait()[0].ok());
+  ASSERT_TRUE(host_b_->Stat(name).ok()) << "one drop left the second count";
+  a.Unref(name, ref_a_);
+  ASSERT_TRUE(a.Wait()[0].ok());
+  EXPECT_EQ(host_b_->Holders(name).status().code(), ENOENT);
 }
 
 TEST_F(RadosStoreTest, AVerifyingPutOfOtherBytesUnderTheSameNameIsRefused) {
