@@ -1,5 +1,6 @@
 #include "catalog/rados_store.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string_view>
 
@@ -183,6 +184,16 @@ Result<std::unique_ptr<RadosStore>> RadosStore::Connect(const RadosTarget& targe
     const std::string t = std::to_string(target.timeout_seconds);
     for (const char* opt : {"client_mount_timeout", "rados_osd_op_timeout", "rados_mon_op_timeout"}) {
       r = rados_conf_set(cluster, opt, t.c_str());
+      if (r < 0) return RadosError(r, std::string("set ") + opt);
+    }
+    // The client asks the monitors for a new OSD map only every `objecter
+    // timeout` (10 s by default) while an OSD does not answer: at or above
+    // the operation timeout, a client never sees a restarted OSD, and every
+    // retry times out again (docs/RADOS.md, "Faults").
+    // It checks for such operations every `objecter tick interval` (5 s).
+    const std::string objecter = std::to_string(std::clamp(target.timeout_seconds / 3, 1, 10));
+    for (const char* opt : {"objecter_timeout", "objecter_tick_interval"}) {
+      r = rados_conf_set(cluster, opt, objecter.c_str());
       if (r < 0) return RadosError(r, std::string("set ") + opt);
     }
   }

@@ -309,5 +309,64 @@ TEST_F(RadosStoreTest, AShortObjectReadIsEIONeverPartialBytes) {
   EXPECT_EQ(a.Wait()[0].code(), ENOENT);
 }
 
+// The building block of "destage resumes when the cluster is back": one
+// connection, kept across an OSD kill -9 and restart (BlueStore keeps the
+// data), gets an error (not a hang) while the OSD is down and works again
+// after. Without the objecter timeout that Connect sets below the operation
+// timeout, the connection never sees the restarted OSD.
+TEST(RadosStoreFaultTest, AConnectionOutlivesAnOsdRestart) {
+  auto cluster = CephTestCluster::Start("chainswap", /*bluestore=*/true);
+  ASSERT_NE(cluster, nullptr) << "the test cluster did not start (see the script's output above)";
+  // The conf file's own objecter timeout is dropped: only Connect's counts.
+  const std::string conf = cluster->dir() + "/no-objecter.conf";
+  {
+    std::ifstream in(cluster->conf_path());
+    std::ofstream out(conf);
+    std::string line;
+    while (std::getline(in, line))
+      if (line.find("objecter") == std::string::npos) out << line << "\n";
+  }
+  RadosTarget t;
+  t.pool = cluster->pool();
+  t.conf_path = conf;
+  t.timeout_seconds = 6;
+  auto s = RadosStore::Connect(t);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  RadosStore& store = **s;
+  const std::string before = RadosStore::BlockObjectName("fault", HashOf(1));
+  const auto data = Block(1);
+  const RadosRef ref{"host-a", 1};
+  {
+    RadosBatch b(store);
+    b.CreateOrRef(before, ref, data, true);
+    ASSERT_TRUE(b.Wait()[0].ok());
+  }
+  ASSERT_TRUE(cluster->KillOsd());
+  const std::string during = RadosStore::BlockObjectName("fault", HashOf(2));
+  {
+    RadosBatch b(store);
+    b.CreateOrRef(during, ref, Block(2), true);
+    const Status st = b.Wait()[0];
+    EXPECT_EQ(st.code(), ETIMEDOUT) << st.ToString();
+  }
+  ASSERT_TRUE(cluster->StartOsd());
+  // Retried as a destager would: a few attempts, each bounded by the timeout.
+  Status st = Status::Error(EIO, "not tried");
+  for (int attempt = 0; attempt < 5 && !st.ok(); ++attempt) {
+    RadosBatch b(store);
+    b.CreateOrRef(during, ref, Block(2), true);
+    st = b.Wait()[0];
+  }
+  ASSERT_TRUE(st.ok()) << "the connection did not recover after the OSD restart: " << st.ToString();
+  std::vector<uint8_t> back(kBlockSize);
+  ASSERT_TRUE(store.Read(before, back).ok());
+  EXPECT_EQ(back, data);
+  auto holders = store.Holders(during);
+  ASSERT_TRUE(holders.ok()) << holders.status().ToString();
+  // The write that timed out was sent to a dead OSD and cancelled by the
+  // client: it was never applied, so the holder is there once.
+  EXPECT_EQ(*holders, std::vector<RadosRef>{ref});
+}
+
 }  // namespace
 }  // namespace chainswap
