@@ -23,31 +23,9 @@
 #error "CEPH_TEST_CLUSTER_SCRIPT must give the absolute path of scripts/ceph-test-cluster.sh"
 #endif
 
-// ThreadSanitizer builds (CHAINSWAP_SANITIZE=thread): librados and
-// libceph-common are not instrumented. TSan sees their mutexes (intercepted)
-// but not their atomics, and their memory accesses through intercepted calls
-// (memcpy, free, ...) and through the inline std::string code they run from
-// this binary (constexpr in C++20, so instrumented copies live here and take
-// their calls): it reports races between librados's own threads. So a race
-// with a frame of either library on a stack is not reported. The cost: a race
-// inside a callback that librados runs (an aio completion callback) is not
-// reported either; such callbacks should only hand over to our own threads.
-// ("called_from_lib:" would also hide the libraries' mutexes, and then
-// reused stack memory shows up as races in our own code.) A chainswap
-// daemon linking librados needs the same in its TSan build.
-#if defined(__SANITIZE_THREAD__)
-#define CHAINSWAP_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CHAINSWAP_TSAN 1
-#endif
-#endif
-#ifdef CHAINSWAP_TSAN
-extern "C" const char* __tsan_default_suppressions() {
-  return "race:librados.so\n"
-         "race:libceph-common.so\n";
-}
-#endif
+// ThreadSanitizer builds: the suppressions for librados's own threads are
+// in catalog/rados_store.cc, linked into every binary that uses librados
+// through RadosStore (this one does).
 
 namespace chainswap::radostest {
 
