@@ -404,7 +404,7 @@ struct RadosBatch::Op {
   }
   enum Kind { kWrite, kRead } kind = kWrite;
   std::string object;
-  std::string what;  // for the error message
+  const char* what = "";  // for the error message
   rados_completion_t completion = nullptr;
   rados_write_op_t write = nullptr;
   std::span<uint8_t> out;
@@ -500,7 +500,7 @@ std::vector<Status> RadosBatch::Wait() {
       out.push_back(Status::Error(EIO, "RADOS object " + op->object + " is shorter than " +
                                            std::to_string(op->out.size()) + " bytes"));
     } else {
-      out.push_back(RadosError(op->rc, op->what + " RADOS object " + op->object));
+      out.push_back(RadosError(op->rc, std::string(op->what) + " RADOS object " + op->object));
     }
   }
   ops_.clear();

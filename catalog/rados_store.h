@@ -120,7 +120,6 @@ class RadosStore {
   // the pool, filtered: for tests, fsck and stats, never the I/O path).
   Result<std::vector<std::string>> List(const std::string& prefix);
 
-  const RadosTarget& target() const { return target_; }
   int64_t pool_id() const { return pool_id_; }
 
  private:
