@@ -7,6 +7,10 @@
 
 #include <string>
 
+#include <spdlog/spdlog.h>
+
+#include "catalog/sqlite.h"
+
 namespace chainswap {
 
 BackingPaths::BackingPaths(std::string r)
@@ -17,11 +21,12 @@ BackingPaths::BackingPaths(std::string r)
 
 BackingDir::~BackingDir() {
   catalog_.reset();
+  rados_.reset();
   store_.reset();
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
-Status BackingDir::Format(const std::string& root, bool compress) {
+Status BackingDir::Format(const std::string& root, bool compress, const RadosTarget* rados) {
   BackingPaths p(root);
   struct stat st;
   if (::stat(root.c_str(), &st) != 0) {
@@ -34,10 +39,18 @@ Status BackingDir::Format(const std::string& root, bool compress) {
     return Status::Error(EEXIST, root + " already holds a chainswap catalog");
   if (::access(p.store.c_str(), F_OK) == 0)
     return Status::Error(EEXIST, root + " already holds a content store (store.dat)");
+  std::optional<RadosConfig> rc;
+  if (rados) {
+    // The pool must answer now: a typo in the pool or the conf is found at
+    // format time, not at the first mount.
+    rc = RadosConfig{*rados, NewRadosHostId()};
+    auto conn = RadosBackend::Connect(*rc);
+    if (!conn.ok()) return conn.status();
+  }
   if (::mkdir(p.journal.c_str(), 0700) != 0 && errno != EEXIST)
     return Status::FromErrno("mkdir " + p.journal);
   CS_RETURN_IF_ERROR(ContentStore::Create(p.store));
-  return Catalog::Create(p.catalog, compress);
+  return Catalog::Create(p.catalog, compress, rc ? &*rc : nullptr);
 }
 
 bool BackingDir::IsLocked(const std::string& root) {
@@ -73,7 +86,26 @@ Result<std::unique_ptr<BackingDir>> BackingDir::Open(const std::string& root, Lo
   auto store = ContentStore::Open(p.store, options.read_only);
   if (!store.ok()) return store.status();
   b->store_ = std::move(*store);
-  auto cat = Catalog::Open(p.catalog, b->store_.get(), options);
+  CatalogOptions copts = options;
+  if (options.rados_connect) {
+    // The catalog's RADOS settings, read before the catalog is opened (a
+    // read-write open resolves leftover references through the connection).
+    auto db = sql::Db::Open(p.catalog, SQLITE_OPEN_READONLY);
+    if (!db.ok()) return db.status();
+    auto rc = ReadRadosConfig(*db);
+    if (rc.ok() && rc->has_value()) {
+      (*rc)->target.timeout_seconds = options.rados_timeout_seconds;
+      auto conn = RadosBackend::Connect(**rc);
+      if (!conn.ok()) return conn.status();
+      b->rados_ = std::move(*conn);
+      copts.rados = b->rados_.get();
+      spdlog::info("connected to RADOS pool '{}' as client.{} (host {})", (*rc)->target.pool,
+                   (*rc)->target.client_id, (*rc)->host);
+    }
+    // (Errors reading the settings, say of a file that is no catalog, are
+    // the catalog's open's to report.)
+  }
+  auto cat = Catalog::Open(p.catalog, b->store_.get(), copts);
   if (!cat.ok()) return cat.status();
   b->catalog_ = std::move(*cat);
   return b;

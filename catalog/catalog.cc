@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "catalog/catalog_sql.h"
+#include "catalog/rados_backend.h"
 #include "catalog/stored_block.h"
 #include "catalog/schema.h"
 
@@ -35,6 +36,7 @@ Catalog::Catalog(sql::Db db, ContentStore* store, const CatalogOptions& options,
     : options_(options),
       path_(std::move(path)),
       store_(store),
+      rados_(options.rados),
       db_(std::move(db)),
       hash_log_(HashLogEntries(options)),
       slots_(options.capacity_slots, kUnpunchedReserveSlots,
@@ -53,7 +55,7 @@ Catalog::~Catalog() {
   if (wal_fd_ >= 0) ::close(wal_fd_);
 }
 
-Status Catalog::Create(const std::string& path, bool compress) {
+Status Catalog::Create(const std::string& path, bool compress, const RadosConfig* rados) {
   if (::access(path.c_str(), F_OK) == 0) return Status::Error(EEXIST, path + " already exists");
   // Create the file 0600 before SQLite opens it so the mode is never wider.
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -62,7 +64,9 @@ Status Catalog::Create(const std::string& path, bool compress) {
   auto db = sql::Db::Open(path, SQLITE_OPEN_READWRITE);
   if (!db.ok()) return db.status();
   CS_RETURN_IF_ERROR(db->Exec(catalog_sql::kCreatePragmas));
-  return CreateSchema(*db, compress);
+  CS_RETURN_IF_ERROR(CreateSchema(*db, compress && !rados));
+  if (!rados) return Status::Ok();
+  return WriteRadosConfig(*db, *rados);
 }
 
 namespace {
@@ -115,6 +119,11 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path, ContentS
   std::unique_ptr<Catalog> cat(new Catalog(std::move(*db), store, options, path));
   Status is = cat->Init();
   if (!is.ok()) return Status::Error(is.code(), "catalog " + path + ": " + is.message());
+  // RADOS mode: what an interrupted destage left (rados_intent) and the
+  // references still to drop (rados_unref), before anything else runs.
+  is = cat->ResolveRadosAtOpen();
+  if (!is.ok()) return Status::Error(is.code(), "catalog " + path + ": RADOS references left by the last run: " +
+                                                    is.message());
   return cat;
 }
 
@@ -124,16 +133,43 @@ Status Catalog::Init() {
   if (!st.ok()) return st.status();
   st_ = std::move(*st);
 
+  {
+    auto rc = ReadRadosConfig(db_);
+    if (!rc.ok()) return rc.status();
+    rados_mode_ = rc->has_value();
+    if (rados_mode_ && !rados_ && !options_.read_only)
+      return Status::Error(ENOTCONN, "its blocks are in RADOS pool '" + (*rc)->target.pool +
+                                         "': a read-write open needs a connection");
+    if (rados_mode_ && rados_ && rados_->host() != (*rc)->host)
+      return Status::Error(EINVAL, "connected as RADOS host " + rados_->host() + ", but the catalog is host " +
+                                       (*rc)->host);
+  }
   uint64_t end = 0;
-  CS_RETURN_IF_ERROR(LoadAllocatorsLocked());
-  end = slots_.usage().high_water;
+  if (rados_mode_) {
+    // No slots: a pblock is a holder number (rados_backend.h).
+    sectors_.LoadDone();
+    slots_.Load({}, 0, 0);
+    auto q = sql::Stmt::Prepare(db_, catalog_sql::kRadosNextHolder);
+    if (!q.ok()) return q.status();
+    auto r = q->Step();
+    if (!r.ok()) return r.status();
+    if (!*r || q->IsNull(0) || q->Int(0) < 1) return Status::Error(EUCLEAN, "meta rados_next_holder is missing");
+    next_holder_ = q->Int(0);
+  } else {
+    CS_RETURN_IF_ERROR(LoadAllocatorsLocked());
+    end = slots_.usage().high_water;
+  }
   {
     auto c = sql::Stmt::Prepare(db_, catalog_sql::kMetaCompress);
     if (!c.ok()) return c.status();
     auto r = c->Step();
     if (!r.ok()) return r.status();
     const bool recorded = *r && c->Text(0) == "lz4";
-    compress_.store(options_.compress.value_or(recorded), std::memory_order_relaxed);
+    // RADOS mode stores raw blocks: every host then creates the same bytes
+    // under a block's name, which the verifying create compares.
+    if (rados_mode_ && options_.compress.value_or(false))
+      spdlog::warn("catalog: compression is off for a RADOS store (compress=lz4 ignored)");
+    compress_.store(!rados_mode_ && options_.compress.value_or(recorded), std::memory_order_relaxed);
   }
   CS_RETURN_IF_ERROR(LoadHashCountersLocked());
   if (options_.read_only) return Status::Ok();
@@ -285,6 +321,7 @@ Status Catalog::SetJournalRetiredThroughLocked(uint64_t bucket) {
 // -------------------------------------------------------------- store, WAL
 
 Status Catalog::CheckStoreLength() {
+  if (rados_mode_) return Status::Ok();  // store.dat holds nothing
   auto len = store_->LengthSlots();
   if (!len.ok()) return len.status();
   MutexLock lock(&mu_);
@@ -322,6 +359,8 @@ uint64_t Catalog::WalBytesLocked() {
 }
 
 Status Catalog::Sync(bool idle) {
+  // RADOS mode: the references a cluster outage left to drop (outside mu_).
+  if (idle) (void)DrainRadosUnrefs();
   MutexLock lock(&mu_);
   return SyncLocked(idle);
 }

@@ -120,6 +120,10 @@ inline constexpr size_t kPruneChunk = 16384;
 // Days since 1970-01-01 UTC, by the real-time clock: the unit of pat.born.
 int64_t DayNumberNow();
 
+class RadosBackend;
+struct RadosConfig;
+struct RadosPlan;
+
 struct CatalogOptions {
   bool dedup_verify = true;      // compare bytes on a hash match (SPEC §4.3)
   uint64_t capacity_slots = 0;   // 0: unlimited (bounded by the backing fs)
@@ -141,6 +145,17 @@ struct CatalogOptions {
   // already stored stay as they are. Unset: the catalog's setting (meta
   // compress, chosen at format time).
   std::optional<bool> compress;
+  // A catalog whose store is RADOS (meta store = 'rados', rados_backend.h):
+  // the connection its blocks are stored through, which must outlive the
+  // catalog. Required by a read-write open of such a catalog; a read-only
+  // open without one reads the catalog only (ReadBlocks fails ENOTCONN).
+  RadosBackend* rados = nullptr;
+  // For BackingDir::Open, which makes that connection from the catalog's
+  // settings: the client timeout in seconds (mount option rados_timeout=),
+  // and whether to connect at all (false: a read-only tool that reads the
+  // catalog only).
+  int rados_timeout_seconds = 30;
+  bool rados_connect = true;
 };
 
 struct ChainInfo {
@@ -264,7 +279,9 @@ class Catalog {
 
   // Creates a new, empty catalog database at `path` (0600). EEXIST if present.
   // `compress`: the compression of new blocks (meta compress).
-  static Status Create(const std::string& path, bool compress = false);
+  // `rados`: the catalog's blocks go to that pool (meta store = 'rados');
+  // compression is then off.
+  static Status Create(const std::string& path, bool compress = false, const RadosConfig* rados = nullptr);
   // Opens an existing catalog; `store` must outlive the catalog. Fails with
   // EUCLEAN for a file that is not a chainswap catalog or is corrupt, EPROTO
   // for a newer schema, ENOENT when missing.
@@ -384,11 +401,32 @@ class Catalog {
   // compacted. Lock-free.
   bool HasSlotsToRelease() const {
     return slots_.HasSlotsToRelease() || sectors_.HasPending() || hash_log_pending_.load(std::memory_order_relaxed) ||
-           compact_wanted_.load(std::memory_order_relaxed);
+           compact_wanted_.load(std::memory_order_relaxed) || rados_unrefs_pending_.load(std::memory_order_relaxed);
   }
   // Whether new unique blocks are stored compressed (CatalogOptions::compress
   // or the catalog's setting).
   bool compress() const { return compress_.load(std::memory_order_relaxed); }
+  // Whether the catalog's blocks are in a RADOS pool (meta store = 'rados').
+  bool rados_mode() const { return rados_mode_; }
+  // RADOS mode: the rows of rados_intent and rados_unref (references being
+  // taken, references still to drop); both 0 when settled. Lock-free of
+  // mu_'s transactions (a read of the writer connection under mu_).
+  struct RadosQueues {
+    uint64_t intents = 0;
+    uint64_t unrefs = 0;
+  };
+  Result<RadosQueues> RadosQueueRows() EXCLUDES(mu_);
+  // RADOS mode: drops the references queued in rados_unref (puts, up to
+  // 64 in flight, outside mu_), and deletes the rows of those that are
+  // done (OK, or the holder holds none, or the object is gone). The first
+  // other error is returned; its rows stay for the next drain. Run after
+  // every apply that freed blocks, by an idle Sync (Sync(true)), and at
+  // open.
+  Status DrainRadosUnrefs() EXCLUDES(mu_, drain_mu_);
+ private:
+  Status DrainRadosUnrefsLocked() REQUIRES(drain_mu_) EXCLUDES(mu_);
+
+ public:
   // The content store the catalog maps blocks onto (thread-safe itself).
   const ContentStore& store() const { return *store_; }
   // Verify bytes on every hash match even with dedup_verify off. Set after a
@@ -474,8 +512,10 @@ class Catalog {
   Status MergeHashLogLocked(size_t max, std::optional<size_t>* merged) REQUIRES(mu_);
   // ApplyBlockOps' and RetireBucket's transaction: `ops`, `meta` and, when
   // given, the journal mark.
+  // `plan`: RADOS mode, the batch's references (catalog_rados.cc); EAGAIN
+  // (the transaction rolled back) when it lacks one.
   Result<ApplyResult> ApplyLocked(std::span<const BlockOp> ops, std::span<const FileMetaUpdate> meta,
-                                  std::optional<uint64_t> retired_through) REQUIRES(mu_);
+                                  std::optional<uint64_t> retired_through, RadosPlan* plan = nullptr) REQUIRES(mu_);
   // Writes meta.journal_retired_through (in the caller's transaction, if any).
   Status SetJournalRetiredThroughLocked(uint64_t bucket) REQUIRES(mu_);
   // Opens / commits / rolls back the three transactions of an apply:
@@ -513,6 +553,49 @@ class Catalog {
   // Adds the transaction's LAT entry deltas to swap_file.mapped_blocks.
   Status AddMappedLocked(const ApplyTxn& txn) REQUIRES(mu_);
 
+  // ---- RADOS mode (catalog_rados.cc; docs/RADOS.md, "Write ordering").
+  // ApplyBlockOps of a RADOS catalog: plans the references the batch's new
+  // blocks need (intent rows, committed), takes them with every call in
+  // flight at once and verifies local matches by reading their objects,
+  // both outside mu_, then applies the batch (ApplyLocked with the plan),
+  // replanning when the apply meets a block the plan did not foresee; then
+  // drops the references the batch freed.
+  Result<ApplyResult> ApplyRados(std::span<const BlockOp> ops, std::span<const FileMetaUpdate> meta)
+      EXCLUDES(mu_, drain_mu_);
+  // One planning round: what the batch needs that `plan` does not hold yet.
+  // New references get holders and intent rows (committed here); local
+  // matches to verify are listed. *work_left: whether anything was added.
+  Status PlanRadosLocked(std::span<const BlockOp> ops, RadosPlan& plan) REQUIRES(mu_);
+  // Moves the plan's references that no committed row uses to rados_unref
+  // (in its own transaction), when an apply is given up.
+  Status AbandonPlanLocked(RadosPlan& plan) REQUIRES(mu_);
+  // The apply transaction's part of a new block in RADOS mode: its pblock
+  // (the holder of the reference the plan took), its rados_block row, its
+  // intent row gone. EAGAIN when the plan holds no reference for it.
+  Result<int64_t> RadosNewBlockLocked(const BlockOp& op, const BlockHash& hash, ApplyTxn& txn) REQUIRES(mu_);
+  // Whether local block `cand` (of the op's chain and hash key) is the op's
+  // block: the same whole hash, and (verify-on-match) the same bytes, as
+  // the plan read them. EAGAIN when the plan did not compare them.
+  Result<bool> RadosSameBlockLocked(int64_t cand, const BlockOp& op, const BlockHash& hash, ApplyTxn& txn)
+      REQUIRES(mu_);
+  // A freed block: its rados_block row becomes a rados_unref row.
+  Status RadosFreeLocked(int64_t pblock, int64_t dedup_id, ApplyTxn& txn) REQUIRES(mu_);
+  // At the end of an apply transaction with a plan: the plan's references
+  // that no row of it uses go to rados_unref (refused ones just lose their
+  // intent row).
+  Status SettlePlanLocked(ApplyTxn& txn) REQUIRES(mu_);
+  // The chain's cluster-wide ID (chain.rados_id), cached. EUCLEAN if unset.
+  Result<std::string> RadosIdLocked(int64_t dedup_id) REQUIRES(mu_);
+  // ReadBlocks of a RADOS catalog.
+  Status ReadBlocksRados(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out) EXCLUDES(mu_);
+  // CreateChain of a RADOS catalog: joins chain.NAME in the pool (outside
+  // mu_), then inserts the row with the pool's ID and seed.
+  Result<ChainInfo> CreateRadosChain(const std::string& name, uint32_t mode, uint32_t uid, uint32_t gid,
+                                     int64_t now_ns) EXCLUDES(mu_);
+  // At a read-write open: every rados_intent row is a crash's leftover; its
+  // reference (taken or not) is dropped, then the unref queue is drained.
+  Status ResolveRadosAtOpen() EXCLUDES(mu_, drain_mu_);
+
   // ---- Shared by the parts.
   // The keyed hasher of a chain, from the cache or the chain's seed. ENOENT.
   Result<std::shared_ptr<const BlockHasher>> HasherForLocked(int64_t dedup_id) REQUIRES(mu_);
@@ -528,6 +611,13 @@ class Catalog {
   const CatalogOptions options_;
   const std::string path_;
   ContentStore* const store_;
+  RadosBackend* const rados_;  // options_.rados
+  // Set by Init from meta store (constant afterwards).
+  bool rados_mode_ = false;
+
+  // One drain of rados_unref at a time (DrainRadosUnrefs): held across its
+  // RADOS calls, never by a request; taken before mu_.
+  Mutex drain_mu_ ACQUIRED_BEFORE(mu_);
 
   // The writer mutex: the main connection and what only its holder
   // touches. Held for whole transactions (across a batch's new-block store
@@ -583,6 +673,19 @@ class Catalog {
   // since): set under mu_ by Sync, read lock-free by HasSlotsToRelease().
   std::atomic<bool> compact_wanted_{false};
   bool compact_retry_ GUARDED_BY(mu_) = true;
+
+  // RADOS mode: the next holder number (meta rados_next_holder; a holder,
+  // and the pblock of the block it references, is never reused), and the
+  // chains' cluster-wide IDs by dedup ID.
+  int64_t next_holder_ GUARDED_BY(mu_) = 1;
+  std::map<int64_t, std::string> rados_ids_ GUARDED_BY(mu_);
+  // Whether rados_unref may have rows (set after a commit that queued some,
+  // cleared by a drain that emptied it): read lock-free by
+  // HasSlotsToRelease(), so that an idle Sync drains what a cluster outage
+  // left.
+  std::atomic<bool> rados_unrefs_pending_{false};
+  // Whether the last drain failed (its warning is logged once per outage).
+  bool drain_failing_ GUARDED_BY(drain_mu_) = false;
 };
 
 }  // namespace chainswap

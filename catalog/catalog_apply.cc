@@ -15,25 +15,12 @@
 
 #include "catalog/catalog_sql.h"
 #include "catalog/compression.h"
+#include "catalog/apply_txn.h"
 #include "catalog/stored_block.h"
 #include "catalog/write_prep.h"
 
 namespace chainswap {
 
-// What one transaction of the apply routine has done so far.
-struct Catalog::ApplyTxn {
-  ApplyResult res;
-  std::map<int64_t, const uint8_t*> new_data;   // pblock -> its (uncompressed) bytes, stored before the commit
-  // Packed blocks' stored forms by first sector, written before the commit
-  // (whole sectors; a compressed form is zero-padded).
-  std::map<uint64_t, std::vector<uint8_t>> new_packed;
-  std::map<int64_t, int64_t> mapped_delta;      // file -> LAT entry delta
-  std::vector<int64_t> candidates;              // scratch of FindDuplicateLocked
-  // Changes of the hash table's counters (hash_entries_, hash_unindexed_).
-  int64_t entries_delta = 0;
-  int64_t unindexed_delta = 0;
-  int64_t today = DayNumberNow();  // pat.born of the blocks it stores
-};
 
 namespace {
 
@@ -111,6 +98,7 @@ Status Catalog::UnrefLocked(int64_t pblock, int64_t n, ApplyTxn& txn) {
     spdlog::error("catalog: LAT referenced unknown physical block {}", pblock);
     return Status::Error(EUCLEAN, "LAT references unknown physical block " + std::to_string(pblock));
   }
+  const int64_t dedup_id = get.Int(0);
   const int64_t rc = get.Int(1);
   const bool indexed = !get.IsNull(2);  // an unindexed block has no key
   const int64_t key = indexed ? get.Int(2) : 0;
@@ -130,7 +118,9 @@ Status Catalog::UnrefLocked(int64_t pblock, int64_t n, ApplyTxn& txn) {
   } else {
     --txn.unindexed_delta;  // no entry to remove, no whole hash kept
   }
-  if (IsPacked(pblock)) {
+  if (rados_mode_) {
+    CS_RETURN_IF_ERROR(RadosFreeLocked(pblock, dedup_id, txn));  // its reference is dropped after the commit
+  } else if (IsPacked(pblock)) {
     sectors_.Free(PackedExtent(pblock));
     txn.new_packed.erase(PackedExtent(pblock).first);
   } else {
@@ -176,6 +166,12 @@ Result<std::optional<int64_t>> Catalog::FindDuplicateLocked(const BlockOp& op, c
     auto same = IsBlockOfKeyLocked(cand, op.dedup_id, key);
     if (!same.ok()) return same.status();
     if (!*same) continue;
+    if (rados_mode_) {  // the whole hash, then the bytes as the plan compared them
+      auto r = RadosSameBlockLocked(cand, op, hash, txn);
+      if (!r.ok()) return r.status();
+      if (*r) return std::optional<int64_t>(cand);
+      continue;
+    }
     if (trust_hash) {
       // Without verify-on-match: the whole hash decides where it is known
       // (blocks stored with dedup_verify off); otherwise the bytes do.
@@ -264,7 +260,11 @@ Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyTxn& txn) {
     // raw into a slot, or into 8 sectors of the pack pages when compression
     // is on (no gap is left in them).
     std::vector<uint8_t> packed;
-    if (compress()) {
+    if (rados_mode_) {
+      auto t = RadosNewBlockLocked(op, hash, txn);
+      if (!t.ok()) return t.status();
+      target = *t;
+    } else if (compress()) {
       CompressedBlock cb;
       if (op.prepared) {  // compressed ahead (write_prep.h), or now by Get()
         cb = op.prepared->Get();
@@ -287,8 +287,10 @@ Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyTxn& txn) {
       target = SlotToPblock(*slot);
     }
     // At the quota, the block is stored without a hash entry.
+    // (In RADOS mode every block is indexed: a block this host stores twice
+    // would take a second reference on its object.)
     const bool indexed =
-        hash_limit_ == 0 || static_cast<int64_t>(hash_entries_) + txn.entries_delta < static_cast<int64_t>(hash_limit_);
+        rados_mode_ || hash_limit_ == 0 || static_cast<int64_t>(hash_entries_) + txn.entries_delta < static_cast<int64_t>(hash_limit_);
     auto& ins = st_->pat_insert;
     ins.Reset().Bind(1, target).Bind(2, op.dedup_id);
     if (indexed) ins.Bind(3, key).Bind(4, txn.today);
@@ -307,7 +309,7 @@ Status Catalog::ApplyWriteLocked(const BlockOp& op, ApplyTxn& txn) {
       ++txn.entries_delta;
       CS_RETURN_IF_ERROR(LogIndexChangeLocked(key, target, /*add=*/true));
     }
-    if (indexed && !options_.dedup_verify) {
+    if (indexed && !options_.dedup_verify && !rados_mode_) {
       // Without verify-on-match, a later match is trusted on the whole hash.
       st_->block_hash_insert.Reset().Bind(1, target).BindBlob(2, hash.bytes);
       CS_RETURN_IF_ERROR(st_->block_hash_insert.Run());
@@ -416,6 +418,7 @@ Status Catalog::IdleMergeLocked() {
 Result<ApplyResult> Catalog::ApplyBlockOps(std::span<const BlockOp> ops,
                                            std::span<const FileMetaUpdate> meta) {
   if (options_.read_only) return Status::Error(EROFS, "catalog opened read-only");
+  if (rados_mode_) return ApplyRados(ops, meta);
   MutexLock lock(&mu_);
   return ApplyLocked(ops, meta, std::nullopt);
 }
@@ -473,8 +476,9 @@ Status Catalog::RetireBucket(std::span<const FileMetaUpdate> meta, uint64_t buck
 }
 
 Result<ApplyResult> Catalog::ApplyLocked(std::span<const BlockOp> ops, std::span<const FileMetaUpdate> meta,
-                                         std::optional<uint64_t> retired_through) {
+                                         std::optional<uint64_t> retired_through, RadosPlan* plan) {
   ApplyTxn txn;
+  txn.plan = plan;
   sql::Transaction db_txn(db_);
   Status st = BeginApplyLocked(db_txn);
   for (size_t i = 0; st.ok() && i < ops.size(); ++i) {
@@ -494,8 +498,15 @@ Result<ApplyResult> Catalog::ApplyLocked(std::span<const BlockOp> ops, std::span
   // active one fills up.
   std::optional<size_t> merged;
   if (st.ok()) st = MergeHashLogLocked(std::max(kHashMergeChunk, 2 * hash_log_.txn_rows()), &merged);
-  if (st.ok()) st = WriteNewBlocks(*store_, txn.new_data, txn.new_packed);
+  if (st.ok() && plan) st = SettlePlanLocked(txn);
+  // (In RADOS mode the new blocks' objects were written before: the plan.)
+  if (st.ok() && !rados_mode_) st = WriteNewBlocks(*store_, txn.new_data, txn.new_packed);
   CS_RETURN_IF_ERROR(CommitApplyLocked(db_txn, st, merged, &txn));
+  if (plan) {
+    for (auto& [k, ref] : plan->shared) ref.used = ref.used || txn.used_holders.count(ref.holder) > 0;
+    for (auto& [k, ref] : plan->privates) ref.used = ref.used || txn.used_holders.count(ref.holder) > 0;
+  }
+  if (txn.rados_unrefs) rados_unrefs_pending_.store(true, std::memory_order_relaxed);
   // Bound the WAL between retirements: past twice the checkpoint size, sync
   // (store, then WAL) and checkpoint now; the next commit starts it over.
   if (WalBytesLocked() > 2 * kWalCheckpointBytes) {
@@ -552,7 +563,9 @@ Status Catalog::CloneRange(int64_t src_file, int64_t dst_file, uint64_t src_lba,
     }
   }
   if (st.ok()) st = AddMappedLocked(txn);
-  return CommitApplyLocked(db_txn, st, /*merged=*/std::nullopt, &txn);
+  CS_RETURN_IF_ERROR(CommitApplyLocked(db_txn, st, /*merged=*/std::nullopt, &txn));
+  if (txn.rados_unrefs) rados_unrefs_pending_.store(true, std::memory_order_relaxed);
+  return Status::Ok();
 }
 
 // ------------------------------------------------------------- compaction

@@ -49,6 +49,7 @@ Result<std::vector<FileInfo>> Catalog::ListFiles() {
 
 Result<ChainInfo> Catalog::CreateChain(const std::string& name, uint32_t mode, uint32_t uid,
                                        uint32_t gid, int64_t now_ns) {
+  if (rados_mode_) return CreateRadosChain(name, mode, uid, gid, now_ns);
   MutexLock lock(&mu_);
   HashSeed seed = NewHashSeed();
   auto q = sql::Stmt::Prepare(db_, catalog_sql::kInsertChain);

@@ -30,6 +30,7 @@ Status QueryLatRange(sql::Stmt& q, int64_t file_id, uint64_t lba, uint64_t end,
 }  // namespace
 
 Status Catalog::ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out) {
+  if (rados_mode_) return ReadBlocksRados(file_id, lba, count, out);
   std::vector<std::pair<uint64_t, int64_t>> mapped;  // (lba, pblock)
   // From the LAT lookup to the last store read: compaction does not free
   // an extent this read may have looked up (moving_mu_).

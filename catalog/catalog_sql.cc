@@ -52,6 +52,13 @@ Result<std::unique_ptr<WriterStatements>> WriterStatements::Prepare(const sql::D
                                         {&S::file_set_meta, kFileSetMeta},
                                         {&S::set_hash_counters, kSetHashCounters},
                                         {&S::set_journal_retired_through, kSetJournalRetiredThrough},
+                                        {&S::rados_intent_insert, kRadosIntentInsert},
+                                        {&S::rados_intent_delete, kRadosIntentDelete},
+                                        {&S::rados_unref_insert, kRadosUnrefInsert},
+                                        {&S::rados_block_insert, kRadosBlockInsert},
+                                        {&S::rados_block_get, kRadosBlockGet},
+                                        {&S::rados_block_delete, kRadosBlockDelete},
+                                        {&S::set_rados_next_holder, kSetRadosNextHolder},
                                     }));
   return set;
 }
@@ -64,6 +71,7 @@ Result<std::unique_ptr<ReaderStatements>> ReaderStatements::Prepare(const sql::D
                                         {&S::lat_range, kLatRange},
                                         {&S::file_mapped, kFileMapped},
                                         {&S::lat_count, kLatCount},
+                                        {&S::lat_range_rados, kLatRangeRados},
                                     }));
   return set;
 }

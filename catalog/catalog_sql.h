@@ -278,6 +278,52 @@ inline constexpr std::string_view kFileStats =
     "FROM file_stats s ORDER BY s.chain, s.file";
 #undef CS_SQL_STORED_BYTES
 
+// ---- RADOS mode (rados_backend.h, catalog_rados.cc) --------------------
+
+// -> key, value of the store settings (store, rados_*)
+inline constexpr std::string_view kMetaRados =
+    "SELECT key, value FROM meta WHERE key = 'store' OR key LIKE 'rados\\_%' ESCAPE '\\'";
+// key, value
+inline constexpr std::string_view kMetaPut = "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)";
+// -> the next holder number (meta rados_next_holder)
+inline constexpr std::string_view kRadosNextHolder =
+    "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'rados_next_holder'";
+// next holder
+inline constexpr std::string_view kSetRadosNextHolder =
+    "INSERT OR REPLACE INTO meta(key, value) VALUES ('rados_next_holder', ?1)";
+// dedup_id -> rados_id
+inline constexpr std::string_view kChainRadosId = "SELECT rados_id FROM chain WHERE dedup_id = ?1";
+// name, hash_seed, mode, uid, gid, now_ns, rados_id
+inline constexpr std::string_view kInsertRadosChain =
+    "INSERT INTO chain(name, hash_seed, mode, uid, gid, mtime_ns, ctime_ns, rados_id) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)";
+// name -> 1 when a chain directory of that name exists
+inline constexpr std::string_view kChainNamed = "SELECT 1 FROM chain WHERE name = ?1";
+// holder, object
+inline constexpr std::string_view kRadosIntentInsert = "INSERT INTO rados_intent(holder, object) VALUES (?1, ?2)";
+// holder
+inline constexpr std::string_view kRadosIntentDelete = "DELETE FROM rados_intent WHERE holder = ?1";
+// -> holder, object of every intent
+inline constexpr std::string_view kRadosIntents = "SELECT holder, object FROM rados_intent ORDER BY holder";
+// holder, object
+inline constexpr std::string_view kRadosUnrefInsert = "INSERT OR REPLACE INTO rados_unref(holder, object) VALUES (?1, ?2)";
+// holder
+inline constexpr std::string_view kRadosUnrefDelete = "DELETE FROM rados_unref WHERE holder = ?1";
+// limit -> holder, object of the references to drop, oldest first
+inline constexpr std::string_view kRadosUnrefs = "SELECT holder, object FROM rados_unref ORDER BY holder LIMIT ?1";
+// pblock, hash, private
+inline constexpr std::string_view kRadosBlockInsert = "INSERT INTO rados_block(pblock, hash, private) VALUES (?1, ?2, ?3)";
+// pblock -> hash, private
+inline constexpr std::string_view kRadosBlockGet = "SELECT hash, private FROM rados_block WHERE pblock = ?1";
+// pblock
+inline constexpr std::string_view kRadosBlockDelete = "DELETE FROM rados_block WHERE pblock = ?1";
+// file_id, first lba, end lba -> lba, pblock, hash, private, the chain's rados_id
+inline constexpr std::string_view kLatRangeRados =
+    "SELECT l.lba, l.pblock, r.hash, r.private, c.rados_id FROM lat l "
+    "JOIN rados_block r ON r.pblock = l.pblock JOIN swap_file f ON f.file_id = l.file_id "
+    "JOIN chain c ON c.dedup_id = f.dedup_id "
+    "WHERE l.file_id = ?1 AND l.lba >= ?2 AND l.lba < ?3 ORDER BY l.lba";
+
 // ---- Prepared-statement sets -------------------------------------------
 
 // The writer connection's statements, prepared once at open: the apply
@@ -308,6 +354,15 @@ struct WriterStatements {
   sql::Stmt file_set_meta;       // kFileSetMeta
   sql::Stmt set_hash_counters;   // kSetHashCounters
   sql::Stmt set_journal_retired_through;  // kSetJournalRetiredThrough
+  // RADOS mode (prepared on every read-write open; their tables exist
+  // from schema version 5 on).
+  sql::Stmt rados_intent_insert;  // kRadosIntentInsert
+  sql::Stmt rados_intent_delete;  // kRadosIntentDelete
+  sql::Stmt rados_unref_insert;   // kRadosUnrefInsert
+  sql::Stmt rados_block_insert;   // kRadosBlockInsert
+  sql::Stmt rados_block_get;      // kRadosBlockGet
+  sql::Stmt rados_block_delete;   // kRadosBlockDelete
+  sql::Stmt set_rados_next_holder;  // kSetRadosNextHolder
 
   // Prepares them on `db` (only the first group when `reads_only`); the
   // set must be destroyed before `db`.
@@ -319,6 +374,7 @@ struct ReaderStatements {
   sql::Stmt lat_range;    // kLatRange
   sql::Stmt file_mapped;  // kFileMapped
   sql::Stmt lat_count;    // kLatCount
+  sql::Stmt lat_range_rados;  // kLatRangeRados
 
   // Prepares them all on `db`; the set must be destroyed before `db`.
   static Result<std::unique_ptr<ReaderStatements>> Prepare(const sql::Db& db);

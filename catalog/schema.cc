@@ -106,7 +106,9 @@ constexpr const char* kChainTable = R"sql(
 -- name is NULL once the chain directory is removed (rmdir) while swap files
 -- of it are still being reclaimed (unlinked, maybe still open): the row and
 -- its seed outlive every file, journal record and block of the chain, and
--- go with the row of its last file (Catalog::DropFile).
+-- go with the row of its last file (Catalog::DropFile). rados_id (version
+-- 5): in RADOS mode, the chain's cluster-wide ID (32 hex digits, from the
+-- pool's chain.NAME object, whose seed is then hash_seed); NULL otherwise.
 CREATE TABLE chain (
   dedup_id   INTEGER PRIMARY KEY AUTOINCREMENT,
   name       TEXT UNIQUE,
@@ -115,7 +117,39 @@ CREATE TABLE chain (
   uid        INTEGER NOT NULL,
   gid        INTEGER NOT NULL,
   mtime_ns   INTEGER NOT NULL,
-  ctime_ns   INTEGER NOT NULL
+  ctime_ns   INTEGER NOT NULL,
+  rados_id   TEXT
+);
+)sql";
+
+// The RADOS tables, version 5 (docs/RADOS.md): empty in a catalog whose
+// content store is the local file (meta store absent or 'local').
+constexpr const char* kRadosTables = R"sql(
+-- RADOS mode: one row per PAT row, naming the block's object in the pool:
+-- blk.<chain.rados_id>.<hash as 32 hex digits>, or, for a block whose
+-- shared name holds other bytes (a hash collision), the private name
+-- blk.<rados_id>.<hash>.<meta rados_host>.<pblock> (private = 1). The
+-- block's one reference in the pool is held by ref.<rados_host>.<pblock>.
+CREATE TABLE rados_block (
+  pblock   INTEGER PRIMARY KEY,
+  hash     BLOB NOT NULL,
+  private  INTEGER NOT NULL DEFAULT 0
+);
+
+-- References being taken: written (and committed) before the
+-- create-or-reference calls of a destage batch, deleted by the transaction
+-- that applies the batch. Rows left by a crash are dropped at the next
+-- mount (a put by their holder: done whether or not it held a reference).
+CREATE TABLE rados_intent (
+  holder  INTEGER PRIMARY KEY,
+  object  TEXT NOT NULL
+);
+
+-- References to drop: written by the transaction that frees a block (or
+-- gives up a planned reference), deleted once the put is acknowledged.
+CREATE TABLE rados_unref (
+  holder  INTEGER PRIMARY KEY,
+  object  TEXT NOT NULL
 );
 )sql";
 
@@ -243,6 +277,7 @@ Status CreateSchema(sql::Db& db, bool compress) {
   CS_RETURN_IF_ERROR(db.Exec(kTables));
   CS_RETURN_IF_ERROR(db.Exec(kBlockTables));
   CS_RETURN_IF_ERROR(db.Exec(kChainTable));
+  CS_RETURN_IF_ERROR(db.Exec(kRadosTables));
   CS_RETURN_IF_ERROR(db.Exec(kViews));
   CS_RETURN_IF_ERROR(db.Exec(std::string(catalog_sql::kInitHashCounters)));
   CS_RETURN_IF_ERROR(db.Exec(std::string("INSERT INTO meta(key, value) VALUES ('format', '") +
@@ -301,6 +336,13 @@ Result<int> CheckAndUpgradeSchema(sql::Db& db, bool read_only) {
     // Version 3 -> 4: packed blocks (negative pblocks) and the views that
     // count their sectors; no table changes.
     if (v < 4) CS_RETURN_IF_ERROR(db.Exec(kDropViews));
+    // Version 4 -> 5: the RADOS tables and chain.rados_id (a local catalog
+    // keeps them empty).
+    if (v < 5) {
+      CS_RETURN_IF_ERROR(db.Exec(kRadosTables));
+      // (A version-1 chain table was rebuilt with the column by step 1 -> 2.)
+      if (v >= 2) CS_RETURN_IF_ERROR(db.Exec("ALTER TABLE chain ADD COLUMN rados_id TEXT"));
+    }
     CS_RETURN_IF_ERROR(db.Exec(kViews));
     auto fk = sql::Stmt::Prepare(db, "PRAGMA foreign_key_check");
     if (!fk.ok()) return fk.status();

@@ -20,6 +20,9 @@
 //      the sector space; meta compress ('lz4' or 'off', set at format
 //      time); the view block_extent and the compression columns of
 //      chain_stats and file_stats.
+//   5: the RADOS mode (docs/RADOS.md): chain.rados_id, tables rados_block,
+//      rados_intent and rados_unref; meta store ('local' or 'rados'),
+//      rados_pool, rados_conf, rados_user, rados_host, rados_next_holder.
 // A database newer than kSchemaVersion is refused; older ones are upgraded
 // step by step by CheckAndUpgradeSchema() when opened read-write.
 #pragma once
@@ -28,7 +31,7 @@
 
 namespace chainswap {
 
-inline constexpr int kSchemaVersion = 4;
+inline constexpr int kSchemaVersion = 5;
 inline constexpr const char* kFormatMagic = "chainswap-catalog";
 
 // Creates every table, index and view of the current version in an empty

@@ -1,5 +1,7 @@
 #include "destage/destagers.h"
 
+#include "catalog/rados_backend.h"
+
 #include "destage/journal.h"
 
 #include <pthread.h>
@@ -149,6 +151,8 @@ void Destagers::Loop(IoKind kind) {
       }
     }
     if (st.ok()) {
+      if ((writes ? w_unreachable_ : x_unreachable_).exchange(false))
+        spdlog::info("{} destager: content store reachable again", writes ? "write" : "delete");
       if (writes) journal_.SetStoreFull(false);
       WakeRetirer();
       continue;
@@ -172,6 +176,18 @@ void Destagers::Loop(IoKind kind) {
       continue;
     }
     if (st.code() == ECANCELED) return;  // stopping
+    if (IsStoreUnreachable(st)) {
+      // A content store in RADOS that does not answer (cluster down, an
+      // OSD gone): nothing acknowledged is lost, the batch stays in the
+      // journal and is retried; guests' writes go on into the journal until
+      // it fills, then wait (its back-pressure).
+      if (!(writes ? w_unreachable_ : x_unreachable_).exchange(true))
+        spdlog::warn("{} destager: content store unreachable ({}); retrying every second, writes wait in the journal",
+                     writes ? "write" : "delete", st.ToString());
+      MutexLock lk(&mu_);
+      progress_cv_.WaitFor(std::chrono::seconds(1));
+      continue;
+    }
     journal_.SetDestageError(st);
     progress_cv_.SignalAll();
     return;

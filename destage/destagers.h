@@ -181,6 +181,10 @@ class Destagers {
   uint64_t w_record_ GUARDED_BY(mu_) = 0;  // progress inside bucket w_cursor_ (records)
   uint64_t x_record_ GUARDED_BY(mu_) = 0;
   bool delete_blocked_ GUARDED_BY(mu_) = false;  // the delete destager hit ENOSPC (logged once)
+  // Each destager's thread only: its last batch found the content store
+  // unreachable (IsStoreUnreachable; logged once per outage).
+  std::atomic<bool> w_unreachable_{false};
+  std::atomic<bool> x_unreachable_{false};
   CondVar retire_cv_{&mu_};                      // wakes cs-retire
   bool retire_wanted_ GUARDED_BY(mu_) = false;   // a destager passed a bucket since cs-retire looked
   struct DeferredReclaim {

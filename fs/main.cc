@@ -70,6 +70,7 @@ Result<Served> OpenServed(const MountConfig& cfg, const EngineOptions& base) {
   copts.mmap_bytes = cfg.catalog_mmap_bytes;
   copts.hash_table_limit = cfg.hash_table_limit_entries;
   copts.compress = cfg.compress;
+  copts.rados_timeout_seconds = cfg.rados_timeout_s;
   Served s;
   auto backing = BackingDir::Open(cfg.backing, LockMode::kExclusive, copts);
   if (!backing.ok()) return backing.status();

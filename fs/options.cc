@@ -74,6 +74,10 @@ void ParseOption(const std::string& o, ParseResult& r, bool* interval_given) {
     if (z == "lz4") c.compress = true;
     else if (z == "off") c.compress = false;
     else r.errors.push_back("compress=" + z + ": expected lz4 or off");
+  } else if (const char* vrt = value("rados_timeout")) {
+    uint64_t n = 0;
+    if (!ParseSize(vrt, &n) || n < 1 || n > 600) r.errors.push_back("rados_timeout=" + std::string(vrt) + ": expected seconds, 1..600");
+    else c.rados_timeout_s = static_cast<int>(n);
   } else if (const char* v2 = value("log_level")) {
     std::string lv = v2;
     if (lv != "trace" && lv != "debug" && lv != "info" && lv != "warn" && lv != "error" && lv != "off")
@@ -223,6 +227,9 @@ std::string MountUsage(const std::string& prog) {
          "                     index changes (default 16M, at least 1M; docs/OPERATIONS.md)\n"
          "  -o catalog_mmap=SIZE   let SQLite map this much of the catalog for reads (default 0;\n"
          "                     the memory lock pins mapped pages too: use with no_mlock)\n"
+         "  -o rados_timeout=SECONDS  a backing directory on RADOS (chainswap format --store):\n"
+         "                     the Ceph client timeout for connecting and every operation\n"
+         "                     (default 30; 1..600)\n"
          "  -o compress=lz4|off  store new unique blocks LZ4-compressed in 512-byte sectors, or\n"
          "                     raw (default: as chosen by chainswap format --compress; blocks\n"
          "                     already stored stay as they are)\n"

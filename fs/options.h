@@ -41,6 +41,9 @@ struct MountConfig {
   // compress=lz4|off: compression of new unique blocks; unset: the backing
   // directory's setting (chainswap format --compress).
   std::optional<bool> compress;
+  // rados_timeout=SECONDS: the Ceph client timeout of a backing directory
+  // whose blocks are in RADOS (connect and every operation; 1..600).
+  int rados_timeout_s = 30;
   std::string log_level = "info";
   unsigned threads = 8;          // max FUSE worker threads
   // Destage engine (SPEC §5).

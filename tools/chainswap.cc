@@ -34,7 +34,35 @@ int Fail(const Status& st) {
   return 1;
 }
 
-int CmdFormat(const std::string& backing, bool compress) {
+// `store_spec`: "local" or "rados:POOL" (with `rados`'s conf and user).
+int CmdFormat(const std::string& backing, bool compress, const std::string& store_spec, RadosTarget rados) {
+  if (store_spec != "local") {
+    auto pool = ParseRadosStoreSpec(store_spec);
+    if (!pool.ok()) {
+      std::fprintf(stderr, "chainswap format: --store %s: %s\n", store_spec.c_str(), pool.status().message().c_str());
+      return 2;
+    }
+    if (compress) {
+      std::fprintf(stderr, "chainswap format: --compress lz4 is not supported with --store rados:POOL (blocks are "
+                           "stored raw in RADOS)\n");
+      return 2;
+    }
+    rados.pool = *pool;
+    // The daemon may run from another directory: the conf file by its
+    // absolute path.
+    if (!rados.conf_path.empty() && rados.conf_path[0] != '/') {
+      char* abs = ::realpath(rados.conf_path.c_str(), nullptr);
+      if (!abs) return Fail(Status::FromErrno("--ceph-conf " + rados.conf_path));
+      rados.conf_path = abs;
+      std::free(abs);
+    }
+    Status st = BackingDir::Format(backing, false, &rados);
+    if (!st.ok()) return Fail(st);
+    std::printf("formatted %s (catalog.db, journal/; blocks in RADOS pool %s as client.%s%s%s)\n", backing.c_str(),
+                rados.pool.c_str(), rados.client_id.c_str(), rados.conf_path.empty() ? "" : ", conf ",
+                rados.conf_path.c_str());
+    return 0;
+  }
   Status st = BackingDir::Format(backing, compress);
   if (!st.ok()) return Fail(st);
   std::printf("formatted %s (catalog.db, store.dat, journal/; compress=%s)\n", backing.c_str(),
@@ -480,6 +508,18 @@ int main(int argc, char** argv) {
                   "compression of new unique blocks: lz4 (LZ4 in 512-byte sectors) or off (default; the mount "
                   "option compress= overrides it)")
       ->check(CLI::IsMember({"lz4", "off"}));
+  std::string format_store = "local";
+  RadosTarget format_rados;
+  fmt->add_option("--store", format_store,
+                  "where blocks are stored: local (BACKING/store.dat, default) or rados:POOL (a Ceph pool shared by "
+                  "the hosts that run a chain's clones; docs/RADOS.md)");
+  fmt->add_option("--ceph-conf", format_rados.conf_path, "with --store rados:POOL: the Ceph conf file (default: "
+                                                         "librados's search)");
+  fmt->add_option("--ceph-id", format_rados.client_id, "with --store rados:POOL: the cephx user, without 'client.' "
+                                                       "(default: admin)");
+  fmt->add_option("--timeout", format_rados.timeout_seconds,
+                  "with --store rados:POOL: seconds before an unanswered cluster is an error (default 30)")
+      ->check(CLI::Range(1, 600));
   auto* stats = app.add_subcommand("stats", "per-chain logical, stored and saved bytes");
   stats->add_option("BACKING", backing, "backing directory")->required();
   stats->add_flag("--json", json, "machine-readable output (always includes files)");
@@ -577,7 +617,7 @@ int main(int argc, char** argv) {
                            "(chainswap SUBCOMMAND --help for each)\n");
     return rc == 0 ? 0 : 2;
   }
-  if (*fmt) return CmdFormat(backing, compress == "lz4");
+  if (*fmt) return CmdFormat(backing, compress == "lz4", format_store, format_rados);
   if (*stats) return CmdStats(backing, json, per_file, prometheus);
   if (*clone) return CmdClone(src, dst, force);
   if (*fsck) return CmdFsck(backing, repair, read_only, no_hash, json);

@@ -1,0 +1,533 @@
+// The catalog's RADOS mode (rados_backend.h, docs/RADOS.md): the apply of a
+// destage batch with its references taken in the pool, the drain of the
+// references to drop, reads from the pool, chains joined in the pool, and
+// the resolution of a crash's leftovers at open.
+//
+// Write ordering, for the new blocks of a batch (ApplyRados):
+//   1. plan (mu_): a holder and a committed rados_intent row per reference
+//      to take;
+//   2. take (no lock): create-or-reference of every one, all in flight;
+//   3. apply (mu_): the usual transaction, whose new blocks take their
+//      pblock = holder from the plan and whose rados_intent rows go.
+// A crash after 1 or 2 leaves intent rows: the next open drops their
+// references (a put by a holder that holds none is ENOLINK: done too), then
+// the journal's replay takes new ones under new holders. Holders are never
+// reused, so such a put never drops a reference a committed row needs.
+// Freeing mirrors it: the transaction moves the block's row to rados_unref,
+// and the put runs after the commit (DrainRadosUnrefs).
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "catalog/apply_txn.h"
+#include "catalog/catalog.h"
+#include "catalog/catalog_sql.h"
+#include "catalog/rados_backend.h"
+#include "catalog/rados_plan.h"
+
+namespace chainswap {
+
+namespace {
+
+// Planning rounds of one batch before the apply gives up (a round is
+// needed again only when a compare found other bytes, or a create was
+// refused).
+constexpr int kMaxPlanRounds = 4;
+// References dropped per drain round (a transaction deletes their rows).
+constexpr int64_t kDrainChunk = 4096;
+// Operations in flight per RadosBatch.
+constexpr size_t kRadosWindow = 64;
+
+RadosPlan::Key PlanKey(int64_t dedup_id, const BlockHash& h) { return {dedup_id, h.bytes}; }
+
+bool PutDone(const Status& st) {
+  // OK: dropped. ENOLINK: the holder held none (never taken, or dropped by
+  // an earlier drain). ENOENT: the object is gone (its last put was made).
+  return st.ok() || st.code() == ENOLINK || st.code() == ENOENT;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ apply
+
+Result<ApplyResult> Catalog::ApplyRados(std::span<const BlockOp> ops, std::span<const FileMetaUpdate> meta) {
+  if (!rados_) return Status::Error(ENOTCONN, "catalog " + path_ + " stores its blocks in RADOS: not connected");
+  RadosPlan plan;
+  Result<ApplyResult> res = Status::Error(EIO, "unplanned");
+  for (int round = 0;; ++round) {
+    {
+      MutexLock lock(&mu_);
+      CS_RETURN_IF_ERROR(PlanRadosLocked(ops, plan));
+    }
+    // Take the planned references and compare the local matches, every
+    // call in flight at once, outside mu_.
+    Status failed = Status::Ok();
+    if (!plan.to_take.empty() || !plan.to_compare.empty()) {
+      RadosBatch batch(rados_->store(), kRadosWindow);
+      for (RadosPlannedRef* ref : plan.to_take)
+        batch.CreateOrRef(ref->object, rados_->Holder(ref->holder), std::span<const uint8_t>(ref->data, kBlockSize),
+                          /*verify=*/true);
+      // One read per local block compared.
+      std::map<int64_t, std::vector<uint8_t>> stored;
+      std::vector<int64_t> read_order;
+      for (const RadosPlan::Compare& c : plan.to_compare) {
+        auto [it, fresh] = stored.try_emplace(c.pblock);
+        if (!fresh) continue;
+        it->second.resize(kBlockSize);
+        batch.Read(c.object, it->second);
+        read_order.push_back(c.pblock);
+      }
+      const std::vector<Status> sts = batch.Wait();
+      size_t i = 0;
+      for (RadosPlannedRef* ref : plan.to_take) {
+        const Status& st = sts[i++];
+        if (st.ok()) {
+          ref->state = RadosPlannedRef::State::kTaken;
+        } else if (st.code() == ENOMSG && !ref->private_name) {
+          // Another block under this name (a hash collision, or damage):
+          // this block gets a private object in the next round.
+          ref->state = RadosPlannedRef::State::kRefused;
+          plan.collided.insert(ref->key);
+          spdlog::warn("RADOS: object {} holds other bytes than a block of the same hash; storing it under a "
+                       "private name", ref->object);
+        } else if (failed.ok()) {
+          failed = st;
+        }
+      }
+      std::map<int64_t, Status> read_status;
+      for (int64_t pb : read_order) read_status.emplace(pb, sts[i++]);
+      for (const RadosPlan::Compare& c : plan.to_compare) {
+        const Status& st = read_status[c.pblock];
+        if (!st.ok()) {
+          if (failed.ok())
+            failed = st.code() == ENOENT ? Status::Error(EIO, "RADOS object " + c.object + " of block " +
+                                                                  std::to_string(c.pblock) +
+                                                                  " is missing though this host references it "
+                                                                  "(run chainswap fsck)")
+                                         : st;
+          continue;
+        }
+        if (std::memcmp(stored[c.pblock].data(), c.data, kBlockSize) == 0) {
+          plan.verified[c.data] = c.pblock;
+        } else {
+          plan.unequal.insert(c.data);
+          spdlog::warn("RADOS: hash collision: block {} ({}) holds other bytes; storing separately", c.pblock,
+                       c.object);
+        }
+      }
+    }
+    if (!failed.ok()) {
+      MutexLock lock(&mu_);
+      Status ab = AbandonPlanLocked(plan);
+      if (!ab.ok()) spdlog::warn("RADOS: giving up a batch's references: {}", ab.ToString());
+      return failed;
+    }
+    {
+      MutexLock lock(&mu_);
+      res = ApplyLocked(ops, meta, std::nullopt, &plan);
+      if (!res.ok() && res.status().code() == EAGAIN && round + 1 < kMaxPlanRounds) continue;
+      if (!res.ok()) {
+        Status ab = AbandonPlanLocked(plan);
+        if (!ab.ok()) spdlog::warn("RADOS: giving up a batch's references: {}", ab.ToString());
+        if (res.status().code() == EAGAIN)
+          return Status::Error(EIO, "RADOS: a destage batch still lacked references after " +
+                                        std::to_string(kMaxPlanRounds) + " rounds: " + res.status().message());
+        return res.status();
+      }
+    }
+    break;
+  }
+  (void)DrainRadosUnrefs();  // logs its own failure; retried by the idle Sync
+  return res;
+}
+
+Status Catalog::PlanRadosLocked(std::span<const BlockOp> ops, RadosPlan& plan) {
+  plan.to_take.clear();
+  plan.to_compare.clear();
+  const bool verify = options_.dedup_verify || force_verify_.load(std::memory_order_relaxed);
+  sql::Transaction txn(db_);
+  CS_RETURN_IF_ERROR(txn.Begin());
+  std::vector<int64_t> cands;
+  bool wrote = false;
+  for (const BlockOp& op : ops) {
+    if (op.kind != BlockOp::Kind::kWrite) continue;
+    BlockHash hash;
+    if (op.hash) {
+      hash = *op.hash;
+    } else {
+      if (IsZeroBlock(op.data)) continue;
+      auto h = HasherForLocked(op.dedup_id);
+      if (!h.ok()) {
+        if (h.status().code() == ENOENT) continue;  // a chain gone: the apply skips it too
+        return h.status();
+      }
+      hash = (*h)->Hash(op.data);
+    }
+    const RadosPlan::Key key = PlanKey(op.dedup_id, hash);
+    if (plan.privates.count(op.data)) continue;
+    const bool needs_private = plan.unequal.count(op.data) || plan.collided.count(key);
+    if (!needs_private) {
+      if (plan.shared.count(key) || plan.verified.count(op.data)) continue;
+      // A block of this host with the same chain and whole hash.
+      std::optional<int64_t> local;
+      CS_RETURN_IF_ERROR(HashCandidatesLocked(HashKey(hash), &cands));
+      for (int64_t cand : cands) {
+        auto same = IsBlockOfKeyLocked(cand, op.dedup_id, HashKey(hash));
+        if (!same.ok()) return same.status();
+        if (!*same) continue;
+        auto& get = st_->rados_block_get;
+        get.Reset().Bind(1, cand);
+        auto r = get.Step();
+        if (!r.ok()) return r.status();
+        const bool equal = *r && get.IsNull(0) == false && get.Blob(0).size() == hash.bytes.size() &&
+                           std::memcmp(get.Blob(0).data(), hash.bytes.data(), hash.bytes.size()) == 0;
+        const bool priv = *r && get.Int(1) != 0;
+        get.Reset();
+        if (equal && !priv) {
+          local = cand;
+          break;
+        }
+      }
+      if (local) {
+        if (verify) {
+          auto id = RadosIdLocked(op.dedup_id);
+          if (!id.ok()) return id.status();
+          plan.to_compare.push_back({op.data, *local, rados_->ObjectName(*id, hash, false, *local)});
+        }
+        continue;
+      }
+    }
+    // A new reference.
+    auto id = RadosIdLocked(op.dedup_id);
+    if (!id.ok()) {
+      if (id.status().code() == ENOENT) continue;
+      return id.status();
+    }
+    RadosPlannedRef ref;
+    ref.holder = next_holder_++;
+    ref.private_name = needs_private;
+    ref.object = rados_->ObjectName(*id, hash, needs_private, ref.holder);
+    ref.data = op.data;
+    ref.key = key;
+    st_->rados_intent_insert.Reset().Bind(1, ref.holder).Bind(2, std::string_view(ref.object));
+    CS_RETURN_IF_ERROR(st_->rados_intent_insert.Run());
+    wrote = true;
+    RadosPlannedRef& placed = needs_private ? plan.privates[op.data] : plan.shared[key];
+    placed = std::move(ref);
+    plan.to_take.push_back(&placed);
+  }
+  if (wrote) {
+    const std::string next = std::to_string(next_holder_);
+    CS_RETURN_IF_ERROR(st_->set_rados_next_holder.Reset().Bind(1, std::string_view(next)).Run());
+  }
+  return txn.Commit();
+}
+
+Status Catalog::AbandonPlanLocked(RadosPlan& plan) {
+  sql::Transaction txn(db_);
+  CS_RETURN_IF_ERROR(txn.Begin());
+  auto abandon = [&](RadosPlannedRef& ref) -> Status {
+    if (ref.used) return Status::Ok();
+    CS_RETURN_IF_ERROR(st_->rados_intent_delete.Reset().Bind(1, ref.holder).Run());
+    if (ref.state == RadosPlannedRef::State::kRefused) return Status::Ok();  // nothing was taken
+    // Taken, or maybe taken (a call that timed out may still be applied).
+    return st_->rados_unref_insert.Reset().Bind(1, ref.holder).Bind(2, std::string_view(ref.object)).Run();
+  };
+  for (auto& [k, ref] : plan.shared) CS_RETURN_IF_ERROR(abandon(ref));
+  for (auto& [k, ref] : plan.privates) CS_RETURN_IF_ERROR(abandon(ref));
+  CS_RETURN_IF_ERROR(txn.Commit());
+  plan.shared.clear();
+  plan.privates.clear();
+  return Status::Ok();
+}
+
+Result<int64_t> Catalog::RadosNewBlockLocked(const BlockOp& op, const BlockHash& hash, ApplyTxn& txn) {
+  RadosPlan* plan = txn.plan;
+  if (!plan) return Status::Error(EAGAIN, "no RADOS plan");
+  RadosPlannedRef* ref = nullptr;
+  if (auto p = plan->privates.find(op.data); p != plan->privates.end()) {
+    ref = &p->second;
+  } else if (auto s = plan->shared.find(PlanKey(op.dedup_id, hash)); s != plan->shared.end()) {
+    ref = &s->second;
+  }
+  if (!ref || ref->state != RadosPlannedRef::State::kTaken || txn.used_holders.count(ref->holder))
+    return Status::Error(EAGAIN, "a new block of chain " + std::to_string(op.dedup_id) + " has no planned reference");
+  txn.used_holders.insert(ref->holder);
+  st_->rados_block_insert.Reset().Bind(1, ref->holder).BindBlob(2, hash.bytes).Bind(3, ref->private_name ? 1 : 0);
+  CS_RETURN_IF_ERROR(st_->rados_block_insert.Run());
+  CS_RETURN_IF_ERROR(st_->rados_intent_delete.Reset().Bind(1, ref->holder).Run());
+  return ref->holder;
+}
+
+Result<bool> Catalog::RadosSameBlockLocked(int64_t cand, const BlockOp& op, const BlockHash& hash, ApplyTxn& txn) {
+  auto& get = st_->rados_block_get;
+  get.Reset().Bind(1, cand);
+  auto r = get.Step();
+  if (!r.ok()) return r.status();
+  const bool equal = *r && get.Blob(0).size() == hash.bytes.size() &&
+                     std::memcmp(get.Blob(0).data(), hash.bytes.data(), hash.bytes.size()) == 0;
+  const bool priv = *r && get.Int(1) != 0;
+  get.Reset();
+  if (!equal) return false;  // another block with the same hash key
+  if (auto pending = txn.new_data.find(cand); pending != txn.new_data.end())
+    return std::memcmp(pending->second, op.data, kBlockSize) == 0;  // stored by this transaction
+  if (priv) return false;  // a private block is never matched again (its hash's shared name differs)
+  if (!options_.dedup_verify && !force_verify_.load(std::memory_order_relaxed)) return true;
+  RadosPlan* plan = txn.plan;
+  if (plan) {
+    if (auto v = plan->verified.find(op.data); v != plan->verified.end() && v->second == cand) return true;
+    if (plan->unequal.count(op.data)) return false;
+  }
+  return Status::Error(EAGAIN, "block " + std::to_string(cand) + " was not compared");
+}
+
+Status Catalog::RadosFreeLocked(int64_t pblock, int64_t dedup_id, ApplyTxn& txn) {
+  auto& get = st_->rados_block_get;
+  get.Reset().Bind(1, pblock);
+  auto r = get.Step();
+  if (!r.ok()) return r.status();
+  if (!*r) {
+    get.Reset();
+    return Status::Error(EUCLEAN, "block " + std::to_string(pblock) + " has no rados_block row (run chainswap fsck)");
+  }
+  BlockHash h;
+  const auto blob = get.Blob(0);
+  if (blob.size() != h.bytes.size()) {
+    get.Reset();
+    return Status::Error(EUCLEAN, "rados_block row of block " + std::to_string(pblock) + " has a malformed hash");
+  }
+  std::memcpy(h.bytes.data(), blob.data(), h.bytes.size());
+  const bool priv = get.Int(1) != 0;
+  get.Reset();
+  auto id = RadosIdLocked(dedup_id);
+  if (!id.ok()) return id.status();
+  if (!rados_) return Status::Error(ENOTCONN, "catalog " + path_ + " stores its blocks in RADOS: not connected");
+  const std::string object = rados_->ObjectName(*id, h, priv, pblock);
+  CS_RETURN_IF_ERROR(st_->rados_block_delete.Reset().Bind(1, pblock).Run());
+  CS_RETURN_IF_ERROR(st_->rados_unref_insert.Reset().Bind(1, pblock).Bind(2, std::string_view(object)).Run());
+  txn.rados_unrefs = true;
+  return Status::Ok();
+}
+
+Status Catalog::SettlePlanLocked(ApplyTxn& txn) {
+  RadosPlan* plan = txn.plan;
+  if (!plan) return Status::Ok();
+  auto settle = [&](RadosPlannedRef& ref) -> Status {
+    if (ref.used || txn.used_holders.count(ref.holder)) return Status::Ok();
+    CS_RETURN_IF_ERROR(st_->rados_intent_delete.Reset().Bind(1, ref.holder).Run());
+    if (ref.state == RadosPlannedRef::State::kRefused) return Status::Ok();
+    // Taken but not needed (another op of the batch, or a block that
+    // appeared meanwhile, holds the bytes): dropped after the commit.
+    txn.rados_unrefs = true;
+    return st_->rados_unref_insert.Reset().Bind(1, ref.holder).Bind(2, std::string_view(ref.object)).Run();
+  };
+  for (auto& [k, ref] : plan->shared) CS_RETURN_IF_ERROR(settle(ref));
+  for (auto& [k, ref] : plan->privates) CS_RETURN_IF_ERROR(settle(ref));
+  return Status::Ok();
+}
+
+Result<std::string> Catalog::RadosIdLocked(int64_t dedup_id) {
+  if (auto it = rados_ids_.find(dedup_id); it != rados_ids_.end()) return it->second;
+  auto q = sql::Stmt::Prepare(db_, catalog_sql::kChainRadosId);
+  if (!q.ok()) return q.status();
+  q->Bind(1, dedup_id);
+  auto r = q->Step();
+  if (!r.ok()) return r.status();
+  if (!*r) return Status::Error(ENOENT, "no chain with dedup ID " + std::to_string(dedup_id));
+  if (q->IsNull(0))
+    return Status::Error(EUCLEAN, "chain " + std::to_string(dedup_id) + " of a RADOS catalog has no rados_id");
+  std::string id = q->Text(0);
+  rados_ids_[dedup_id] = id;
+  return id;
+}
+
+// ------------------------------------------------------------ unrefs
+
+Status Catalog::DrainRadosUnrefs() {
+  if (!rados_mode_ || !rados_ || options_.read_only) return Status::Ok();
+  MutexLock drain(&drain_mu_);
+  if (!rados_unrefs_pending_.exchange(false)) return Status::Ok();
+  Status st = DrainRadosUnrefsLocked();
+  if (!st.ok()) {
+    rados_unrefs_pending_.store(true);  // retried by the next drain
+    if (!drain_failing_)
+      spdlog::warn("RADOS: dropping references of freed blocks failed: {}; retrying while idle", st.ToString());
+    drain_failing_ = true;
+  } else if (drain_failing_) {
+    spdlog::info("RADOS: references of freed blocks are dropped again");
+    drain_failing_ = false;
+  }
+  return st;
+}
+
+Status Catalog::DrainRadosUnrefsLocked() {
+  for (;;) {
+    std::vector<std::pair<int64_t, std::string>> rows;
+    {
+      MutexLock lock(&mu_);
+      auto q = sql::Stmt::Prepare(db_, catalog_sql::kRadosUnrefs);
+      if (!q.ok()) return q.status();
+      q->Bind(1, kDrainChunk);
+      for (;;) {
+        auto r = q->Step();
+        if (!r.ok()) return r.status();
+        if (!*r) break;
+        rows.emplace_back(q->Int(0), q->Text(1));
+      }
+    }
+    if (rows.empty()) return Status::Ok();
+    RadosBatch batch(rados_->store(), kRadosWindow);
+    for (const auto& [holder, object] : rows) batch.Unref(object, rados_->Holder(holder));
+    const std::vector<Status> sts = batch.Wait();
+    Status first = Status::Ok();
+    std::vector<int64_t> done;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (PutDone(sts[i])) done.push_back(rows[i].first);
+      else if (first.ok()) first = sts[i];
+    }
+    {
+      MutexLock lock(&mu_);
+      sql::Transaction txn(db_);
+      CS_RETURN_IF_ERROR(txn.Begin());
+      auto del = sql::Stmt::Prepare(db_, catalog_sql::kRadosUnrefDelete);
+      if (!del.ok()) return del.status();
+      for (int64_t h : done) CS_RETURN_IF_ERROR(del->Reset().Bind(1, h).Run());
+      CS_RETURN_IF_ERROR(txn.Commit());
+    }
+    if (!first.ok()) return first;
+    if (rows.size() < static_cast<size_t>(kDrainChunk)) return Status::Ok();
+  }
+}
+
+Result<Catalog::RadosQueues> Catalog::RadosQueueRows() {
+  MutexLock lock(&mu_);
+  RadosQueues q;
+  auto one = [&](const char* sql) -> Result<uint64_t> {
+    auto s = sql::Stmt::Prepare(db_, sql);
+    if (!s.ok()) return s.status();
+    auto r = s->Step();
+    if (!r.ok()) return r.status();
+    return static_cast<uint64_t>(*r ? s->Int(0) : 0);
+  };
+  auto i = one("SELECT count(*) FROM rados_intent");
+  if (!i.ok()) return i.status();
+  auto u = one("SELECT count(*) FROM rados_unref");
+  if (!u.ok()) return u.status();
+  q.intents = *i;
+  q.unrefs = *u;
+  return q;
+}
+
+Status Catalog::ResolveRadosAtOpen() {
+  if (!rados_mode_ || options_.read_only) return Status::Ok();
+  {
+    MutexLock drain(&drain_mu_);
+    MutexLock lock(&mu_);
+    // A crash's intents: whether their reference was taken is unknown; the
+    // put of an unused holder is harmless (ENOLINK), so every one is put.
+    sql::Transaction txn(db_);
+    CS_RETURN_IF_ERROR(txn.Begin());
+    auto rows = sql::QueryAll(db_, catalog_sql::kRadosIntents,
+                              [](const sql::Stmt& row) { return std::make_pair(row.Int(0), row.Text(1)); });
+    if (!rows.ok()) return rows.status();
+    for (const auto& [holder, object] : *rows) {
+      CS_RETURN_IF_ERROR(st_->rados_intent_delete.Reset().Bind(1, holder).Run());
+      CS_RETURN_IF_ERROR(st_->rados_unref_insert.Reset().Bind(1, holder).Bind(2, std::string_view(object)).Run());
+    }
+    CS_RETURN_IF_ERROR(txn.Commit());
+    rados_unrefs_pending_.store(true);  // whatever the table holds
+    if (!rows->empty())
+      spdlog::info("catalog: {} RADOS references of an interrupted destage are dropped (the journal's replay "
+                   "takes them again)", rows->size());
+  }
+  return DrainRadosUnrefs();
+}
+
+// -------------------------------------------------------------- reads
+
+Status Catalog::ReadBlocksRados(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out) {
+  if (!rados_) return Status::Error(ENOTCONN, "catalog " + path_ + " stores its blocks in RADOS: not connected");
+  struct Mapped {
+    uint64_t lba;
+    int64_t pblock;
+    std::string object;
+  };
+  std::vector<Mapped> mapped;
+  auto collect = [&](sql::Stmt& q) -> Status {
+    q.Reset().Bind(1, file_id).Bind(2, static_cast<int64_t>(lba)).Bind(3, static_cast<int64_t>(lba + count));
+    CS_RETURN_IF_ERROR(q.ForEachRow([&](const sql::Stmt& row) {
+      BlockHash h;
+      const auto blob = row.Blob(2);
+      std::memcpy(h.bytes.data(), blob.data(), std::min(blob.size(), h.bytes.size()));
+      const int64_t pb = row.Int(1);
+      mapped.push_back({static_cast<uint64_t>(row.Int(0)), pb, rados_->ObjectName(row.Text(4), h, row.Int(3) != 0, pb)});
+    }));
+    q.Reset();
+    return Status::Ok();
+  };
+  auto reader = options_.read_only ? nullptr : readers_.Acquire();
+  if (reader) {
+    CS_RETURN_IF_ERROR(collect(reader->st->lat_range_rados));
+  } else {
+    MutexLock lock(&mu_);
+    auto q = sql::Stmt::Prepare(db_, catalog_sql::kLatRangeRados);
+    if (!q.ok()) return q.status();
+    CS_RETURN_IF_ERROR(collect(*q));
+  }
+  reader.reset();
+  std::memset(out, 0, size_t{count} * kBlockSize);
+  if (mapped.empty()) return Status::Ok();
+  RadosBatch batch(rados_->store(), kRadosWindow);
+  for (const Mapped& m : mapped)
+    batch.Read(m.object, std::span<uint8_t>(out + (m.lba - lba) * kBlockSize, kBlockSize));
+  const std::vector<Status> sts = batch.Wait();
+  for (size_t i = 0; i < mapped.size(); ++i) {
+    if (!sts[i].ok()) {
+      if (sts[i].code() == ENOENT)
+        return Status::Error(EIO, "RADOS object " + mapped[i].object + " of block " +
+                                      std::to_string(mapped[i].pblock) + " is missing (run chainswap fsck)");
+      return sts[i];
+    }
+    if (IsZeroBlock(out + (mapped[i].lba - lba) * kBlockSize))
+      return Status::Error(EIO, "RADOS object " + mapped[i].object + " reads as zeros: its data is lost");
+  }
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------- chains
+
+Result<ChainInfo> Catalog::CreateRadosChain(const std::string& name, uint32_t mode, uint32_t uid, uint32_t gid,
+                                            int64_t now_ns) {
+  if (!rados_) return Status::Error(ENOTCONN, "catalog " + path_ + " stores its blocks in RADOS: not connected");
+  {
+    MutexLock lock(&mu_);
+    auto q = sql::Stmt::Prepare(db_, catalog_sql::kChainNamed);
+    if (!q.ok()) return q.status();
+    q->Bind(1, name);
+    auto r = q->Step();
+    if (!r.ok()) return r.status();
+    if (*r) return Status::Error(EEXIST, "chain '" + name + "' exists");
+  }
+  // Outside mu_: a round trip to the cluster (up to its timeout).
+  auto rec = rados_->store().JoinChain(name, NewHashSeed());
+  if (!rec.ok()) return rec.status();
+  MutexLock lock(&mu_);
+  auto q = sql::Stmt::Prepare(db_, catalog_sql::kInsertRadosChain);
+  if (!q.ok()) return q.status();
+  q->Bind(1, name).BindBlob(2, rec->seed).Bind(3, mode).Bind(4, uid).Bind(5, gid).Bind(6, now_ns);
+  q->Bind(7, std::string_view(rec->id));
+  Status st = q->Run();
+  if (!st.ok()) {
+    if (st.code() == EEXIST) return Status::Error(EEXIST, "chain '" + name + "' exists");
+    return st;
+  }
+  ChainInfo c{db_.LastInsertRowid(), name, mode, uid, gid, now_ns, now_ns};
+  hashers_[c.dedup_id] = std::make_shared<const BlockHasher>(rec->seed);
+  rados_ids_[c.dedup_id] = rec->id;
+  spdlog::info("chain '{}' joined RADOS chain {} in pool {}", name, rec->id, rados_->config().target.pool);
+  return c;
+}
+
+}  // namespace chainswap
