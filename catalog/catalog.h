@@ -124,6 +124,21 @@ class RadosBackend;
 struct RadosConfig;
 struct RadosPlan;
 
+// RADOS mode: a swap file's blocks as another host's catalog can take them
+// over (chainswap migrate, docs/RADOS.md "Migration"): its chain's name and
+// cluster-wide ID, and each mapped LBA's block by its whole hash, which
+// names the block's object in the pool.
+struct ExportedBlock {
+  uint64_t lba = 0;
+  BlockHash hash;
+};
+struct FileExport {
+  std::string pool;
+  std::string chain_name;
+  std::string chain_id;  // chain.rados_id
+  std::vector<ExportedBlock> blocks;  // by LBA
+};
+
 struct CatalogOptions {
   bool dedup_verify = true;      // compare bytes on a hash match (SPEC §4.3)
   uint64_t capacity_slots = 0;   // 0: unlimited (bounded by the backing fs)
@@ -358,6 +373,20 @@ class Catalog {
   Status CloneRange(int64_t src_file, int64_t dst_file, uint64_t src_lba, uint64_t dst_lba, uint64_t count)
       EXCLUDES(mu_);
 
+  // ---- Migration (RADOS mode; catalog_rados.cc) -------------------------
+  // The file's LAT as an export. EOPNOTSUPP for a local store, or for a
+  // file with a block stored under a private name (a hash collision).
+  // REQUIRES: the file's ops are in the catalog (the engine drains first).
+  Result<FileExport> ExportFile(int64_t file_id) EXCLUDES(mu_, drain_mu_);
+  // Maps an empty file of a chain with the export's chain ID onto the
+  // exported blocks: a reference (no data) on each object this host does
+  // not reference yet, taken outside mu_ behind intent rows as a destage
+  // batch's are, then PAT, LAT and rados_block rows in one transaction. No
+  // block is read or written. EXDEV when the file's chain is another
+  // cluster-wide chain (or the pool differs), ENOTEMPTY when the file maps
+  // blocks, ENOENT when an object is gone (the source dropped it).
+  Status ImportFile(int64_t file_id, const FileExport& exp) EXCLUDES(mu_, drain_mu_);
+
   // Reads `count` blocks of a file starting at `lba` into out; holes read as
   // zeros. REQUIRES: the caller excludes concurrent writes to this range.
   Status ReadBlocks(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out) EXCLUDES(mu_);
@@ -586,6 +615,9 @@ class Catalog {
   Status SettlePlanLocked(ApplyTxn& txn) REQUIRES(mu_);
   // The chain's cluster-wide ID (chain.rados_id), cached. EUCLEAN if unset.
   Result<std::string> RadosIdLocked(int64_t dedup_id) REQUIRES(mu_);
+  // A block of this host with the chain and whole hash, referencing the
+  // shared object, if any.
+  Result<std::optional<int64_t>> RadosLocalBlockLocked(int64_t dedup_id, const BlockHash& hash) REQUIRES(mu_);
   // ReadBlocks of a RADOS catalog.
   Status ReadBlocksRados(int64_t file_id, uint64_t lba, uint32_t count, uint8_t* out) EXCLUDES(mu_);
   // CreateChain of a RADOS catalog: joins chain.NAME in the pool (outside

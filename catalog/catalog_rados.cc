@@ -149,7 +149,6 @@ Status Catalog::PlanRadosLocked(std::span<const BlockOp> ops, RadosPlan& plan) {
   const bool verify = options_.dedup_verify || force_verify_.load(std::memory_order_relaxed);
   sql::Transaction txn(db_);
   CS_RETURN_IF_ERROR(txn.Begin());
-  std::vector<int64_t> cands;
   bool wrote = false;
   for (const BlockOp& op : ops) {
     if (op.kind != BlockOp::Kind::kWrite) continue;
@@ -170,31 +169,13 @@ Status Catalog::PlanRadosLocked(std::span<const BlockOp> ops, RadosPlan& plan) {
     const bool needs_private = plan.unequal.count(op.data) || plan.collided.count(key);
     if (!needs_private) {
       if (plan.shared.count(key) || plan.verified.count(op.data)) continue;
-      // A block of this host with the same chain and whole hash.
-      std::optional<int64_t> local;
-      CS_RETURN_IF_ERROR(HashCandidatesLocked(HashKey(hash), &cands));
-      for (int64_t cand : cands) {
-        auto same = IsBlockOfKeyLocked(cand, op.dedup_id, HashKey(hash));
-        if (!same.ok()) return same.status();
-        if (!*same) continue;
-        auto& get = st_->rados_block_get;
-        get.Reset().Bind(1, cand);
-        auto r = get.Step();
-        if (!r.ok()) return r.status();
-        const bool equal = *r && get.IsNull(0) == false && get.Blob(0).size() == hash.bytes.size() &&
-                           std::memcmp(get.Blob(0).data(), hash.bytes.data(), hash.bytes.size()) == 0;
-        const bool priv = *r && get.Int(1) != 0;
-        get.Reset();
-        if (equal && !priv) {
-          local = cand;
-          break;
-        }
-      }
-      if (local) {
+      auto local = RadosLocalBlockLocked(op.dedup_id, hash);
+      if (!local.ok()) return local.status();
+      if (*local) {
         if (verify) {
           auto id = RadosIdLocked(op.dedup_id);
           if (!id.ok()) return id.status();
-          plan.to_compare.push_back({op.data, *local, rados_->ObjectName(*id, hash, false, *local)});
+          plan.to_compare.push_back({op.data, **local, rados_->ObjectName(*id, hash, false, **local)});
         }
         continue;
       }
@@ -223,6 +204,27 @@ Status Catalog::PlanRadosLocked(std::span<const BlockOp> ops, RadosPlan& plan) {
     CS_RETURN_IF_ERROR(st_->set_rados_next_holder.Reset().Bind(1, std::string_view(next)).Run());
   }
   return txn.Commit();
+}
+
+Result<std::optional<int64_t>> Catalog::RadosLocalBlockLocked(int64_t dedup_id, const BlockHash& hash) {
+  std::vector<int64_t> cands;
+  const int64_t key = HashKey(hash);
+  CS_RETURN_IF_ERROR(HashCandidatesLocked(key, &cands));
+  for (int64_t cand : cands) {
+    auto same = IsBlockOfKeyLocked(cand, dedup_id, key);
+    if (!same.ok()) return same.status();
+    if (!*same) continue;
+    auto& get = st_->rados_block_get;
+    get.Reset().Bind(1, cand);
+    auto r = get.Step();
+    if (!r.ok()) return r.status();
+    const bool equal = *r && get.Blob(0).size() == hash.bytes.size() &&
+                       std::memcmp(get.Blob(0).data(), hash.bytes.data(), hash.bytes.size()) == 0;
+    const bool priv = *r && get.Int(1) != 0;
+    get.Reset();
+    if (equal && !priv) return std::optional<int64_t>(cand);
+  }
+  return std::optional<int64_t>();
 }
 
 Status Catalog::AbandonPlanLocked(RadosPlan& plan) {
@@ -341,6 +343,201 @@ Result<std::string> Catalog::RadosIdLocked(int64_t dedup_id) {
   std::string id = q->Text(0);
   rados_ids_[dedup_id] = id;
   return id;
+}
+
+// ---------------------------------------------------------- migration
+
+Result<FileExport> Catalog::ExportFile(int64_t file_id) {
+  if (!rados_mode_)
+    return Status::Error(EOPNOTSUPP, "migration needs a backing directory on RADOS (chainswap format --store "
+                                     "rados:POOL): a local store's blocks are on this host only");
+  MutexLock lock(&mu_);
+  auto chain = ChainOfFileLocked(file_id);
+  if (!chain.ok()) return chain.status();
+  FileExport exp;
+  exp.pool = rados_ ? rados_->config().target.pool : std::string();
+  {
+    auto q = sql::Stmt::Prepare(db_, catalog_sql::kChainNameAndRadosId);
+    if (!q.ok()) return q.status();
+    q->Bind(1, *chain);
+    auto r = q->Step();
+    if (!r.ok()) return r.status();
+    if (!*r || q->IsNull(1)) return Status::Error(EUCLEAN, "chain " + std::to_string(*chain) + " has no rados_id");
+    exp.chain_name = q->IsNull(0) ? std::string() : q->Text(0);
+    exp.chain_id = q->Text(1);
+  }
+  sql::Transaction read(db_);
+  CS_RETURN_IF_ERROR(read.BeginRead());
+  auto q = sql::Stmt::Prepare(db_, catalog_sql::kExportFileBlocks);
+  if (!q.ok()) return q.status();
+  q->Bind(1, file_id);
+  bool priv = false;
+  CS_RETURN_IF_ERROR(q->ForEachRow([&](const sql::Stmt& row) {
+    ExportedBlock b;
+    b.lba = static_cast<uint64_t>(row.Int(0));
+    const auto blob = row.Blob(1);
+    std::memcpy(b.hash.bytes.data(), blob.data(), std::min(blob.size(), b.hash.bytes.size()));
+    priv = priv || row.Int(2) != 0;
+    exp.blocks.push_back(b);
+  }));
+  if (priv)
+    return Status::Error(EOPNOTSUPP, "a block of this file is stored under a private name (a hash collision): "
+                                     "copy the file instead of migrating it");
+  CS_RETURN_IF_ERROR(read.Commit());
+  return exp;
+}
+
+Status Catalog::ImportFile(int64_t file_id, const FileExport& exp) {
+  if (!rados_mode_ || !rados_)
+    return Status::Error(EOPNOTSUPP, "migration needs a backing directory on RADOS (chainswap format --store "
+                                     "rados:POOL)");
+  if (options_.read_only) return Status::Error(EROFS, "catalog opened read-only");
+  if (exp.pool != rados_->config().target.pool)
+    return Status::Error(EXDEV, "the export is of pool '" + exp.pool + "', this host stores in pool '" +
+                                    rados_->config().target.pool + "'");
+  // The distinct blocks: hash -> the local pblock that will hold it.
+  std::map<std::array<uint8_t, 16>, int64_t> target;
+  RadosPlan plan;  // the new references (plan.shared, by block)
+  auto abandon = [&]() {
+    MutexLock lock(&mu_);
+    Status ab = AbandonPlanLocked(plan);
+    if (!ab.ok()) spdlog::warn("RADOS: giving up an import's references: {}", ab.ToString());
+  };
+  for (int round = 0; round < kMaxPlanRounds; ++round) {
+    std::vector<RadosPlannedRef*> to_take;
+    int64_t dedup_id = 0;
+    {
+      MutexLock lock(&mu_);
+      auto chain = ChainOfFileLocked(file_id);
+      if (!chain.ok()) return chain.status();
+      dedup_id = *chain;
+      auto id = RadosIdLocked(dedup_id);
+      if (!id.ok()) return id.status();
+      if (*id != exp.chain_id)
+        return Status::Error(EXDEV, "the export is of RADOS chain " + exp.chain_id + ", the destination's chain is " +
+                                        *id + " (a chain of another name)");
+      st_->file_mapped.Reset().Bind(1, file_id);
+      auto r = st_->file_mapped.Step();
+      if (!r.ok()) return r.status();
+      const int64_t mapped = *r ? st_->file_mapped.Int(0) : 0;
+      st_->file_mapped.Reset();
+      if (mapped != 0) return Status::Error(ENOTEMPTY, "the destination file already maps blocks");
+      sql::Transaction txn(db_);
+      CS_RETURN_IF_ERROR(txn.Begin());
+      bool wrote = false;
+      for (const ExportedBlock& b : exp.blocks) {
+        if (target.count(b.hash.bytes) || plan.shared.count({dedup_id, b.hash.bytes})) continue;
+        auto local = RadosLocalBlockLocked(dedup_id, b.hash);
+        if (!local.ok()) return local.status();
+        if (*local) {
+          target[b.hash.bytes] = **local;
+          continue;
+        }
+        RadosPlannedRef ref;
+        ref.holder = next_holder_++;
+        ref.object = rados_->ObjectName(exp.chain_id, b.hash, false, ref.holder);
+        ref.key = {dedup_id, b.hash.bytes};
+        st_->rados_intent_insert.Reset().Bind(1, ref.holder).Bind(2, std::string_view(ref.object));
+        CS_RETURN_IF_ERROR(st_->rados_intent_insert.Run());
+        wrote = true;
+        RadosPlannedRef& placed = plan.shared[ref.key];
+        placed = std::move(ref);
+        to_take.push_back(&placed);
+      }
+      if (wrote) {
+        const std::string next = std::to_string(next_holder_);
+        CS_RETURN_IF_ERROR(st_->set_rados_next_holder.Reset().Bind(1, std::string_view(next)).Run());
+      }
+      CS_RETURN_IF_ERROR(txn.Commit());
+    }
+    // A reference on each object, no data: every call in flight at once.
+    if (!to_take.empty()) {
+      RadosBatch batch(rados_->store(), kRadosWindow);
+      for (RadosPlannedRef* ref : to_take) batch.Ref(ref->object, rados_->Holder(ref->holder));
+      const std::vector<Status> sts = batch.Wait();
+      Status failed = Status::Ok();
+      for (size_t i = 0; i < to_take.size(); ++i) {
+        if (sts[i].ok()) to_take[i]->state = RadosPlannedRef::State::kTaken;
+        else if (failed.ok())
+          failed = sts[i].code() == ENOENT
+                       ? Status::Error(ENOENT, "RADOS object " + to_take[i]->object +
+                                                   " is gone: the source no longer references that block")
+                       : sts[i];
+      }
+      if (!failed.ok()) {
+        abandon();
+        return failed;
+      }
+    }
+    // The apply: one transaction.
+    MutexLock lock(&mu_);
+    ApplyTxn txn;
+    sql::Transaction db_txn(db_);
+    Status st = BeginApplyLocked(db_txn);
+    bool replan = false;
+    // A local block the plan chose may have been freed since: plan again.
+    for (auto it = target.begin(); st.ok() && it != target.end();) {
+      BlockHash h;
+      h.bytes = it->first;
+      auto same = IsBlockOfKeyLocked(it->second, dedup_id, HashKey(h));
+      if (!same.ok()) st = same.status();
+      else if (!*same) {
+        it = target.erase(it);
+        replan = true;
+        continue;
+      }
+      ++it;
+    }
+    if (st.ok() && replan) {
+      (void)CommitApplyLocked(db_txn, Status::Error(EAGAIN, "replan"), std::nullopt, &txn);
+      continue;
+    }
+    std::map<int64_t, int64_t> added;  // pblock -> references added
+    for (auto& [k, ref] : plan.shared) {
+      if (!st.ok()) break;
+      if (ref.used) continue;
+      BlockHash hash;
+      hash.bytes = k.second;
+      const int64_t key = HashKey(hash);
+      auto& ins = st_->pat_insert;
+      ins.Reset().Bind(1, ref.holder).Bind(2, dedup_id).Bind(3, key).Bind(4, txn.today);
+      st = ins.Run();
+      if (st.ok()) st = LogIndexChangeLocked(key, ref.holder, /*add=*/true);
+      if (st.ok()) st = st_->rados_block_insert.Reset().Bind(1, ref.holder).BindBlob(2, hash.bytes).Bind(3, 0).Run();
+      if (st.ok()) st = st_->rados_intent_delete.Reset().Bind(1, ref.holder).Run();
+      ++txn.entries_delta;
+      ++txn.res.blocks_stored;
+      txn.used_holders.insert(ref.holder);
+      target[k.second] = ref.holder;
+      added[ref.holder] = -1;  // the PAT row starts at 1
+    }
+    for (const ExportedBlock& b : exp.blocks) {
+      if (!st.ok()) break;
+      const int64_t pb = target.at(b.hash.bytes);
+      added[pb] += 1;
+      st = st_->lat_put.Reset().Bind(1, file_id).Bind(2, static_cast<int64_t>(b.lba)).Bind(3, pb).Run();
+    }
+    for (auto [pb, n] : added) {
+      if (!st.ok()) break;
+      if (n != 0) st = st_->pat_add_ref.Reset().Bind(1, pb).Bind(2, n).Run();
+    }
+    txn.mapped_delta[file_id] += static_cast<int64_t>(exp.blocks.size());
+    if (st.ok()) st = AddMappedLocked(txn);
+    std::optional<size_t> merged;
+    if (st.ok()) st = MergeHashLogLocked(std::max(kHashMergeChunk, 2 * hash_log_.txn_rows()), &merged);
+    st = CommitApplyLocked(db_txn, st, merged, &txn);
+    if (!st.ok()) {
+      Status ab = AbandonPlanLocked(plan);
+      if (!ab.ok()) spdlog::warn("RADOS: giving up an import's references: {}", ab.ToString());
+      return st;
+    }
+    for (auto& [k, ref] : plan.shared) ref.used = true;
+    spdlog::info("imported {} blocks of RADOS chain {} ({} new references)", exp.blocks.size(), exp.chain_id,
+                 txn.used_holders.size());
+    return Status::Ok();
+  }
+  abandon();
+  return Status::Error(EAGAIN, "the import's blocks kept changing under it; try again");
 }
 
 // ------------------------------------------------------------ unrefs

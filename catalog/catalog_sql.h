@@ -324,6 +324,13 @@ inline constexpr std::string_view kLatRangeRados =
     "JOIN chain c ON c.dedup_id = f.dedup_id "
     "WHERE l.file_id = ?1 AND l.lba >= ?2 AND l.lba < ?3 ORDER BY l.lba";
 
+// file_id -> lba, hash, private of each LAT entry, by lba (RADOS mode)
+inline constexpr std::string_view kExportFileBlocks =
+    "SELECT l.lba, r.hash, r.private FROM lat l JOIN rados_block r ON r.pblock = l.pblock "
+    "WHERE l.file_id = ?1 ORDER BY l.lba";
+// dedup_id -> name, rados_id
+inline constexpr std::string_view kChainNameAndRadosId = "SELECT name, rados_id FROM chain WHERE dedup_id = ?1";
+
 // ---- Prepared-statement sets -------------------------------------------
 
 // The writer connection's statements, prepared once at open: the apply

@@ -339,6 +339,24 @@ Status Engine::CloneBlocks(FileRef src, FileRef dst, uint64_t src_lba, uint64_t 
   return Append(std::move(r), /*space_exempt=*/true);
 }
 
+Result<FileExport> Engine::ExportFile(FileRef f) {
+  CS_RETURN_IF_ERROR(destagers_.Drain());
+  return catalog_.ExportFile(f.file_id);
+}
+
+Status Engine::ImportFile(FileRef dst, const FileExport& exp, const FileMetaUpdate& meta) {
+  CS_RETURN_IF_ERROR(destagers_.Drain());
+  CS_RETURN_IF_ERROR(catalog_.ImportFile(dst.file_id, exp));
+  CS_RETURN_IF_ERROR(catalog_.Sync());
+  Record r;
+  r.kind = RecordKind::kDelete;  // count 0: a size-only record
+  r.file_id = dst.file_id;
+  r.dedup_id = dst.dedup_id;
+  r.file_size = meta.size;
+  r.mtime_ns = meta.mtime_ns;
+  return Append(std::move(r), /*space_exempt=*/true);
+}
+
 Status Engine::Sync() {
   // A large backlog is made durable by destaging it rather than by an
   // fdatasync of the journal: the destagers write each unique block once to

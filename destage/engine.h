@@ -124,6 +124,15 @@ class Engine {
   Status CloneBlocks(FileRef src, FileRef dst, uint64_t src_lba, uint64_t dst_lba, uint64_t count,
                      const FileMetaUpdate& meta);
 
+  // Migration (RADOS mode; Catalog::ExportFile, ImportFile): drains the
+  // journal so that the file's ops are in the catalog, then exports its LAT.
+  // REQUIRES: the caller holds the file's io lock exclusively.
+  Result<FileExport> ExportFile(FileRef f);
+  // Drains, maps the empty file `dst` onto the export's blocks, syncs the
+  // catalog, and journals dst's size (`meta`), as CloneBlocks does.
+  // REQUIRES: the caller holds dst's io lock exclusively.
+  Status ImportFile(FileRef dst, const FileExport& exp, const FileMetaUpdate& meta);
+
   // Makes every op acknowledged before the call durable: journal segments,
   // then the catalog (namespace changes) and the store. Returns only once an
   // fdatasync that started after those appends has succeeded (concurrent

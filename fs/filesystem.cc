@@ -1,5 +1,7 @@
 #include "fs/filesystem.h"
 
+#include "fs/migration.h"
+
 #include <linux/falloc.h>
 #include <spdlog/spdlog.h>
 #include <sys/statvfs.h>
@@ -624,6 +626,50 @@ int ChainswapFs::DoListxattr(fuse_ino_t ino, std::string* names) {
       names->push_back('\0');
     }
   }
+  return 0;
+}
+
+int ChainswapFs::DoSetxattr(fuse_ino_t ino, const std::string& name, const std::string& value, uid_t uid) {
+  const bool exporting = name == kExportXattr;
+  if (!exporting && name != kImportXattr) return EOPNOTSUPP;
+  if (!IsFileIno(ino)) return EISDIR;
+  if (uid != 0) return EPERM;  // the daemon reads or writes the path it is given
+  std::shared_ptr<FileNode> f = ns_.File(FileIdOf(ino));
+  if (!f) return ENOENT;
+  WriterLock io(&f->io);
+  const FileRef ref{f->file_id, f->dedup_id};
+  if (exporting) {
+    auto exp = engine_.ExportFile(ref);
+    if (!exp.ok()) {
+      spdlog::warn("export of swap file {}: {}", f->file_id, exp.status().ToString());
+      return ToErrno(exp.status(), "export");
+    }
+    Manifest m;
+    m.file = std::move(*exp);
+    const FileInfo info = f->Info();
+    m.size = info.size;
+    m.mode = info.mode & 07777;
+    if (Status ws = WriteManifest(value, m); !ws.ok()) {
+      spdlog::warn("export of swap file {}: {}", f->file_id, ws.ToString());
+      return ToErrno(ws, "export");
+    }
+    spdlog::info("exported swap file {} ({} blocks, {} bytes) to {}", f->file_id, m.file.blocks.size(), m.size, value);
+    return 0;
+  }
+  auto m = ReadManifest(value);
+  if (!m.ok()) {
+    spdlog::warn("import into swap file {}: {}", f->file_id, m.status().ToString());
+    return ToErrno(m.status(), "import");
+  }
+  if (f->Size() != 0 || engine_.StagedWriteBlocks(f->file_id) != 0) return ENOTEMPTY;
+  const int64_t now = NowNs();
+  const FileMetaUpdate meta{f->file_id, m->size, now, now};
+  if (Status is = engine_.ImportFile(ref, m->file, meta); !is.ok()) {
+    spdlog::warn("import into swap file {}: {}", f->file_id, is.ToString());
+    return ToErrno(is, "import");
+  }
+  f->SetSizeAndTimes(m->size, now);
+  spdlog::info("imported swap file {} ({} blocks, {} bytes) from {}", f->file_id, m->file.blocks.size(), m->size, value);
   return 0;
 }
 

@@ -60,6 +60,9 @@ class ChainswapFs {
   // chain directories: user.chainswap.destage.{w_bucket,x_bucket,...}.
   int DoGetxattr(fuse_ino_t ino, const std::string& name, std::string* value);
   int DoListxattr(fuse_ino_t ino, std::string* names);
+  // The migration control xattrs of a swap file (fs/migration.h), for root
+  // (`uid` 0) only; any other name is EOPNOTSUPP.
+  int DoSetxattr(fuse_ino_t ino, const std::string& name, const std::string& value, uid_t uid);
   int DoLseek(fuse_ino_t ino, off_t off, int whence, off_t* out);
   // copy_file_range within one chain: block-aligned ranges are cloned in
   // O(metadata) (LAT copy + refcounts); others are copied through the engine.

@@ -224,8 +224,13 @@ void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   else fuse_reply_buf(req, names.data(), names.size());
 }
 
-void Setxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) {
-  fuse_reply_err(req, EOPNOTSUPP);  // never ENOSYS: the kernel would disable xattrs
+void Setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int) {
+  // Only the migration control xattrs (fs/migration.h); anything else is
+  // EOPNOTSUPP, never ENOSYS: the kernel would disable xattrs.
+  const uid_t uid = fuse_req_ctx(req)->uid;
+  int err = Guard("setxattr",
+                  [&] { return Fs(req).DoSetxattr(ino, name, std::string(value, size), uid); });
+  fuse_reply_err(req, err);
 }
 
 void Removexattr(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EOPNOTSUPP); }

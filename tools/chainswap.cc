@@ -1,8 +1,10 @@
 // chainswap: the admin CLI (SPEC §6). Subcommands: format, stats, clone,
-// fsck, chain, prune, estimate, bench.
+// fsck, chain, prune, estimate, bench, rados-check, and the migration of a
+// swap file between hosts on one RADOS pool: export, import, migrate.
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -23,7 +25,9 @@
 #include "tools/bench.h"
 #include "tools/estimate.h"
 #include "tools/fsck.h"
+#include "tools/fsck_rados.h"
 #include "tools/rados_check.h"
+#include "fs/migration.h"
 
 using namespace chainswap;
 
@@ -67,6 +71,84 @@ int CmdFormat(const std::string& backing, bool compress, const std::string& stor
   if (!st.ok()) return Fail(st);
   std::printf("formatted %s (catalog.db, store.dat, journal/; compress=%s)\n", backing.c_str(),
               compress ? "lz4" : "off");
+  return 0;
+}
+
+// ---- Migration (RADOS mode; fs/migration.h): through the daemons' control
+// xattrs.
+
+std::string AbsPath(const std::string& p) {
+  if (!p.empty() && p[0] == '/') return p;
+  char cwd[PATH_MAX];
+  if (!::getcwd(cwd, sizeof cwd)) return p;
+  return std::string(cwd) + "/" + p;
+}
+
+// What an errno of the control xattrs means to the operator.
+std::string MigrationError(int e, bool exporting) {
+  switch (e) {
+    case EOPNOTSUPP:
+      return "not supported: the file is not on a chainswap mount whose backing directory is on RADOS (chainswap "
+             "format --store rados:POOL), or a block of it is stored under a private name";
+    case EPERM: return "only root may export or import";
+    case EXDEV: return "the destination's chain is another chain (a chain of the same name, in the same pool)";
+    case ENOTEMPTY: return "the destination file is not empty";
+    case ENOENT: return exporting ? "no such file" : "a block's object is gone from the pool (the source no "
+                                                      "longer references it)";
+    case EEXIST: return "the manifest file already exists";
+    case EINVAL: return "not a chainswap manifest (see the daemon's log)";
+    default: return std::strerror(e);
+  }
+}
+
+int CmdExport(const std::string& file, const std::string& manifest) {
+  const std::string path = AbsPath(manifest);
+  if (::setxattr(file.c_str(), kExportXattr, path.data(), path.size(), 0) != 0) {
+    const int e = errno;
+    std::fprintf(stderr, "chainswap export: %s: %s\n", file.c_str(), MigrationError(e, true).c_str());
+    return 1;
+  }
+  std::printf("exported %s to %s\n", file.c_str(), path.c_str());
+  return 0;
+}
+
+int CmdImport(const std::string& manifest, const std::string& file) {
+  const std::string path = AbsPath(manifest);
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    const int e = errno;
+    std::fprintf(stderr, "chainswap import: create %s: %s\n", file.c_str(),
+                 e == EEXIST ? "it exists (import makes a new file)" : std::strerror(e));
+    return 1;
+  }
+  ::close(fd);
+  if (::setxattr(file.c_str(), kImportXattr, path.data(), path.size(), 0) != 0) {
+    const int e = errno;
+    std::fprintf(stderr, "chainswap import: %s: %s\n", file.c_str(), MigrationError(e, false).c_str());
+    ::unlink(file.c_str());
+    return 1;
+  }
+  std::printf("imported %s into %s\n", path.c_str(), file.c_str());
+  return 0;
+}
+
+// Both mounts visible here: export, import, then unlink the source (which
+// drops the source host's references once its reclaim runs).
+int CmdMigrate(const std::string& src, const std::string& dst, bool keep_source) {
+  char tmpl[] = "/tmp/chainswap-migrate-XXXXXX";
+  if (!::mkdtemp(tmpl)) return Fail(Status::FromErrno("mkdtemp"));
+  const std::string manifest = std::string(tmpl) + "/manifest.json";
+  int rc = CmdExport(src, manifest);
+  if (rc == 0) rc = CmdImport(manifest, dst);
+  ::unlink(manifest.c_str());
+  ::rmdir(tmpl);
+  if (rc != 0) return rc;
+  if (!keep_source && ::unlink(src.c_str()) != 0) {
+    std::fprintf(stderr, "chainswap migrate: %s is on the destination, but unlinking the source failed: %s\n",
+                 dst.c_str(), std::strerror(errno));
+    return 1;
+  }
+  std::printf("migrated %s to %s%s\n", src.c_str(), dst.c_str(), keep_source ? " (source kept)" : "");
   return 0;
 }
 
@@ -139,6 +221,16 @@ int PrintFsckReport(const std::string& backing, const FsckReport& rep, bool repa
     j["journal_segments"] = rep.segments;
     j["leaked_pages"] = rep.leaked_pages;
     j["leaked_pages_punched"] = rep.leaked_pages_punched;
+    if (rep.rados) {
+      j["rados"] = {{"pool", rep.rados_pool},
+                    {"host", rep.rados_host},
+                    {"blocks", rep.rados_blocks},
+                    {"objects", rep.rados_objects},
+                    {"references", rep.rados_refs},
+                    {"pending_intents", rep.rados_intents},
+                    {"pending_unrefs", rep.rados_unrefs},
+                    {"pending_resolved", rep.rados_pending_resolved}};
+    }
     j["issues"] = nlohmann::json::array();
     for (const auto& i : rep.issues) j["issues"].push_back({{"kind", i.kind}, {"detail", i.detail}, {"repaired", i.repaired}});
     std::printf("%s\n", j.dump(2).c_str());
@@ -154,6 +246,16 @@ int PrintFsckReport(const std::string& backing, const FsckReport& rep, bool repa
       std::printf("(%llu store page(s) hold data no block uses, left by a crash: %s) ",
                   (unsigned long long)rep.leaked_pages,
                   rep.leaked_pages_punched ? "punched" : "the next mount or --repair punches them");
+    if (rep.rados) {
+      std::printf("RADOS pool %s (host %s): %llu block(s) checked against %llu object(s) of this host's chains, "
+                  "%llu reference(s) of this host; ",
+                  rep.rados_pool.c_str(), rep.rados_host.c_str(), (unsigned long long)rep.rados_blocks,
+                  (unsigned long long)rep.rados_objects, (unsigned long long)rep.rados_refs);
+      if (rep.rados_intents || rep.rados_unrefs)
+        std::printf("(%llu reference(s) being taken and %llu to drop were pending, not damage: %s) ",
+                    (unsigned long long)rep.rados_intents, (unsigned long long)rep.rados_unrefs,
+                    rep.rados_pending_resolved ? "resolved" : "the next mount or --repair resolves them");
+    }
     if (rep.clean()) std::printf("clean\n");
     else std::printf("%zu problem(s)%s\n", rep.issues.size(),
                      repair ? (rep.all_repaired() ? ", all repaired" : ", some NOT repaired") : "; run with --repair to fix what is safely fixable");
@@ -164,7 +266,7 @@ int PrintFsckReport(const std::string& backing, const FsckReport& rep, bool repa
 
 // Exit codes follow e2fsck: 0 clean, 1 problems found and all repaired,
 // 4 problems left, 8 operational error (nothing could be checked).
-int CmdFsck(const std::string& backing, bool repair, bool read_only, bool no_hash, bool json) {
+int CmdFsck(const std::string& backing, bool repair, bool read_only, bool no_hash, bool json, int rados_timeout) {
   const bool mounted = BackingDir::IsLocked(backing);
   if (mounted && !read_only) {
     std::fprintf(stderr, "chainswap: %s is mounted (a daemon holds its lock); unmount it first, or use "
@@ -176,8 +278,47 @@ int CmdFsck(const std::string& backing, bool repair, bool read_only, bool no_has
     return 8;
   }
   const BackingPaths paths(backing);
+  // RADOS mode: the catalog's settings (to name the pool if it does not
+  // answer), and the pending reference rows a read-write open resolves
+  // before the check runs (for the report).
+  std::optional<RadosConfig> rados;
+  FsckOptions fo;
+  std::vector<FsckIssue> pre_issues;
+  if (::access(paths.catalog.c_str(), F_OK) == 0) {
+    auto db = sql::Db::Open(paths.catalog, SQLITE_OPEN_READONLY);
+    if (db.ok()) {
+      auto rc = ReadRadosConfig(*db);
+      if (rc.ok() && rc->has_value()) {
+        rados = **rc;
+        if (repair) {
+          auto pending = RadosPendingRows(*db);
+          if (pending.ok()) {
+            fo.rados_intents_resolved_at_open = pending->first;
+            fo.rados_unrefs_resolved_at_open = pending->second;
+          }
+        }
+      }
+    }
+  }
   struct stat sst;
-  if (::access(paths.catalog.c_str(), F_OK) == 0 && ::stat(paths.store.c_str(), &sst) != 0 && errno == ENOENT) {
+  if (rados && ::stat(paths.store.c_str(), &sst) != 0 && errno == ENOENT) {
+    // In RADOS mode store.dat holds nothing: nothing is lost. The open
+    // needs the (empty) file.
+    if (!repair) {
+      FsckReport rep;
+      rep.issues.push_back({"store", "content store " + paths.store + " is missing (in RADOS mode it holds nothing: "
+                                     "no data is lost; run with --repair to recreate it, then check)", false});
+      return PrintFsckReport(backing, rep, repair, json);
+    }
+    Status cs = ContentStore::Create(paths.store);
+    if (!cs.ok()) {
+      Fail(cs);
+      return 8;
+    }
+    pre_issues.push_back({"store", "content store " + paths.store + " was missing (in RADOS mode it holds nothing: "
+                                   "no data is lost); recreated empty", true});
+  }
+  if (!rados && ::access(paths.catalog.c_str(), F_OK) == 0 && ::stat(paths.store.c_str(), &sst) != 0 && errno == ENOENT) {
     // A catalog without its content store: every stored block is gone. That
     // is a finding about the installation, not a failure to check it.
     FsckReport rep;
@@ -188,21 +329,39 @@ int CmdFsck(const std::string& backing, bool repair, bool read_only, bool no_has
   }
   CatalogOptions o;
   o.read_only = !repair;
+  o.rados_timeout_seconds = rados_timeout;
   auto b = BackingDir::Open(backing, repair ? LockMode::kExclusive : LockMode::kNone, o);
   if (!b.ok()) {
+    if (rados) {
+      std::fprintf(stderr, "chainswap: fsck %s: its blocks are in RADOS pool '%s' (conf %s, client.%s), which fsck "
+                           "needs and could not use%s: %s; nothing was checked\n",
+                   backing.c_str(), rados->target.pool.c_str(),
+                   rados->target.conf_path.empty() ? "librados's default" : rados->target.conf_path.c_str(),
+                   rados->target.client_id.c_str(),
+                   IsStoreUnreachable(b.status()) ? (" (no answer within " + std::to_string(rados_timeout) + " s)").c_str()
+                                                  : "",
+                   b.status().ToString().c_str());
+      return 8;
+    }
     Fail(b.status());
     return 8;
   }
-  FsckOptions fo;
   fo.repair = repair;
   fo.verify_hashes = !no_hash;
   fo.progress = !json && ::isatty(2);
   fo.journal_live = mounted;
   auto rep = RunFsck(**b, fo);
   if (!rep.ok()) {
+    if (rados && IsStoreUnreachable(rep.status())) {
+      std::fprintf(stderr, "chainswap: fsck %s: its RADOS pool '%s' stopped answering (timeout %d s): %s; the check "
+                           "is incomplete\n",
+                   backing.c_str(), rados->target.pool.c_str(), rados_timeout, rep.status().ToString().c_str());
+      return 8;
+    }
     Fail(rep.status());
     return 8;
   }
+  rep->issues.insert(rep->issues.begin(), pre_issues.begin(), pre_issues.end());
   return PrintFsckReport(backing, *rep, repair, json);
 }
 
@@ -545,6 +704,10 @@ int main(int argc, char** argv) {
   fsck->add_flag("--read-only", read_only, "check a mounted backing directory without changing it");
   fsck->add_flag("--no-hash", no_hash, "skip reading every block to verify its hash");
   fsck->add_flag("--json", json, "machine-readable output");
+  int fsck_rados_timeout = 30;
+  fsck->add_option("--rados-timeout", fsck_rados_timeout,
+                   "a catalog whose blocks are in RADOS: seconds before an unanswered cluster is an error (default 30)")
+      ->check(CLI::Range(1, 600));
   fsck->footer("Exit status: 0 clean, 1 problems found and all repaired, 4 problems left, 8 could not check.");
 
   std::string chain_name;
@@ -604,6 +767,22 @@ int main(int argc, char** argv) {
   rados_check->add_flag("--json", json, "machine-readable output");
   rados_check->footer("Exit status: 0 usable, 1 not usable (the reason on stderr), 2 bad arguments.");
 
+  std::string mig_file, mig_manifest, mig_src, mig_dst;
+  bool keep_source = false;
+  auto* export_cmd = app.add_subcommand("export", "write a swap file's manifest for another host (RADOS mode)");
+  export_cmd->add_option("FILE", mig_file, "swap file on a chainswap mount on RADOS")->required();
+  export_cmd->add_option("MANIFEST", mig_manifest, "manifest to create (the daemon writes it; root only)")->required();
+  auto* import_cmd = app.add_subcommand("import", "create a swap file from another host's manifest, no data copied");
+  import_cmd->add_option("MANIFEST", mig_manifest, "manifest written by chainswap export")->required();
+  import_cmd->add_option("FILE", mig_file, "new swap file in the chain of the same name on this host")->required();
+  auto* migrate = app.add_subcommand("migrate", "move a swap file between two mounts on one pool in O(metadata): "
+                                                "export, import, unlink the source");
+  migrate->add_option("SRC", mig_src, "swap file on the source host's mount")->required();
+  migrate->add_option("DST", mig_dst, "new swap file on the destination host's mount")->required();
+  migrate->add_flag("--keep-source", keep_source, "do not unlink SRC");
+  migrate->footer("Both mounts must be visible here (otherwise run chainswap export on the source host and chainswap "
+                  "import on the destination, then remove the source file). Exit status: 0, 1 on failure.");
+
   BenchOptions bopts;
   auto* bench = app.add_subcommand("bench", "realistic clone-chain swap workload: speed, dedup vs ideal, destage, reclaim");
   AddBenchOptions(bench, &bopts);
@@ -613,14 +792,14 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);  // prints the message (or the help)
     if (rc != 0)
-      std::fprintf(stderr, "Usage: chainswap {format|stats|clone|fsck|chain|prune|estimate|bench|rados-check} ARGS...  "
+      std::fprintf(stderr, "Usage: chainswap {format|stats|clone|fsck|chain|prune|estimate|bench|rados-check|export|import|migrate} ARGS...  "
                            "(chainswap SUBCOMMAND --help for each)\n");
     return rc == 0 ? 0 : 2;
   }
   if (*fmt) return CmdFormat(backing, compress == "lz4", format_store, format_rados);
   if (*stats) return CmdStats(backing, json, per_file, prometheus);
   if (*clone) return CmdClone(src, dst, force);
-  if (*fsck) return CmdFsck(backing, repair, read_only, no_hash, json);
+  if (*fsck) return CmdFsck(backing, repair, read_only, no_hash, json, fsck_rados_timeout);
   if (*chain_list) return CmdChain("list", backing, "", json);
   if (*chain_create) return CmdChain("create", backing, chain_name, json);
   if (*chain_rm) return CmdChain("rm", backing, chain_name, json);
@@ -652,6 +831,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*bench) return RunBench(bopts);
+  if (*export_cmd) return CmdExport(mig_file, mig_manifest);
+  if (*import_cmd) return CmdImport(mig_manifest, mig_file);
+  if (*migrate) return CmdMigrate(mig_src, mig_dst, keep_source);
   if (*rados_check) {
     auto pool = ParseRadosStoreSpec(store_spec);
     if (!pool.ok()) {
