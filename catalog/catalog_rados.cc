@@ -42,6 +42,14 @@ constexpr size_t kRadosWindow = 64;
 
 RadosPlan::Key PlanKey(int64_t dedup_id, const BlockHash& h) { return {dedup_id, h.bytes}; }
 
+// Every reference of a plan.
+std::vector<RadosPlannedRef*> PlannedRefs(RadosPlan& plan) {
+  std::vector<RadosPlannedRef*> out;
+  for (auto& [k, ref] : plan.shared) out.push_back(&ref);
+  for (auto& [k, ref] : plan.privates) out.push_back(&ref);
+  return out;
+}
+
 bool PutDone(const Status& st) {
   // OK: dropped. ENOLINK: the holder held none (never taken, or dropped by
   // an earlier drain). ENOENT: the object is gone (its last put was made).
@@ -230,15 +238,14 @@ Result<std::optional<int64_t>> Catalog::RadosLocalBlockLocked(int64_t dedup_id, 
 Status Catalog::AbandonPlanLocked(RadosPlan& plan) {
   sql::Transaction txn(db_);
   CS_RETURN_IF_ERROR(txn.Begin());
-  auto abandon = [&](RadosPlannedRef& ref) -> Status {
-    if (ref.used) return Status::Ok();
-    CS_RETURN_IF_ERROR(st_->rados_intent_delete.Reset().Bind(1, ref.holder).Run());
-    if (ref.state == RadosPlannedRef::State::kRefused) return Status::Ok();  // nothing was taken
+  for (RadosPlannedRef* ref : PlannedRefs(plan)) {
+    if (ref->used) continue;
+    CS_RETURN_IF_ERROR(st_->rados_intent_delete.Reset().Bind(1, ref->holder).Run());
+    if (ref->state == RadosPlannedRef::State::kRefused) continue;  // nothing was taken
     // Taken, or maybe taken (a call that timed out may still be applied).
-    return st_->rados_unref_insert.Reset().Bind(1, ref.holder).Bind(2, std::string_view(ref.object)).Run();
-  };
-  for (auto& [k, ref] : plan.shared) CS_RETURN_IF_ERROR(abandon(ref));
-  for (auto& [k, ref] : plan.privates) CS_RETURN_IF_ERROR(abandon(ref));
+    CS_RETURN_IF_ERROR(
+        st_->rados_unref_insert.Reset().Bind(1, ref->holder).Bind(2, std::string_view(ref->object)).Run());
+  }
   CS_RETURN_IF_ERROR(txn.Commit());
   plan.shared.clear();
   plan.privates.clear();
@@ -316,17 +323,16 @@ Status Catalog::RadosFreeLocked(int64_t pblock, int64_t dedup_id, ApplyTxn& txn)
 Status Catalog::SettlePlanLocked(ApplyTxn& txn) {
   RadosPlan* plan = txn.plan;
   if (!plan) return Status::Ok();
-  auto settle = [&](RadosPlannedRef& ref) -> Status {
-    if (ref.used || txn.used_holders.count(ref.holder)) return Status::Ok();
-    CS_RETURN_IF_ERROR(st_->rados_intent_delete.Reset().Bind(1, ref.holder).Run());
-    if (ref.state == RadosPlannedRef::State::kRefused) return Status::Ok();
+  for (RadosPlannedRef* ref : PlannedRefs(*plan)) {
+    if (ref->used || txn.used_holders.count(ref->holder)) continue;
+    CS_RETURN_IF_ERROR(st_->rados_intent_delete.Reset().Bind(1, ref->holder).Run());
+    if (ref->state == RadosPlannedRef::State::kRefused) continue;
     // Taken but not needed (another op of the batch, or a block that
     // appeared meanwhile, holds the bytes): dropped after the commit.
     txn.rados_unrefs = true;
-    return st_->rados_unref_insert.Reset().Bind(1, ref.holder).Bind(2, std::string_view(ref.object)).Run();
-  };
-  for (auto& [k, ref] : plan->shared) CS_RETURN_IF_ERROR(settle(ref));
-  for (auto& [k, ref] : plan->privates) CS_RETURN_IF_ERROR(settle(ref));
+    CS_RETURN_IF_ERROR(
+        st_->rados_unref_insert.Reset().Bind(1, ref->holder).Bind(2, std::string_view(ref->object)).Run());
+  }
   return Status::Ok();
 }
 
@@ -600,20 +606,14 @@ Status Catalog::DrainRadosUnrefsLocked() {
 
 Result<Catalog::RadosQueues> Catalog::RadosQueueRows() {
   MutexLock lock(&mu_);
-  RadosQueues q;
-  auto one = [&](const char* sql) -> Result<uint64_t> {
-    auto s = sql::Stmt::Prepare(db_, sql);
-    if (!s.ok()) return s.status();
-    auto r = s->Step();
-    if (!r.ok()) return r.status();
-    return static_cast<uint64_t>(*r ? s->Int(0) : 0);
-  };
-  auto i = one("SELECT count(*) FROM rados_intent");
+  auto count = [](const sql::Stmt& row) { return static_cast<uint64_t>(row.Int(0)); };
+  auto i = sql::QueryAll(db_, catalog_sql::kCountRadosIntents, count);
   if (!i.ok()) return i.status();
-  auto u = one("SELECT count(*) FROM rados_unref");
+  auto u = sql::QueryAll(db_, catalog_sql::kCountRadosUnrefs, count);
   if (!u.ok()) return u.status();
-  q.intents = *i;
-  q.unrefs = *u;
+  RadosQueues q;
+  q.intents = i->empty() ? 0 : i->front();
+  q.unrefs = u->empty() ? 0 : u->front();
   return q;
 }
 

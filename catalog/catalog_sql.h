@@ -307,6 +307,9 @@ inline constexpr std::string_view kRadosIntentDelete = "DELETE FROM rados_intent
 inline constexpr std::string_view kRadosIntents = "SELECT holder, object FROM rados_intent ORDER BY holder";
 // holder, object
 inline constexpr std::string_view kRadosUnrefInsert = "INSERT OR REPLACE INTO rados_unref(holder, object) VALUES (?1, ?2)";
+// -> rows of rados_intent, of rados_unref
+inline constexpr std::string_view kCountRadosIntents = "SELECT count(*) FROM rados_intent";
+inline constexpr std::string_view kCountRadosUnrefs = "SELECT count(*) FROM rados_unref";
 // holder
 inline constexpr std::string_view kRadosUnrefDelete = "DELETE FROM rados_unref WHERE holder = ?1";
 // limit -> holder, object of the references to drop, oldest first
