@@ -445,6 +445,8 @@ class Catalog {
     uint64_t unrefs = 0;
   };
   Result<RadosQueues> RadosQueueRows() EXCLUDES(mu_);
+  // RADOS mode: the chains' cluster-wide IDs (chain.rados_id), by dedup ID.
+  Result<std::map<int64_t, std::string>> RadosChainIds() EXCLUDES(mu_);
   // RADOS mode: drops the references queued in rados_unref (puts, up to
   // 64 in flight, outside mu_), and deletes the rows of those that are
   // done (OK, or the holder holds none, or the object is gone). The first

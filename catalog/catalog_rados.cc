@@ -617,6 +617,14 @@ Result<Catalog::RadosQueues> Catalog::RadosQueueRows() {
   return q;
 }
 
+Result<std::map<int64_t, std::string>> Catalog::RadosChainIds() {
+  MutexLock lock(&mu_);
+  auto rows = sql::QueryAll(db_, catalog_sql::kChainRadosIds,
+                            [](const sql::Stmt& row) { return std::make_pair(row.Int(0), row.Text(1)); });
+  if (!rows.ok()) return rows.status();
+  return std::map<int64_t, std::string>(rows->begin(), rows->end());
+}
+
 Status Catalog::ResolveRadosAtOpen() {
   if (!rados_mode_ || options_.read_only) return Status::Ok();
   {

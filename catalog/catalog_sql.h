@@ -331,6 +331,9 @@ inline constexpr std::string_view kLatRangeRados =
 inline constexpr std::string_view kExportFileBlocks =
     "SELECT l.lba, r.hash, r.private FROM lat l JOIN rados_block r ON r.pblock = l.pblock "
     "WHERE l.file_id = ?1 ORDER BY l.lba";
+// -> dedup_id, rados_id of every chain that has one
+inline constexpr std::string_view kChainRadosIds =
+    "SELECT dedup_id, rados_id FROM chain WHERE rados_id IS NOT NULL ORDER BY dedup_id";
 // dedup_id -> name, rados_id
 inline constexpr std::string_view kChainNameAndRadosId = "SELECT name, rados_id FROM chain WHERE dedup_id = ?1";
 

@@ -516,11 +516,56 @@ std::string AbsolutePath(const std::string& path) {
 // uses too: the catalog (readable while mounted: WAL readers never block the
 // daemon) and, while mounted, the destage figures the daemon publishes in
 // BACKING/destage.json every second.
+// RADOS mode: the cluster-wide side of `chainswap stats` (issue 15): per
+// chain, the objects the pool holds for it (every host's), from one listing
+// of the pool; nullopt and a reason when the cluster does not answer.
+struct ClusterFigures {
+  RadosConfig config;
+  std::optional<std::string> unreachable;   // why there are no counts
+  std::map<int64_t, uint64_t> objects;      // by dedup ID
+  Catalog::RadosQueues queues;
+};
+
+std::optional<ClusterFigures> GatherClusterFigures(BackingDir& b) {
+  auto rc = ReadRadosConfig(b.catalog().db_for_tools());
+  if (!rc.ok() || !rc->has_value()) return std::nullopt;
+  ClusterFigures cf;
+  cf.config = **rc;
+  if (auto q = b.catalog().RadosQueueRows(); q.ok()) cf.queues = *q;
+  auto ids = b.catalog().RadosChainIds();
+  RadosConfig c = cf.config;
+  c.target.timeout_seconds = 10;
+  auto conn = RadosBackend::Connect(c);
+  if (!conn.ok() || !ids.ok()) {
+    cf.unreachable = conn.ok() ? ids.status().ToString() : conn.status().ToString();
+    return cf;
+  }
+  auto names = (*conn)->store().List("blk.");
+  if (!names.ok()) {
+    cf.unreachable = names.status().ToString();
+    return cf;
+  }
+  std::map<std::string, int64_t> by_id;
+  for (const auto& [dedup, id] : *ids) {
+    by_id[id] = dedup;
+    cf.objects[dedup] = 0;
+  }
+  for (const std::string& n : *names) {  // blk.ID.HASH[.HOST.N]
+    const size_t dot = n.find('.', 4);
+    if (dot == std::string::npos) continue;
+    auto it = by_id.find(n.substr(4, dot - 4));
+    if (it != by_id.end()) ++cf.objects[it->second];
+  }
+  return cf;
+}
+
 int CmdStats(const std::string& backing, bool json, bool per_file, bool prometheus) {
   CatalogOptions o;
   o.read_only = true;
+  o.rados_connect = false;  // the cluster's figures are gathered apart: local ones show without it
   auto b = BackingDir::Open(backing, LockMode::kNone, o);
   if (!b.ok()) return Fail(b.status());
+  const std::optional<ClusterFigures> cluster = prometheus ? std::nullopt : GatherClusterFigures(**b);
   Figures fig;
   fig.backing = AbsolutePath(backing);
   fig.mounted = BackingDir::IsLocked(backing);
@@ -560,10 +605,26 @@ int CmdStats(const std::string& backing, bool json, bool per_file, bool promethe
                   {"packed_sectors", usage.packed_sectors},
                   {"free_sectors", usage.free_sectors},
                   {"allocated_bytes", store_alloc}};
+    if (cluster) {
+      j["rados"] = {{"pool", cluster->config.target.pool},
+                    {"user", cluster->config.target.client_id},
+                    {"host", cluster->config.host},
+                    {"reachable", !cluster->unreachable},
+                    {"error", cluster->unreachable ? nlohmann::json(*cluster->unreachable) : nlohmann::json(nullptr)},
+                    {"references_being_taken", cluster->queues.intents},
+                    {"references_to_drop", cluster->queues.unrefs}};
+    }
     j["chains"] = nlohmann::json::array();
     for (const ChainStats& s : fig.chains) {
       uint64_t saved = s.nonzero_bytes > s.stored_bytes ? s.nonzero_bytes - s.stored_bytes : 0;
+      nlohmann::json pool_figures = nullptr;
+      if (cluster && !cluster->unreachable && cluster->objects.count(s.dedup_id)) {
+        const uint64_t n = cluster->objects.at(s.dedup_id);
+        // This host's references: one per block (PAT row) it stores.
+        pool_figures = {{"objects", n}, {"bytes", n * kBlockSize}, {"this_host_references", s.blocks}};
+      }
       j["chains"].push_back({{"dedup_id", s.dedup_id},
+                             {"rados", pool_figures},
                              {"name", s.name},
                              {"files", s.files},
                              {"logical_bytes", s.logical_bytes},
@@ -619,10 +680,31 @@ int CmdStats(const std::string& backing, bool json, bool per_file, bool promethe
     }
     std::printf("\n%s", ft.Render().c_str());
   }
+  if (cluster) {
+    std::printf("content store: RADOS pool %s as client.%s (host %s)", cluster->config.target.pool.c_str(),
+                cluster->config.target.client_id.c_str(), cluster->config.host.c_str());
+    if (cluster->queues.intents || cluster->queues.unrefs)
+      std::printf(", %llu reference(s) being taken, %llu to drop", (unsigned long long)cluster->queues.intents,
+                  (unsigned long long)cluster->queues.unrefs);
+    std::printf("\n");
+    if (cluster->unreachable) {
+      std::printf("cluster: unreachable (%s): the figures above are this host's\n", cluster->unreachable->c_str());
+    } else {
+      Table ct({"dedup_id", "chain", "this host's blocks", "pool objects (all hosts)", "pool bytes"});
+      for (const ChainStats& s : fig.chains) {
+        auto it = cluster->objects.find(s.dedup_id);
+        const uint64_t n = it == cluster->objects.end() ? 0 : it->second;
+        ct.Add({std::to_string(s.dedup_id), s.name, std::to_string(s.blocks), std::to_string(n),
+                HumanBytes(n * kBlockSize)});
+      }
+      std::printf("\n%s", ct.Render().c_str());
+    }
+  } else {
   std::printf("content store: %s in use (%llu slots), %llu free slots, %s allocated on disk\n",
               HumanBytes(usage.used_slots * kBlockSize).c_str(),
               static_cast<unsigned long long>(usage.used_slots),
               static_cast<unsigned long long>(usage.free_slots), HumanBytes(store_alloc).c_str());
+  }
   if (usage.pack_pages)
     std::printf("compressed blocks: %llu pack page(s), %s in sectors, %llu free sector(s) inside them\n",
                 static_cast<unsigned long long>(usage.pack_pages), HumanBytes(usage.packed_sectors * kSectorSize).c_str(),
