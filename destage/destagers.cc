@@ -486,7 +486,7 @@ bool Destagers::WaitRetiredThrough(uint64_t bucket, std::chrono::milliseconds ma
   Urgency urgent(this);
   journal_.Seal();
   for (;;) {
-    if (!journal_.destage_error().ok() || journal_.store_full()) return false;
+    if (!journal_.destage_error().ok() || journal_.store_full() || StoreUnreachable()) return false;
     if (!journal_.PendingBefore(bucket + 1)) return true;
     if (std::chrono::steady_clock::now() >= deadline) return false;
     MutexLock lk(&mu_);
@@ -503,6 +503,11 @@ Status Destagers::Drain(bool give_up_when_store_full) {
     if (Status e = journal_.destage_error(); !e.ok()) return e;
     if (give_up_when_store_full && journal_.store_full())
       return Status::Error(ENOSPC, "content store full: writes stay in the journal until space is freed");
+    // Whoever waits for destage (unmount, clone, migration) is told, not
+    // held, while the content store does not answer.
+    if (StoreUnreachable())
+      return Status::Error(ETIMEDOUT, "the content store (RADOS) does not answer: ops stay in the journal and are "
+                                      "destaged when it does");
     MutexLock lk(&mu_);
     if (give_up_when_store_full && delete_blocked_)
       return Status::Error(ENOSPC, "backing filesystem full: deletes stay in the journal until space is freed");

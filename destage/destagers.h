@@ -96,7 +96,8 @@ class Destagers {
   // Blocks until every bucket sealed so far is retired and every deferred
   // reclaim ran. With give_up_when_store_full, returns ENOSPC instead of
   // waiting while destage waits for space (used by Stop: the journal keeps
-  // the rest). ECANCELED when stopping.
+  // the rest). ETIMEDOUT while the content store (RADOS) does not answer.
+  // ECANCELED when stopping.
   Status Drain(bool give_up_when_store_full = false) EXCLUDES(mu_);
 
   // Waits until every bucket up to `bucket` is retired (sealing the open
@@ -185,6 +186,9 @@ class Destagers {
   // unreachable (IsStoreUnreachable; logged once per outage).
   std::atomic<bool> w_unreachable_{false};
   std::atomic<bool> x_unreachable_{false};
+  bool StoreUnreachable() const {
+    return w_unreachable_.load(std::memory_order_relaxed) || x_unreachable_.load(std::memory_order_relaxed);
+  }
   CondVar retire_cv_{&mu_};                      // wakes cs-retire
   bool retire_wanted_ GUARDED_BY(mu_) = false;   // a destager passed a bucket since cs-retire looked
   struct DeferredReclaim {
