@@ -257,6 +257,7 @@ Status Catalog::AbandonPlanLocked(RadosPlan& plan) {
         st_->rados_unref_insert.Reset().Bind(1, ref->holder).Bind(2, std::string_view(ref->object)).Run());
   }
   CS_RETURN_IF_ERROR(txn.Commit());
+  rados_unrefs_pending_.store(true, std::memory_order_relaxed);  // dropped by the next drain
   plan.shared.clear();
   plan.privates.clear();
   return Status::Ok();

@@ -353,9 +353,9 @@ int CmdFsck(const std::string& backing, bool repair, bool read_only, bool no_has
   auto rep = RunFsck(**b, fo);
   if (!rep.ok()) {
     if (rados && IsStoreUnreachable(rep.status())) {
-      std::fprintf(stderr, "chainswap: fsck %s: its RADOS pool '%s' stopped answering (timeout %d s): %s; the check "
+      std::fprintf(stderr, "chainswap: fsck %s: the cluster stopped answering (no answer within %d s): %s; the check "
                            "is incomplete\n",
-                   backing.c_str(), rados->target.pool.c_str(), rados_timeout, rep.status().ToString().c_str());
+                   backing.c_str(), rados_timeout, rep.status().ToString().c_str());
       return 8;
     }
     Fail(rep.status());

@@ -14,6 +14,7 @@
 #include "catalog/schema.h"
 #include "catalog/stored_block.h"
 #include "destage/journal.h"
+#include "tools/fsck_rados.h"
 
 namespace chainswap {
 
@@ -69,6 +70,17 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
   auto add = [&](std::string kind, std::string detail, bool repaired = false) {
     rep.issues.push_back({std::move(kind), std::move(detail), repaired});
   };
+  // RADOS mode (meta store = 'rados'): no slots; the pool is cross-checked
+  // (fsck_rados.h).
+  bool rados_mode = false;
+  {
+    auto rc = ReadRadosConfig(db);
+    if (!rc.ok()) return rc.status();
+    rados_mode = rc->has_value();
+    if (rados_mode && !backing.rados())
+      return Status::Error(ENOTCONN, "the catalog's blocks are in RADOS pool '" + (*rc)->target.pool +
+                                         "': fsck needs a connection to it");
+  }
 
   {
     auto v = sql::Stmt::Prepare(db, "PRAGMA user_version");
@@ -120,18 +132,23 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
     pat[s.Int(0)] = PatRow{s.Int(1), has_key ? s.Int(2) : 0, s.Int(3), has_key};
     if (!has_key) ++rep.unindexed;
   }));
-  auto len = store.LengthSlots();
-  if (!len.ok()) return len.status();
-  const int64_t store_slots = static_cast<int64_t>(*len);
+  int64_t store_slots = 0;
+  if (!rados_mode) {  // a RADOS catalog's store.dat stays empty: a pblock is a holder number
+    auto len = store.LengthSlots();
+    if (!len.ok()) return len.status();
+    store_slots = static_cast<int64_t>(*len);
+  }
   bool rebuild_index = false;
   // Past the store's end (a truncated or replaced store.dat).
-  auto outside = [&](int64_t pb) { return StoredBlockEndSlot(pb) > static_cast<uint64_t>(store_slots); };
+  auto outside = [&](int64_t pb) {
+    return !rados_mode && StoredBlockEndSlot(pb) > static_cast<uint64_t>(store_slots);
+  };
 
   // Sector extents (docs/FORMAT.md): packed blocks do not overlap each
   // other, and no raw block sits in a pack page. Pages used by blocks are
   // kept for the leak check below.
   std::vector<bool> page_used(static_cast<size_t>(store_slots), false);
-  {
+  if (!rados_mode) {
     std::vector<SectorExtent> extents;
     for (const auto& [pb, row] : pat) {
       if (IsPacked(pb)) extents.push_back(PackedExtent(pb));
@@ -272,7 +289,9 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
           freed_pblocks.insert(pb);
           CS_RETURN_IF_ERROR(Exec1(db, "DELETE FROM pat WHERE pblock = ?1", {pb}));
           CS_RETURN_IF_ERROR(Exec1(db, "DELETE FROM block_hash WHERE pblock = ?1", {pb}));
-          to_free.push_back(pb);
+          // RADOS: its reference is dropped by the pool's check below.
+          if (rados_mode) CS_RETURN_IF_ERROR(RadosFsckFreeBlock(db, *backing.rados(), pb, row.dedup_id));
+          else to_free.push_back(pb);
           rebuild_index = true;
         } else {
           CS_RETURN_IF_ERROR(Exec1(db, "UPDATE pat SET refcount = ?2 WHERE pblock = ?1", {pb, actual}));
@@ -331,7 +350,8 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
 
   // Leaks (offline only: a live daemon keeps freed slots unpunched for
   // reuse): store pages the filesystem holds data for that no block uses.
-  if (!opts.journal_live) {
+  // (RADOS: the pool's leaked references, below.)
+  if (!opts.journal_live && !rados_mode) {
     auto ranges = store.DataSlotRanges();
     if (!ranges.ok()) return ranges.status();
     uint64_t leaked = 0;
@@ -348,7 +368,10 @@ Result<FsckReport> RunFsck(BackingDir& backing, const FsckOptions& opts) {
   }
 
   // Hashes: every referenced block's bytes against its keyed hash.
-  if (opts.verify_hashes) {
+  // (RADOS: every object's, in the pool's check.)
+  if (rados_mode) {
+    CS_RETURN_IF_ERROR(RunRadosFsck(backing, opts, hashers, rep));
+  } else if (opts.verify_hashes) {
     alignas(64) uint8_t buf[kBlockSize];
     uint64_t n = 0;
     for (auto& [pb, row] : pat) {

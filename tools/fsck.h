@@ -25,6 +25,14 @@
 // block_hash rows of no block); recount mapped_blocks and the hash
 // table's counters. A hash mismatch or a
 // damaged journal is reported, never "repaired" by guessing.
+//
+// A catalog whose blocks are in a RADOS pool (meta store = 'rados') has no
+// slots: the checks of store.dat (outside_store, extent_overlap, leaked
+// pages, the slot hash pass) do not run; the refcount repair moves a freed
+// block's reference to rados_unref instead of punching; and the catalog's
+// rados_* rows are cross-checked with the pool (tools/fsck_rados.h, which
+// lists its issue kinds). The backing directory must be opened connected
+// (BackingDir::rados()).
 #pragma once
 
 #include <string>
@@ -39,12 +47,18 @@ struct FsckOptions {
   bool verify_hashes = true;   // reads every referenced slot
   bool progress = false;       // a progress line on stderr
   bool journal_live = false;   // a daemon is appending: a torn tail is not damage
+  // RADOS mode, --repair: the rows of rados_intent and rados_unref that the
+  // read-write open resolved before the check ran (Catalog::Open does, as a
+  // mount does), counted by the caller beforehand for the report.
+  uint64_t rados_intents_resolved_at_open = 0;
+  uint64_t rados_unrefs_resolved_at_open = 0;
 };
 
 struct FsckIssue {
   std::string kind;      // refcount, dangling, cross_chain, hash, outside_store, index_missing,
                          // index_dangling, block_hash_orphan, mapped_blocks, file_chain,
-                         // lat_orphan_file, journal, hash_counters
+                         // lat_orphan_file, journal, hash_counters; RADOS mode: see
+                         // tools/fsck_rados.h (rados_block_missing, rados_ref_missing, ...)
   std::string detail;
   bool repaired = false;
 };
@@ -58,6 +72,20 @@ struct FsckReport {
   // does --repair (leaked_pages_punched).
   uint64_t leaked_pages = 0;
   bool leaked_pages_punched = false;
+  // RADOS mode (meta store = 'rados'): what the cross-check with the pool
+  // saw (tools/fsck_rados.h). blocks_checked then counts the objects read
+  // and hashed.
+  bool rados = false;
+  std::string rados_pool, rados_host;
+  uint64_t rados_blocks = 0;   // rados_block rows checked against their objects
+  uint64_t rados_objects = 0;  // objects of this host's chains listed in the pool
+  uint64_t rados_refs = 0;     // references of this host found on them
+  // rados_intent / rados_unref rows found (references being taken, or still
+  // to drop, left by an interrupted run or in flight in a live daemon):
+  // information, not damage. Resolved (dropped) by --repair, or by the
+  // read-write open before it, as by the next mount.
+  uint64_t rados_intents = 0, rados_unrefs = 0;
+  bool rados_pending_resolved = false;
   bool clean() const { return issues.empty(); }
   bool all_repaired() const;
 };

@@ -506,7 +506,8 @@ std::optional<uint64_t> DuKib(const std::string& path) {
 
 // -------------------------------------------------------------- MountedFs
 
-MountedFs::MountedFs(std::vector<std::string> mount_options) : mount_options_(std::move(mount_options)) {
+MountedFs::MountedFs(std::vector<std::string> mount_options, std::vector<std::string> format_args)
+    : mount_options_(std::move(mount_options)) {
   char tmpl[] = "/tmp/chainswap-mount-XXXXXX";
   if (!::mkdtemp(tmpl)) {
     ADD_FAILURE() << "mkdtemp: " << ErrnoText(errno);
@@ -520,9 +521,11 @@ MountedFs::MountedFs(std::vector<std::string> mount_options) : mount_options_(st
     ADD_FAILURE() << "mkdir " << mnt_ << ": " << ErrnoText(errno);
     return;
   }
-  CommandResult r = RunCommand({CHAINSWAP_BIN, "format", backing_});
+  std::vector<std::string> format = {CHAINSWAP_BIN, "format", backing_};
+  format.insert(format.end(), format_args.begin(), format_args.end());
+  CommandResult r = RunCommand(format);
   if (r.status != 0) {
-    ADD_FAILURE() << "chainswap format " << backing_ << " exited " << r.status << ":\n" << r.output;
+    ADD_FAILURE() << Join(format) << " exited " << r.status << ":\n" << r.output;
     return;
   }
   formatted_ = true;
@@ -600,7 +603,7 @@ pid_t SpawnLogged(const std::vector<std::string>& argv, int log_fd, const std::v
   pid_t pid = SpawnLogged(argv, log_fd);
   if (pid < 0) return ::testing::AssertionFailure() << "fork: " << ErrnoText(errno);
   pid_ = pid;
-  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  const auto deadline = Clock::now() + mount_timeout_;
   for (;;) {
     int status = 0;
     pid_t r = ::waitpid(pid_, &status, WNOHANG);
@@ -613,7 +616,8 @@ pid_t SpawnLogged(const std::vector<std::string>& argv, int log_fd, const std::v
     if (d != 0 && d != parent_dev) return ::testing::AssertionSuccess();
     if (Clock::now() >= deadline) {
       auto u = Unmount();
-      return ::testing::AssertionFailure() << "chainswapfs did not mount " << mnt_ << " within 10 s ("
+      return ::testing::AssertionFailure() << "chainswapfs did not mount " << mnt_ << " within "
+                                           << mount_timeout_.count() << " s ("
                                            << u.message() << "); daemon log:\n" << Tail(DaemonLog());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));

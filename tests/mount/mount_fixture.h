@@ -179,7 +179,9 @@ class MountedFs {
  public:
   // Makes a temp dir under /tmp and formats BACKING inside it (failures are
   // recorded with ADD_FAILURE; check formatted()). Does not mount.
-  explicit MountedFs(std::vector<std::string> mount_options = {});
+  // `format_args` follow BACKING on the `chainswap format` command line
+  // (e.g. {"--store", "rados:POOL", "--ceph-conf", CONF}).
+  explicit MountedFs(std::vector<std::string> mount_options = {}, std::vector<std::string> format_args = {});
   // Unmounts if mounted (recording a failure if the daemon exits badly) and
   // removes the temp dir.
   ~MountedFs();
@@ -189,10 +191,12 @@ class MountedFs {
   bool formatted() const { return formatted_; }
   bool mounted() const { return pid_ > 0; }
 
-  // Starts `chainswapfs BACKING MNT -f [-o opts]` and waits (10 s) until MNT
-  // is a different filesystem from its parent. Fails with the daemon log if
-  // it does not mount or exits.
+  // Starts `chainswapfs BACKING MNT -f [-o opts]` and waits (10 s, or
+  // set_mount_timeout()) until MNT is a different filesystem from its
+  // parent. Fails with the daemon log if it does not mount or exits.
   ::testing::AssertionResult Mount();
+  // How long Mount() waits for the mount (default 10 s).
+  void set_mount_timeout(std::chrono::seconds t) { mount_timeout_ = t; }
   // fusermount3 -u (retried while busy, then -uz), then waits for the daemon
   // to exit. Fails unless it exits with status 0.
   ::testing::AssertionResult Unmount();
@@ -246,6 +250,7 @@ class MountedFs {
 
  private:
   std::vector<std::string> mount_options_;
+  std::chrono::seconds mount_timeout_{10};
   std::string dir_, backing_, mnt_, log_;
   bool formatted_ = false;
   pid_t pid_ = -1;
