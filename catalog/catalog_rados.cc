@@ -309,8 +309,12 @@ Status Catalog::RadosFreeLocked(int64_t pblock, int64_t dedup_id, ApplyTxn& txn)
   auto r = get.Step();
   if (!r.ok()) return r.status();
   if (!*r) {
+    // A damaged catalog: the block goes, its reference (whatever object it
+    // is on) is left for fsck to find as leaked; destage goes on.
     get.Reset();
-    return Status::Error(EUCLEAN, "block " + std::to_string(pblock) + " has no rados_block row (run chainswap fsck)");
+    spdlog::error("catalog: freed block {} has no rados_block row: its reference in the pool is left (run chainswap "
+                  "fsck --repair)", pblock);
+    return Status::Ok();
   }
   BlockHash h;
   const auto blob = get.Blob(0);
@@ -645,6 +649,13 @@ Status Catalog::ResolveRadosAtOpen() {
     // put of an unused holder is harmless (ENOLINK), so every one is put.
     sql::Transaction txn(db_);
     CS_RETURN_IF_ERROR(txn.Begin());
+    CS_RETURN_IF_ERROR(db_.Exec(catalog_sql::kDeleteLiveHolderIntents));
+    int64_t live = db_.Changes();
+    CS_RETURN_IF_ERROR(db_.Exec(catalog_sql::kDeleteLiveHolderUnrefs));
+    live += db_.Changes();
+    if (live)
+      spdlog::error("catalog: {} queued RADOS reference(s) named a block still in use; dropped from the queues without "
+                    "a put (a damaged catalog: run chainswap fsck)", live);
     auto rows = sql::QueryAll(db_, catalog_sql::kRadosIntents,
                               [](const sql::Stmt& row) { return std::make_pair(row.Int(0), row.Text(1)); });
     if (!rows.ok()) return rows.status();
@@ -674,6 +685,10 @@ Status Catalog::ReadBlocksRados(int64_t file_id, uint64_t lba, uint32_t count, u
   auto collect = [&](sql::Stmt& q) -> Status {
     q.Reset().Bind(1, file_id).Bind(2, static_cast<int64_t>(lba)).Bind(3, static_cast<int64_t>(lba + count));
     CS_RETURN_IF_ERROR(q.ForEachRow([&](const sql::Stmt& row) {
+      if (row.IsNull(2)) {  // never a hole: the block's object is unknown
+        mapped.push_back({static_cast<uint64_t>(row.Int(0)), row.Int(1), std::string()});
+        return;
+      }
       BlockHash h;
       const auto blob = row.Blob(2);
       std::memcpy(h.bytes.data(), blob.data(), std::min(blob.size(), h.bytes.size()));
@@ -693,6 +708,12 @@ Status Catalog::ReadBlocksRados(int64_t file_id, uint64_t lba, uint32_t count, u
     CS_RETURN_IF_ERROR(collect(*q));
   }
   reader.reset();
+  for (const Mapped& m : mapped) {
+    if (m.object.empty()) {
+      spdlog::error("catalog: block {} has no rados_block row: its object is unknown (run chainswap fsck)", m.pblock);
+      return Status::Error(EIO, "block " + std::to_string(m.pblock) + " has no rados_block row (run chainswap fsck)");
+    }
+  }
   std::memset(out, 0, size_t{count} * kBlockSize);
   if (mapped.empty()) return Status::Ok();
   RadosBatch batch(rados_->store(), kRadosWindow);

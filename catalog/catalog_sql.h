@@ -307,6 +307,13 @@ inline constexpr std::string_view kRadosIntentDelete = "DELETE FROM rados_intent
 inline constexpr std::string_view kRadosIntents = "SELECT holder, object FROM rados_intent ORDER BY holder";
 // holder, object
 inline constexpr std::string_view kRadosUnrefInsert = "INSERT OR REPLACE INTO rados_unref(holder, object) VALUES (?1, ?2)";
+// Rows of rados_intent / rados_unref whose holder is a live block's: a
+// damaged catalog (a holder is never reused); deleted without a put, which
+// would drop the live block's reference.
+inline constexpr std::string_view kDeleteLiveHolderIntents =
+    "DELETE FROM rados_intent WHERE holder IN (SELECT pblock FROM pat)";
+inline constexpr std::string_view kDeleteLiveHolderUnrefs =
+    "DELETE FROM rados_unref WHERE holder IN (SELECT pblock FROM pat)";
 // -> rows of rados_intent, of rados_unref
 inline constexpr std::string_view kCountRadosIntents = "SELECT count(*) FROM rados_intent";
 inline constexpr std::string_view kCountRadosUnrefs = "SELECT count(*) FROM rados_unref";
@@ -321,9 +328,10 @@ inline constexpr std::string_view kRadosBlockGet = "SELECT hash, private FROM ra
 // pblock
 inline constexpr std::string_view kRadosBlockDelete = "DELETE FROM rados_block WHERE pblock = ?1";
 // file_id, first lba, end lba -> lba, pblock, hash, private, the chain's rados_id
+// (hash NULL: the block has no rados_block row, a damaged catalog)
 inline constexpr std::string_view kLatRangeRados =
     "SELECT l.lba, l.pblock, r.hash, r.private, c.rados_id FROM lat l "
-    "JOIN rados_block r ON r.pblock = l.pblock JOIN swap_file f ON f.file_id = l.file_id "
+    "LEFT JOIN rados_block r ON r.pblock = l.pblock JOIN swap_file f ON f.file_id = l.file_id "
     "JOIN chain c ON c.dedup_id = f.dedup_id "
     "WHERE l.file_id = ?1 AND l.lba >= ?2 AND l.lba < ?3 ORDER BY l.lba";
 
