@@ -617,6 +617,13 @@ class Catalog {
   Status SettlePlanLocked(ApplyTxn& txn) REQUIRES(mu_);
   // The chain's cluster-wide ID (chain.rados_id), cached. EUCLEAN if unset.
   Result<std::string> RadosIdLocked(int64_t dedup_id) REQUIRES(mu_);
+  // The rados_block row of `pblock`: its whole hash and whether its object
+  // has a private name. nullopt when it has none; EUCLEAN for a malformed hash.
+  struct RadosBlockRow {
+    BlockHash hash;
+    bool private_name = false;
+  };
+  Result<std::optional<RadosBlockRow>> RadosBlockLocked(int64_t pblock) REQUIRES(mu_);
   // A block of this host with the chain and whole hash, referencing the
   // shared object, if any.
   Result<std::optional<int64_t>> RadosLocalBlockLocked(int64_t dedup_id, const BlockHash& hash) REQUIRES(mu_);

@@ -224,6 +224,26 @@ Status Catalog::PlanRadosLocked(std::span<const BlockOp> ops, RadosPlan& plan) {
   return txn.Commit();
 }
 
+Result<std::optional<Catalog::RadosBlockRow>> Catalog::RadosBlockLocked(int64_t pblock) {
+  auto& get = st_->rados_block_get;
+  get.Reset().Bind(1, pblock);
+  auto r = get.Step();
+  if (!r.ok()) return r.status();
+  if (!*r) {
+    get.Reset();
+    return std::optional<RadosBlockRow>();
+  }
+  RadosBlockRow row;
+  const auto blob = get.Blob(0);
+  const bool whole = blob.size() == row.hash.bytes.size();
+  if (whole) std::memcpy(row.hash.bytes.data(), blob.data(), row.hash.bytes.size());
+  row.private_name = get.Int(1) != 0;
+  get.Reset();
+  if (!whole) return Status::Error(EUCLEAN, "rados_block row of block " + std::to_string(pblock) +
+                                               " has a malformed hash (run chainswap fsck)");
+  return std::optional<RadosBlockRow>(row);
+}
+
 Result<std::optional<int64_t>> Catalog::RadosLocalBlockLocked(int64_t dedup_id, const BlockHash& hash) {
   std::vector<int64_t> cands;
   const int64_t key = HashKey(hash);
@@ -232,15 +252,9 @@ Result<std::optional<int64_t>> Catalog::RadosLocalBlockLocked(int64_t dedup_id, 
     auto same = IsBlockOfKeyLocked(cand, dedup_id, key);
     if (!same.ok()) return same.status();
     if (!*same) continue;
-    auto& get = st_->rados_block_get;
-    get.Reset().Bind(1, cand);
-    auto r = get.Step();
-    if (!r.ok()) return r.status();
-    const bool equal = *r && get.Blob(0).size() == hash.bytes.size() &&
-                       std::memcmp(get.Blob(0).data(), hash.bytes.data(), hash.bytes.size()) == 0;
-    const bool priv = *r && get.Int(1) != 0;
-    get.Reset();
-    if (equal && !priv) return std::optional<int64_t>(cand);
+    auto row = RadosBlockLocked(cand);
+    if (!row.ok()) return row.status();
+    if (*row && (*row)->hash == hash && !(*row)->private_name) return std::optional<int64_t>(cand);
   }
   return std::optional<int64_t>();
 }
@@ -282,15 +296,10 @@ Result<int64_t> Catalog::RadosNewBlockLocked(const BlockOp& op, const BlockHash&
 }
 
 Result<bool> Catalog::RadosSameBlockLocked(int64_t cand, const BlockOp& op, const BlockHash& hash, ApplyTxn& txn) {
-  auto& get = st_->rados_block_get;
-  get.Reset().Bind(1, cand);
-  auto r = get.Step();
-  if (!r.ok()) return r.status();
-  const bool equal = *r && get.Blob(0).size() == hash.bytes.size() &&
-                     std::memcmp(get.Blob(0).data(), hash.bytes.data(), hash.bytes.size()) == 0;
-  const bool priv = *r && get.Int(1) != 0;
-  get.Reset();
-  if (!equal) return false;  // another block with the same hash key
+  auto row = RadosBlockLocked(cand);
+  if (!row.ok()) return row.status();
+  if (!*row || (*row)->hash != hash) return false;  // another block with the same hash key
+  const bool priv = (*row)->private_name;
   if (auto pending = txn.new_data.find(cand); pending != txn.new_data.end())
     return std::memcmp(pending->second, op.data, kBlockSize) == 0;  // stored by this transaction
   if (priv) return false;  // a private block is never matched again (its hash's shared name differs)
@@ -304,27 +313,17 @@ Result<bool> Catalog::RadosSameBlockLocked(int64_t cand, const BlockOp& op, cons
 }
 
 Status Catalog::RadosFreeLocked(int64_t pblock, int64_t dedup_id, ApplyTxn& txn) {
-  auto& get = st_->rados_block_get;
-  get.Reset().Bind(1, pblock);
-  auto r = get.Step();
-  if (!r.ok()) return r.status();
-  if (!*r) {
+  auto row = RadosBlockLocked(pblock);
+  if (!row.ok()) return row.status();
+  if (!*row) {
     // A damaged catalog: the block goes, its reference (whatever object it
     // is on) is left for fsck to find as leaked; destage goes on.
-    get.Reset();
     spdlog::error("catalog: freed block {} has no rados_block row: its reference in the pool is left (run chainswap "
                   "fsck --repair)", pblock);
     return Status::Ok();
   }
-  BlockHash h;
-  const auto blob = get.Blob(0);
-  if (blob.size() != h.bytes.size()) {
-    get.Reset();
-    return Status::Error(EUCLEAN, "rados_block row of block " + std::to_string(pblock) + " has a malformed hash");
-  }
-  std::memcpy(h.bytes.data(), blob.data(), h.bytes.size());
-  const bool priv = get.Int(1) != 0;
-  get.Reset();
+  const BlockHash h = (*row)->hash;
+  const bool priv = (*row)->private_name;
   auto id = RadosIdLocked(dedup_id);
   if (!id.ok()) return id.status();
   if (!rados_) return Status::Error(ENOTCONN, "catalog " + path_ + " stores its blocks in RADOS: not connected");

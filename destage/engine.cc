@@ -330,13 +330,7 @@ Status Engine::CloneBlocks(FileRef src, FileRef dst, uint64_t src_lba, uint64_t 
   CS_RETURN_IF_ERROR(destagers_.Drain());
   CS_RETURN_IF_ERROR(catalog_.CloneRange(src.file_id, dst.file_id, src_lba, dst_lba, count));
   CS_RETURN_IF_ERROR(catalog_.Sync());
-  Record r;
-  r.kind = RecordKind::kDelete;  // count 0: a size-only record
-  r.file_id = dst.file_id;
-  r.dedup_id = dst.dedup_id;
-  r.file_size = meta.size;
-  r.mtime_ns = meta.mtime_ns;
-  return Append(std::move(r), /*space_exempt=*/true);
+  return AppendSize(dst, meta);
 }
 
 Result<FileExport> Engine::ExportFile(FileRef f) {
@@ -348,10 +342,14 @@ Status Engine::ImportFile(FileRef dst, const FileExport& exp, const FileMetaUpda
   CS_RETURN_IF_ERROR(destagers_.Drain());
   CS_RETURN_IF_ERROR(catalog_.ImportFile(dst.file_id, exp));
   CS_RETURN_IF_ERROR(catalog_.Sync());
+  return AppendSize(dst, meta);
+}
+
+Status Engine::AppendSize(FileRef f, const FileMetaUpdate& meta) {
   Record r;
   r.kind = RecordKind::kDelete;  // count 0: a size-only record
-  r.file_id = dst.file_id;
-  r.dedup_id = dst.dedup_id;
+  r.file_id = f.file_id;
+  r.dedup_id = f.dedup_id;
   r.file_size = meta.size;
   r.mtime_ns = meta.mtime_ns;
   return Append(std::move(r), /*space_exempt=*/true);

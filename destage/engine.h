@@ -182,6 +182,9 @@ class Engine {
   Status ReadBlocks(int64_t file_id, uint64_t lba, uint64_t n, uint8_t* out);
   // Commit of an op of one record.
   Status Append(Record r, bool space_exempt);
+  // A size-only record of `f` (exempt from space checks): after a clone or
+  // an import changed the file in the catalog directly.
+  Status AppendSize(FileRef f, const FileMetaUpdate& meta);
 
   Catalog& catalog_;
   const EngineOptions options_;
