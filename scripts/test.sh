@@ -20,9 +20,12 @@ build() {
   echo "== build $dir $*"
   BUILD_DIR=$dir ./scripts/build.sh "$@"
 }
+# Two tests at a time: each has its own temporary directory, daemon and
+# (RADOS tests) cluster; the mounted tests that measure or starve the whole
+# machine are RUN_SERIAL (tests/CMakeLists.txt).
 run_tests() {
   echo "== test $1"
-  ctest --test-dir "$1" --output-on-failure -j1
+  ctest --test-dir "$1" --output-on-failure -j2
 }
 
 build build
