@@ -669,7 +669,17 @@ int ChainswapFs::DoSetxattr(fuse_ino_t ino, const std::string& name, const std::
     return ToErrno(is, "import");
   }
   f->SetSizeAndTimes(m->size, now);
-  spdlog::info("imported swap file {} ({} blocks, {} bytes) from {}", f->file_id, m->file.blocks.size(), m->size, value);
+  // The source's permission bits go with it (the file was created by
+  // `chainswap import` with 0600).
+  FileInfo info = f->Info();
+  info.mode = m->mode & kFileModeBits;
+  if (int e = ToErrno(catalog_.UpdateFile(info), "import")) return e;
+  {
+    MutexLock fl(&f->mu);
+    f->info.mode = info.mode;
+  }
+  spdlog::info("imported swap file {} ({} blocks, {} bytes, mode {:o}) from {}", f->file_id, m->file.blocks.size(),
+               m->size, info.mode, value);
   return 0;
 }
 

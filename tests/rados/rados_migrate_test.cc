@@ -8,10 +8,13 @@
 // manifest whose objects are gone.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -114,6 +117,8 @@ TEST_F(RadosMigrateTest, AFileMovesByteExactWithNoBlockCopiedOrRead) {
   ASSERT_TRUE(WriteFile(a_->Path("vm", "guest.swap"), 0, data));
   ASSERT_TRUE(WaitUntil([&] { return Settled(*a_, blocks); })) << "host A did not destage";
   ASSERT_EQ(BlockObjects(*store_), blocks);
+  // Permission bits move with the file (import creates it 0600).
+  ASSERT_EQ(::chmod(a_->Path("vm", "guest.swap").c_str(), 0640), 0) << std::strerror(errno);
 
   const OsdReads before = ReadCounters(*cluster_);
   auto r = mounttest::RunCommand(
@@ -130,6 +135,9 @@ TEST_F(RadosMigrateTest, AFileMovesByteExactWithNoBlockCopiedOrRead) {
       << "B: " << b_->QueryInt("SELECT count(*) FROM pat") << " blocks, A: " << a_->QueryInt("SELECT count(*) FROM pat");
   EXPECT_EQ(BlockObjects(*store_), blocks);
   EXPECT_FALSE(::access(a_->Path("vm", "guest.swap").c_str(), F_OK) == 0) << "the source is still there";
+  struct stat st {};
+  ASSERT_EQ(::stat(b_->Path("vm", "guest.swap").c_str(), &st), 0) << std::strerror(errno);
+  EXPECT_EQ(st.st_mode & 07777, 0640u) << "the destination did not take the source's mode";
   EXPECT_TRUE(b_->CatalogInvariantsHold());
   // Every object lists B's holder for its block, and nothing of A.
   const std::string host_b = *b_->Query("SELECT value FROM meta WHERE key = 'rados_host'")[0][0];
@@ -149,6 +157,8 @@ TEST_F(RadosMigrateTest, AFileMovesByteExactWithNoBlockCopiedOrRead) {
   // from the pool after a remount.
   EXPECT_TRUE(FileEquals(b_->Path("vm", "guest.swap"), data));
   ASSERT_TRUE(b_->Remount());
+  ASSERT_EQ(::stat(b_->Path("vm", "guest.swap").c_str(), &st), 0) << std::strerror(errno);
+  EXPECT_EQ(st.st_mode & 07777, 0640u) << "the imported mode is not in the catalog";
   const OsdReads before_read = ReadCounters(*cluster_);
   EXPECT_TRUE(FileEquals(b_->Path("vm", "guest.swap"), data));
   // The counter the migration left alone does count reads of block data:
