@@ -396,7 +396,7 @@ uint64_t DistinctNonZeroBlocks(const std::vector<const FileModel*>& files) {
 
 // -------------------------------------------------------------- processes
 
-CommandResult RunCommand(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+CommandResult RunCommand(const std::vector<std::string>& argv, std::chrono::milliseconds timeout, RunOptions options) {
   CommandResult res;
   int pfd[2];
   if (::pipe2(pfd, O_CLOEXEC) != 0) {
@@ -412,11 +412,13 @@ CommandResult RunCommand(const std::vector<std::string>& argv, std::chrono::mill
     return res;
   }
   if (pid == 0) {
+    if (options.own_process_group) ::setpgid(0, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
     ::dup2(pfd[1], 1);
     ::dup2(pfd[1], 2);
+    if (options.own_process_group) ::close_range(3, ~0U, 0);
     ::execvp(args.ptrs[0], args.ptrs.data());
     static const char msg[] = "exec failed\n";
     (void)!::write(2, msg, sizeof msg - 1);
@@ -429,13 +431,19 @@ CommandResult RunCommand(const std::vector<std::string>& argv, std::chrono::mill
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (left <= 0 && !killed) {
-      // Politely first: a daemon that mounted unmounts itself on SIGTERM.
-      ::kill(pid, SIGTERM);
-      int st;
-      if (!WaitPidUntil(pid, Clock::now() + std::chrono::seconds(10), &st)) {
-        ::kill(pid, SIGKILL);
+      if (options.own_process_group) {
+        ::kill(-pid, SIGKILL);  // the command and every process it started
         ::waitpid(pid, nullptr, 0);
+      } else {
+        // Politely first: a daemon that mounted unmounts itself on SIGTERM.
+        ::kill(pid, SIGTERM);
+        int st;
+        if (!WaitPidUntil(pid, Clock::now() + std::chrono::seconds(10), &st)) {
+          ::kill(pid, SIGKILL);
+          ::waitpid(pid, nullptr, 0);
+        }
       }
+      res.output += "\n[" + argv[0] + " killed after " + std::to_string(timeout.count()) + " ms]\n";
       res.timed_out = killed = true;
       pid = -1;
     }

@@ -146,10 +146,19 @@ struct CommandResult {
   bool timed_out = false; // killed after the timeout
   std::string output;     // stdout and stderr, interleaved
 };
+struct RunOptions {
+  // The command runs in its own process group with no descriptor of the
+  // test process beyond stdin, stdout and stderr, and the whole group is
+  // killed (SIGKILL) at the timeout: for scripts that start daemons (the
+  // test Ceph cluster), which must not hold the test's sockets or pipes.
+  // Otherwise the command alone gets SIGTERM (a mounted daemon unmounts),
+  // then SIGKILL 10 s later.
+  bool own_process_group = false;
+};
 // Runs argv[0] (an absolute path or a name looked up in PATH) with stdin from
 // /dev/null; kills it after `timeout`.
 CommandResult RunCommand(const std::vector<std::string>& argv,
-                         std::chrono::milliseconds timeout = std::chrono::seconds(60));
+                         std::chrono::milliseconds timeout = std::chrono::seconds(60), RunOptions options = {});
 // Starts argv[0] (an absolute path) in the background: stdin /dev/null,
 // stdout and stderr to `log_fd`, SIGTERM when the test process dies. `env`
 // replaces the environment when given ("NAME=value" entries). Closes

@@ -2,9 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,76 +26,6 @@
 // through RadosStore (this one does).
 
 namespace chainswap::radostest {
-
-CommandResult RunCommand(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
-  CommandResult res;
-  std::vector<std::string> copy = argv;
-  std::vector<char*> ptrs;
-  for (auto& a : copy) ptrs.push_back(a.data());
-  ptrs.push_back(nullptr);
-  if (copy.empty()) {
-    res.output = "RunCommand: empty argv";
-    return res;
-  }
-  int pfd[2];
-  if (::pipe2(pfd, O_CLOEXEC) != 0) {
-    res.output = std::string("pipe2: ") + std::strerror(errno);
-    return res;
-  }
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    res.output = std::string("fork: ") + std::strerror(errno);
-    ::close(pfd[0]);
-    ::close(pfd[1]);
-    return res;
-  }
-  if (pid == 0) {
-    ::setpgid(0, 0);
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, 0);
-    ::dup2(pfd[1], 1);
-    ::dup2(pfd[1], 2);
-    // Nothing else of the test process (librados sockets, ...) may reach
-    // the command, or daemons it starts.
-    ::close_range(3, ~0U, 0);
-    ::execvp(ptrs[0], ptrs.data());
-    static const char msg[] = "exec failed\n";
-    (void)!::write(2, msg, sizeof msg - 1);
-    ::_exit(127);
-  }
-  ::close(pfd[1]);
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  bool killed = false;
-  char buf[4096];
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
-    if (left <= 0 && !killed) {
-      ::kill(-pid, SIGKILL);
-      killed = true;
-      res.output += "\n[" + copy[0] + " killed after " + std::to_string(timeout.count()) + " s]\n";
-    }
-    struct pollfd p = {pfd[0], POLLIN, 0};
-    int pr = ::poll(&p, 1, killed ? 1000 : static_cast<int>(std::clamp<int64_t>(left, 1, 1000)));
-    if (pr < 0 && errno == EINTR) continue;
-    if (pr > 0) {
-      ssize_t n = ::read(pfd[0], buf, sizeof buf);
-      if (n > 0) {
-        res.output.append(buf, static_cast<size_t>(n));
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      break;  // EOF: every holder of the pipe is gone
-    }
-    if (killed) break;
-  }
-  ::close(pfd[0]);
-  int ws = 0;
-  while (::waitpid(pid, &ws, 0) < 0 && errno == EINTR) {
-  }
-  res.status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
-  return res;
-}
 
 namespace {
 

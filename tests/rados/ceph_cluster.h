@@ -37,6 +37,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/mount/mount_fixture.h"
+
 namespace chainswap::radostest {
 
 class CephTestCluster {
@@ -81,15 +83,14 @@ class CephTestCluster {
   bool bluestore_;
 };
 
-struct CommandResult {
-  int status = -1;     // exit status, or 128 + signal; -1 if it could not run
-  std::string output;  // stdout and stderr, interleaved
-};
+using mounttest::CommandResult;
 // Runs argv[0] (an absolute path or a name looked up in PATH) with stdin
 // from /dev/null and no other descriptor of the test process, in its own
-// process group, which is killed after `timeout`.
-CommandResult RunCommand(const std::vector<std::string>& argv,
-                         std::chrono::seconds timeout = std::chrono::seconds(120));
+// process group, which is killed after `timeout` (mounttest::RunCommand).
+inline CommandResult RunCommand(const std::vector<std::string>& argv,
+                                std::chrono::seconds timeout = std::chrono::seconds(120)) {
+  return mounttest::RunCommand(argv, timeout, mounttest::RunOptions{.own_process_group = true});
+}
 
 // The process's memstore cluster with pool "chainswap", started on the first
 // call; nullptr (on every call) if it did not start.
