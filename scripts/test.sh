@@ -17,19 +17,19 @@ fi
 
 build() {
   local dir=$1; shift
-  echo "== build $dir $*"
+  echo "== build $dir $* ($(date -u +%T))"
   BUILD_DIR=$dir ./scripts/build.sh "$@"
 }
 # Two tests at a time: each has its own temporary directory, daemon and
 # (RADOS tests) cluster; the mounted tests that measure or starve the whole
 # machine are RUN_SERIAL (tests/CMakeLists.txt).
 run_tests() {
-  echo "== test $1"
+  echo "== test $1 ($(date -u +%T))"
   ctest --test-dir "$1" --output-on-failure -j2
 }
 
 build build
-echo "== check-install build"
+echo "== check-install build ($(date -u +%T))"
 ./scripts/check-install.sh build
 # Compile only: clang-14's -Wthread-safety as errors over the library and
 # binary targets (Debug: no optimizer, assertions compiled in).
@@ -44,5 +44,7 @@ done
 
 # A short libFuzzer run of every on-disk parser (FUZZ_SECONDS=0 skips it).
 if [ "${FUZZ_SECONDS:-30}" != 0 ]; then
+  echo "== fuzz build-fuzz ($(date -u +%T))"
   FUZZ_SECONDS=${FUZZ_SECONDS:-30} ./scripts/fuzz.sh
 fi
+echo "== done ($(date -u +%T))"
