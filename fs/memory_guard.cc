@@ -7,8 +7,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <limits>
+#include <string>
 
 namespace chainswap {
 
@@ -47,29 +50,74 @@ constexpr bool kSanitized = false;
 constexpr bool kSanitized = false;
 #endif
 
+namespace {
+
+Status MemlockError(int err, const std::string& what) {
+  struct rlimit rl {};
+  ::getrlimit(RLIMIT_MEMLOCK, &rl);
+  std::string why = std::strerror(err);
+  if (err == ENOMEM || err == EPERM)
+    why += "; RLIMIT_MEMLOCK is " + (rl.rlim_cur == RLIM_INFINITY ? std::string("unlimited")
+                                                                    : std::to_string(rl.rlim_cur >> 10) + " KiB") +
+           " (raise it: LimitMEMLOCK=infinity in the systemd unit, or run as root)";
+  return Status::Error(err, what + ": " + why);
+}
+
+// The resident locked memory (Locked: of /proc/self/smaps_rollup), in KiB.
+uint64_t LockedResidentKib() {
+  std::ifstream in("/proc/self/smaps_rollup");
+  std::string key;
+  uint64_t kib = 0;
+  while (in >> key) {
+    if (key == "Locked:") {
+      in >> kib;
+      return kib;
+    }
+    in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return 0;
+}
+
+}  // namespace
+
 Result<LockedMemory> LockMemory() {
   // A sanitizer's shadow memory is terabytes of address space: locking it
   // would fault it all in.
   if (kSanitized) return Status::Error(ENOTSUP, "not in a sanitizer build (its shadow memory cannot be locked)");
-  if (::mlockall(MCL_CURRENT) != 0) {
+  // Every mapping, now and later, is locked as its pages are touched: an
+  // anonymous mapping nobody touches costs nothing. (mlockall(MCL_CURRENT)
+  // alone would fault in every page mapped now: libceph-common's 130 MiB of
+  // zeroed .bss, which a local-store daemon never touches, and in RADOS mode
+  // every librados thread's whole stack.)
+  if (::mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0) {
     const int err = errno;
-    struct rlimit rl {};
-    ::getrlimit(RLIMIT_MEMLOCK, &rl);
-    std::string why = std::strerror(err);
-    if (err == ENOMEM || err == EPERM)
-      why += "; RLIMIT_MEMLOCK is " + (rl.rlim_cur == RLIM_INFINITY ? std::string("unlimited")
-                                                                      : std::to_string(rl.rlim_cur >> 10) + " KiB") +
-             " (raise it: LimitMEMLOCK=infinity in the systemd unit, or run as root)";
     ::munlockall();
-    return Status::Error(err, "mlockall: " + why);
+    return MemlockError(err, "mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)");
   }
-  if (::mlockall(MCL_FUTURE | MCL_ONFAULT) != 0) {
-    const int err = errno;
-    ::munlockall();
-    return Status::FromErrno(err, "mlockall(MCL_FUTURE | MCL_ONFAULT)");
+  // The program's and its libraries' file mappings (code, read-only data)
+  // are read in and locked now: serving a swap-out under memory pressure
+  // must never wait for a page-in of the daemon's code from the disk that
+  // is busy swapping.
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    // "start-end perms offset dev inode   pathname"
+    unsigned long start = 0, end = 0;
+    char perms[5] = {};
+    unsigned long long inode = 0;
+    int path_at = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s %*s %*s %llu %n", &start, &end, perms, &inode, &path_at) < 4) continue;
+    if (inode == 0 || path_at <= 0 || static_cast<size_t>(path_at) >= line.size() || line[path_at] != '/') continue;
+    if (perms[0] != 'r') continue;  // guard pages
+    if (::mlock(reinterpret_cast<void*>(start), end - start) != 0) {
+      const int err = errno;
+      if (err != ENOMEM && err != EPERM && err != EAGAIN) continue;  // a mapping that cannot be locked
+      ::munlockall();
+      return MemlockError(err, "mlock " + line.substr(static_cast<size_t>(path_at)));
+    }
   }
   LockedMemory m;
-  m.locked_kib = ProcStatusField(0, "VmLck").value_or(0);
+  m.locked_kib = LockedResidentKib();
   return m;
 }
 
