@@ -37,6 +37,10 @@ Status ProbeCas(RadosStore& store) {
                                          "): set `osd class load list` and `osd class default list` to include "
                                          "cas (or *) on every OSD");
   }
+  if (st.code() == EPERM) {
+    return Status::Error(EPERM, st.message() + ": the user may not call object classes in the pool; its caps "
+                                               "need osd 'allow rwx pool=POOL' (the x), and mon 'allow r'");
+  }
   if (!st.ok()) return st;
   st = One(store, [&](RadosBatch& b) { b.CreateOrRef(object, second, block, true); });
   if (!st.ok()) return st;

@@ -852,3 +852,83 @@ TEST(RadosMountTest, WritesAreAcknowledgedWhileAnOsdIsDeadAndDestageOnceItIsBack
 
 }  // namespace
 }  // namespace chainswap
+
+namespace chainswap {
+namespace {
+
+// ------------------------------------------------------------- test 5
+
+// A copy of conf file `from` whose [client] keyring is `keyring`: what an
+// operator's /etc/ceph/ceph.conf names for a host's own user.
+void WriteConfWithKeyring(const std::string& from, const std::string& to, const std::string& keyring) {
+  std::ifstream in(from);
+  std::string text, line, section;
+  while (std::getline(in, line)) {
+    if (line.starts_with("[")) section = line;
+    if (section == "[client]" && line.starts_with("keyring")) line = "keyring = " + keyring;
+    text += line + "\n";
+  }
+  std::ofstream(to) << text;
+}
+
+// The README's instructions for a host, followed literally: a cephx user
+// with the caps it names (mon 'allow r' osd 'allow rwx pool=POOL') passes
+// rados-check, formats, mounts, destages into the pool and reads its blocks
+// back from the pool after a remount. A user without the class-call right
+// ('rwx' less the x) is refused by rados-check with EPERM named, before any
+// backing directory is formatted with it.
+TEST(RadosMountTest, AHostUserWithTheReadmesCapsStoresAndReadsItsBlocks) {
+  auto cluster = CephTestCluster::Start();
+  ASSERT_NE(cluster, nullptr) << kNoCluster;
+  const std::string pool = cluster->pool();
+  auto make_user = [&](const std::string& name, const std::string& osd_caps) {
+    const std::string keyring = cluster->dir() + "/" + name + ".keyring";
+    auto r = radostest::RunCommand({"ceph", "-c", cluster->conf_path(), "auth", "get-or-create", "client." + name,
+                                    "mon", "allow r", "osd", osd_caps, "-o", keyring});
+    EXPECT_EQ(r.status, 0) << r.output;
+    const std::string conf = cluster->dir() + "/" + name + ".conf";
+    WriteConfWithKeyring(cluster->conf_path(), conf, keyring);
+    return conf;
+  };
+  const std::string host_conf = make_user("host1", "allow rwx pool=" + pool);
+  const std::string norx_conf = make_user("nox", "allow rw pool=" + pool);
+
+  auto check = radostest::RunCommand(
+      {CHAINSWAP_BIN, "rados-check", "rados:" + pool, "--ceph-conf", host_conf, "--ceph-id", "host1"});
+  ASSERT_EQ(check.status, 0) << check.output;
+  auto refused = radostest::RunCommand(
+      {CHAINSWAP_BIN, "rados-check", "rados:" + pool, "--ceph-conf", norx_conf, "--ceph-id", "nox"});
+  EXPECT_NE(refused.status, 0) << refused.output;
+  EXPECT_NE(refused.output.find("EPERM"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("allow rwx pool="), std::string::npos) << "the error names the caps: "
+                                                                        << refused.output;
+  std::fprintf(stderr, "[ info ] rados-check as a user without 'x': %s\n", refused.output.c_str());
+
+  MountedFs fs({}, {"--store", "rados:" + pool, "--ceph-conf", host_conf, "--ceph-id", "host1"});
+  fs.set_mount_timeout(std::chrono::seconds(60));
+  struct Logs {
+    const MountedFs* fs;
+    const CephTestCluster* c;
+    ~Logs() { PrintLogsOnFailure({fs}, c); }
+  } logs{&fs, cluster.get()};
+  ASSERT_TRUE(fs.formatted());
+  EXPECT_EQ(Meta(fs, "rados_user"), "host1");
+  ASSERT_TRUE(fs.Mount());
+  ASSERT_TRUE(fs.MakeChain("vm"));
+  constexpr size_t kBytes = 4 * kMiB;
+  constexpr int64_t kBlocks = kBytes / kBlock;
+  const auto data = MakeData(0x5ca1, kBytes);
+  ASSERT_TRUE(mounttest::WriteFile(fs.Path("vm", "guest.swap"), 0, data, O_DIRECT));
+  ASSERT_TRUE(WaitUntil([&] { return SettledAt(CountsOf(fs), kBlocks, 1); }))
+      << CountsOf(fs).ToString() << "; expected " << kBlocks << " blocks destaged into the pool";
+  auto store = ConnectForChecks(*cluster);
+  ASSERT_NE(store, nullptr);
+  auto listed = store->List("blk." + ChainRadosId(fs, "vm") + ".");
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  EXPECT_EQ(static_cast<int64_t>(listed->size()), kBlocks);
+  ASSERT_TRUE(fs.Remount());
+  EXPECT_TRUE(FileEquals(fs.Path("vm", "guest.swap"), data, true));
+}
+
+}  // namespace
+}  // namespace chainswap
