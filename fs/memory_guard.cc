@@ -108,7 +108,9 @@ Result<LockedMemory> LockMemory() {
     int path_at = 0;
     if (std::sscanf(line.c_str(), "%lx-%lx %4s %*s %*s %llu %n", &start, &end, perms, &inode, &path_at) < 4) continue;
     if (inode == 0 || path_at <= 0 || static_cast<size_t>(path_at) >= line.size() || line[path_at] != '/') continue;
-    if (perms[0] != 'r') continue;  // guard pages
+    // Guard pages, and shared mappings (a memory-mapped catalog, SQLite's
+    // WAL index: file data, not the program) are left to MCL_ONFAULT.
+    if (perms[0] != 'r' || perms[3] != 'p') continue;
     if (::mlock(reinterpret_cast<void*>(start), end - start) != 0) {
       const int err = errno;
       if (err != ENOMEM && err != EPERM && err != EAGAIN) continue;  // a mapping that cannot be locked
