@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <limits>
 #include <string>
 
 namespace chainswap {
@@ -63,19 +62,19 @@ Status MemlockError(int err, const std::string& what) {
   return Status::Error(err, what + ": " + why);
 }
 
-// The resident locked memory (Locked: of /proc/self/smaps_rollup), in KiB.
-uint64_t LockedResidentKib() {
-  std::ifstream in("/proc/self/smaps_rollup");
-  std::string key;
-  uint64_t kib = 0;
-  while (in >> key) {
-    if (key == "Locked:") {
-      in >> kib;
-      return kib;
+// One "Key:  N kB" field of a /proc file (status, smaps_rollup).
+std::optional<uint64_t> ProcField(const std::string& path, const std::string& key) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.compare(0, key.size(), key) != 0 || line.size() <= key.size() || line[key.size()] != ':') continue;
+    try {
+      return std::stoull(line.substr(key.size() + 1));
+    } catch (...) {
+      return std::nullopt;
     }
-    in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
   }
-  return 0;
+  return std::nullopt;
 }
 
 }  // namespace
@@ -119,22 +118,12 @@ Result<LockedMemory> LockMemory() {
     }
   }
   LockedMemory m;
-  m.locked_kib = LockedResidentKib();
+  m.locked_kib = ProcField("/proc/self/smaps_rollup", "Locked").value_or(0);
   return m;
 }
 
 std::optional<uint64_t> ProcStatusField(int pid, const std::string& key) {
-  std::ifstream in(pid == 0 ? std::string("/proc/self/status") : "/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.compare(0, key.size(), key) != 0 || line.size() <= key.size() || line[key.size()] != ':') continue;
-    try {
-      return std::stoull(line.substr(key.size() + 1));
-    } catch (...) {
-      return std::nullopt;
-    }
-  }
-  return std::nullopt;
+  return ProcField(pid == 0 ? std::string("/proc/self/status") : "/proc/" + std::to_string(pid) + "/status", key);
 }
 
 }  // namespace chainswap

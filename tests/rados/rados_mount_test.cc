@@ -250,6 +250,14 @@ void PrintLogsOnFailure(const std::vector<const MountedFs*>& all, const CephTest
   if (cluster) std::fprintf(stderr, "---- cluster logs ----\n%s\n", cluster->LogTails(20).c_str());
 }
 
+// Prints the daemons' and the cluster's logs when the test has failed, on
+// leaving its scope.
+struct FailureLogs {
+  std::vector<const MountedFs*> all;
+  const CephTestCluster* cluster;
+  ~FailureLogs() { PrintLogsOnFailure(all, cluster); }
+};
+
 // ------------------------------------------------------------- test 1
 
 // Two hosts (two backing directories on one pool) write the same 64 MiB into
@@ -263,11 +271,7 @@ TEST(RadosMountTest, TwoHostsStoreTheSameBlocksOnceAndTheLastUnlinkFreesThem) {
   MountedFs a({}, format), b({}, format);
   a.set_mount_timeout(std::chrono::seconds(60));
   b.set_mount_timeout(std::chrono::seconds(60));
-  struct Logs {
-    const MountedFs *a, *b;
-    const CephTestCluster* c;
-    ~Logs() { PrintLogsOnFailure({a, b}, c); }
-  } logs{&a, &b, cluster.get()};
+  const FailureLogs logs{{&a, &b}, cluster.get()};
   ASSERT_TRUE(a.formatted());
   ASSERT_TRUE(b.formatted());
 
@@ -560,11 +564,7 @@ TEST(RadosMountTest, KillDashNineDuringAWriteStreamLeavesExactlyTheCatalogsRefer
   auto cluster = CephTestCluster::Start();
   ASSERT_NE(cluster, nullptr) << kNoCluster;
   MountedFs fs({}, RadosFormatArgs(cluster->pool(), cluster->conf_path()));
-  struct Logs {
-    const MountedFs* fs;
-    const CephTestCluster* c;
-    ~Logs() { PrintLogsOnFailure({fs}, c); }
-  } logs{&fs, cluster.get()};
+  const FailureLogs logs{{&fs}, cluster.get()};
   ASSERT_TRUE(fs.formatted());
   ASSERT_TRUE(HasRadosTables(fs));
   Daemon daemon(fs);
@@ -697,11 +697,7 @@ TEST(RadosMountTest, AnUnreachableClusterFailsTheMountWithinTheTimeoutNamingTheC
   constexpr int kTimeout = 5;
   MountedFs fs({"rados_timeout=" + std::to_string(kTimeout)}, RadosFormatArgs(cluster->pool(), conf));
   fs.set_mount_timeout(std::chrono::seconds(60));
-  struct Logs {
-    const MountedFs* fs;
-    const CephTestCluster* c;
-    ~Logs() { PrintLogsOnFailure({fs}, c); }
-  } logs{&fs, cluster.get()};
+  const FailureLogs logs{{&fs}, cluster.get()};
   ASSERT_TRUE(fs.formatted());
   EXPECT_EQ(Meta(fs, "rados_conf"), conf);
   ASSERT_TRUE(fs.Mount());
@@ -775,11 +771,7 @@ TEST(RadosMountTest, WritesAreAcknowledgedWhileAnOsdIsDeadAndDestageOnceItIsBack
   // retried) several times during the outage.
   MountedFs fs({"rados_timeout=5"}, RadosFormatArgs(cluster->pool(), cluster->conf_path()));
   fs.set_mount_timeout(std::chrono::seconds(60));
-  struct Logs {
-    const MountedFs* fs;
-    const CephTestCluster* c;
-    ~Logs() { PrintLogsOnFailure({fs}, c); }
-  } logs{&fs, cluster.get()};
+  const FailureLogs logs{{&fs}, cluster.get()};
   ASSERT_TRUE(fs.formatted());
   ASSERT_TRUE(HasRadosTables(fs));
   ASSERT_TRUE(fs.Mount());
@@ -906,11 +898,7 @@ TEST(RadosMountTest, AHostUserWithTheReadmesCapsStoresAndReadsItsBlocks) {
 
   MountedFs fs({}, {"--store", "rados:" + pool, "--ceph-conf", host_conf, "--ceph-id", "host1"});
   fs.set_mount_timeout(std::chrono::seconds(60));
-  struct Logs {
-    const MountedFs* fs;
-    const CephTestCluster* c;
-    ~Logs() { PrintLogsOnFailure({fs}, c); }
-  } logs{&fs, cluster.get()};
+  const FailureLogs logs{{&fs}, cluster.get()};
   ASSERT_TRUE(fs.formatted());
   EXPECT_EQ(Meta(fs, "rados_user"), "host1");
   ASSERT_TRUE(fs.Mount());
